@@ -1,0 +1,175 @@
+//! The records the eBPF programs write into the ring buffer and the settings
+//! the daemon writes into the programs at load time.
+//!
+//! Both halves compile this file: the kernel half (`no_std`, bpfel) writes the
+//! structs, the daemon reads them back as bytes through `sshlogin`'s decoder,
+//! which checks every length itself instead of trusting these layouts. The
+//! layouts are `#[repr(C)]` without implicit padding so the byte offsets
+//! below are the same on both sides; tests in this crate pin them.
+#![no_std]
+
+/// Length of a task's `comm`, NUL padded (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// How many process names the in-kernel filter can hold.
+pub const MAX_FAMILY: usize = 4;
+
+/// How many bytes of an audit message or syslog line are copied. sshd's and
+/// PAM's longest records are about 400 bytes; the rest is headroom for long
+/// user names, certificate ids and PAM module lists.
+pub const TEXT_CAP: usize = 1024;
+
+/// Record kinds: the first `u32` of every record.
+pub mod kind {
+    /// An audit netlink message (`nlmsghdr` + text) sent by PAM or sshd.
+    pub const AUDIT: u32 = 1;
+    /// A syslog datagram sent by sshd (`<PRI>...`).
+    pub const SYSLOG: u32 = 2;
+    /// A successful `setresuid` that dropped root for another uid.
+    pub const SETRESUID: u32 = 3;
+    /// A process of the family forked a child.
+    pub const FORK: u32 = 4;
+    /// A process (thread group leader) of the family exited.
+    pub const EXIT: u32 = 5;
+}
+
+/// Indices of the per-CPU counters in the `STATS` map.
+pub mod stat {
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full, a record was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Copying a message from the caller's memory failed; the record was lost.
+    pub const READ_FAILED: u32 = 1;
+    /// The map that carries `setresuid` arguments from enter to exit was full.
+    pub const PENDING_FULL: u32 = 2;
+    /// Number of counters.
+    pub const COUNT: u32 = 3;
+}
+
+/// Fields every record starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Thread group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid of the caller when the probe ran.
+    pub uid: u32,
+    /// Real gid of the caller when the probe ran.
+    pub gid: u32,
+    /// Explicit padding so the layout has no holes.
+    pub _pad: u32,
+    /// `CLOCK_BOOTTIME` in nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ktime_ns: u64,
+    /// The caller's `comm`, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// An audit message or a syslog line, copied from the `sendto` buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MessageRecord {
+    pub header: Header,
+    /// The `len` argument of `sendto`: the message's full length.
+    pub len: u32,
+    /// How many bytes of `data` hold the message (`min(len, TEXT_CAP)`).
+    pub copied: u32,
+    pub data: [u8; TEXT_CAP],
+}
+
+/// A successful `setresuid(ruid, euid, suid)` by a caller that was root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SetresuidRecord {
+    pub header: Header,
+    /// Arguments as passed; `u32::MAX` (-1) means "unchanged".
+    pub ruid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub _pad: u32,
+}
+
+/// `header.pid` forked `child_pid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: Header,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+
+/// `header.pid` exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: Header,
+}
+
+/// Byte offsets and sizes the decoder relies on.
+pub mod layout {
+    use super::*;
+    pub const HEADER_SIZE: usize = core::mem::size_of::<Header>();
+    pub const MESSAGE_LEN: usize = HEADER_SIZE;
+    pub const MESSAGE_COPIED: usize = HEADER_SIZE + 4;
+    pub const MESSAGE_DATA: usize = HEADER_SIZE + 8;
+    pub const MESSAGE_SIZE: usize = core::mem::size_of::<MessageRecord>();
+    pub const SETRESUID_SIZE: usize = core::mem::size_of::<SetresuidRecord>();
+    pub const FORK_SIZE: usize = core::mem::size_of::<ForkRecord>();
+    pub const EXIT_SIZE: usize = core::mem::size_of::<ExitRecord>();
+}
+
+/// The process names the in-kernel filter accepts, written into the object
+/// at load time (global `FAMILY`). Unused slots are all zero and never match
+/// because a real `comm` is never empty. Aligned to 8 so the kernel half can
+/// compare names as two `u64`s.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    pub names: [[u8; COMM_LEN]; MAX_FAMILY],
+}
+
+impl Family {
+    pub const EMPTY: Family = Family { names: [[0; COMM_LEN]; MAX_FAMILY] };
+}
+
+/// Load-time settings that come from the running kernel rather than the
+/// user: the offset of `child_pid` in `sched_process_fork`'s record, which
+/// moved in Linux 6.x when the comm fields became `__data_loc` strings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceOffsets {
+    pub fork_child_pid: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays without padding.
+    unsafe impl aya::Pod for super::Family {}
+    unsafe impl aya::Pod for super::TraceOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_have_no_holes() {
+        assert_eq!(size_of::<Header>(), 48);
+        assert_eq!(offset_of!(Header, ktime_ns), 24);
+        assert_eq!(offset_of!(Header, comm), 32);
+        assert_eq!(offset_of!(MessageRecord, len), layout::MESSAGE_LEN);
+        assert_eq!(offset_of!(MessageRecord, copied), layout::MESSAGE_COPIED);
+        assert_eq!(offset_of!(MessageRecord, data), layout::MESSAGE_DATA);
+        assert_eq!(layout::MESSAGE_SIZE, 48 + 8 + TEXT_CAP);
+        assert_eq!(offset_of!(SetresuidRecord, ruid), 48);
+        assert_eq!(layout::SETRESUID_SIZE, 64);
+        assert_eq!(offset_of!(ForkRecord, child_pid), 48);
+        assert_eq!(layout::FORK_SIZE, 56);
+        assert_eq!(layout::EXIT_SIZE, 48);
+        assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
+    }
+}

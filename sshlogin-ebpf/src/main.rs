@@ -1,0 +1,28 @@
+//! sshlogin's probes. Every probe is a tracepoint: kprobes and fentry are not
+//! available on hardened kernels, and tracepoint argument layouts are read
+//! from tracefs rather than guessed from kernel structs (Rust eBPF has no
+//! CO-RE relocations).
+//!
+//! Each program first checks the caller's `comm` against the sshd family so
+//! that every other process on the host pays one comparison and nothing more.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod filter;
+#[cfg(target_arch = "bpf")]
+mod probes;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here; there is no way to
+    // report a panic from inside the kernel.
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("sshlogin-ebpf only builds for bpfel-unknown-none: run `cargo xtask build-ebpf`");
+    std::process::exit(2);
+}

@@ -1,0 +1,149 @@
+//! Failed authentication attempts, assembled from the records that describe
+//! the same attempt.
+//!
+//! One failed password, as Debian's OpenSSH 9.2 reports it, is three records
+//! from the monitor in this order: PAM's USER_AUTH `res=failed`, sshd's
+//! "Failed password for ..." line and sshd's USER_LOGIN `res=failed`. An
+//! invalid user is "Invalid user ..." then USER_LOGIN with
+//! `acct="(invalid user)"`; a rejected key is USER_LOGIN alone. So records
+//! merge into the attempt being assembled until one of a kind it already
+//! has arrives (the next attempt has begun) or USER_LOGIN completes it.
+//!
+//! The first USER_LOGIN of an invalid user comes from sshd's name look-up,
+//! before any method was tried, so it only marks the attempt that follows:
+//! an invalid user who offers one key is one failure, not two.
+
+use crate::decode::syslog::{KeyInfo, Peer};
+
+/// Which kind of record contributed to an attempt (a bit each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// PAM's USER_AUTH `res=failed`.
+    AuditAuth = 1,
+    /// sshd's USER_LOGIN `res=failed`: always the last of an attempt.
+    AuditLogin = 2,
+    /// "Failed METHOD for ..."
+    SyslogFailed = 4,
+    /// "Invalid user ..."
+    SyslogInvalid = 8,
+    /// sshd's USER_LOGIN `acct="(invalid user)"` sent when it looked the
+    /// name up: it marks the user invalid, it is not an attempt of its own.
+    InvalidMarker = 16,
+}
+
+/// What one record says about a failed attempt.
+#[derive(Clone, Debug, Default)]
+pub struct Fact {
+    pub ktime_ns: u64,
+    pub user: Option<String>,
+    pub invalid: bool,
+    pub method: Option<String>,
+    pub key: Option<KeyInfo>,
+    pub peer: Option<Peer>,
+    pub terminal: Option<String>,
+}
+
+/// An attempt being assembled.
+#[derive(Clone, Debug, Default)]
+pub struct Attempt {
+    /// Time of its first record.
+    pub ktime_ns: u64,
+    /// Time of its latest record.
+    pub last_ns: u64,
+    pub(super) sources: u8,
+    pub user: Option<String>,
+    pub invalid: bool,
+    pub method: Option<String>,
+    pub key: Option<KeyInfo>,
+    pub peer: Option<Peer>,
+    pub terminal: Option<String>,
+    pub max_tries: bool,
+}
+
+impl Attempt {
+    /// Whether `fact` from `source` describes this attempt rather than a new one.
+    pub fn accepts(&self, source: Source, fact: &Fact) -> bool {
+        if self.sources & source as u8 != 0 {
+            return false;
+        }
+        match (&self.user, &fact.user) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
+    pub fn merge(&mut self, source: Source, fact: Fact) {
+        if self.sources == 0 {
+            self.ktime_ns = fact.ktime_ns;
+        }
+        self.sources |= source as u8;
+        self.last_ns = self.last_ns.max(fact.ktime_ns);
+        self.invalid |= fact.invalid;
+        if self.user.is_none() {
+            self.user = fact.user;
+        }
+        if fact.method.is_some() {
+            self.method = fact.method;
+        }
+        if fact.key.is_some() {
+            self.key = fact.key;
+        }
+        if fact.peer.is_some() {
+            self.peer = fact.peer;
+        }
+        // PAM's terminal (e.g. "ssh") says more than sshd's label "sshd".
+        if self.terminal.is_none() || source == Source::AuditAuth {
+            self.terminal = fact.terminal.or(self.terminal.take());
+        }
+    }
+
+    /// `ssh.failure.reason`.
+    pub fn reason(&self) -> &'static str {
+        if self.max_tries {
+            "max_auth_tries"
+        } else if self.invalid {
+            "invalid_user"
+        } else {
+            match self.method.as_deref() {
+                Some("password") => "wrong_password",
+                Some("publickey") => "publickey_rejected",
+                Some(m) if m.starts_with("keyboard-interactive") => "wrong_password",
+                _ => "auth_failed",
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(user: Option<&str>) -> Fact {
+        Fact { user: user.map(str::to_string), ..Fact::default() }
+    }
+
+    #[test]
+    fn one_attempt_per_kind_of_record() {
+        let mut a = Attempt::default();
+        assert!(a.accepts(Source::AuditAuth, &fact(Some("bob"))));
+        a.merge(Source::AuditAuth, Fact { ktime_ns: 5, ..fact(Some("bob")) });
+        assert!(a.accepts(Source::SyslogFailed, &fact(Some("bob"))));
+        a.merge(Source::SyslogFailed, Fact { ktime_ns: 9, method: Some("password".into()), ..fact(Some("bob")) });
+        assert!(!a.accepts(Source::AuditAuth, &fact(Some("bob"))), "a second USER_AUTH is a new attempt");
+        assert!(!a.accepts(Source::AuditLogin, &fact(Some("alice"))), "another user is a new attempt");
+        assert!(a.accepts(Source::AuditLogin, &fact(None)));
+        assert_eq!((a.ktime_ns, a.last_ns), (5, 9));
+        assert_eq!(a.reason(), "wrong_password");
+    }
+
+    #[test]
+    fn reasons() {
+        let mut a = Attempt { invalid: true, method: Some("password".into()), ..Attempt::default() };
+        assert_eq!(a.reason(), "invalid_user");
+        a.max_tries = true;
+        assert_eq!(a.reason(), "max_auth_tries");
+        assert_eq!(Attempt::default().reason(), "auth_failed");
+        let k = Attempt { method: Some("publickey".into()), ..Attempt::default() };
+        assert_eq!(k.reason(), "publickey_rejected");
+    }
+}

@@ -1,0 +1,127 @@
+//! Bytes from the ring buffer to typed records. Pure and total: every input,
+//! however short or garbled, gives a record or a [`DecodeError`], never a
+//! panic. The kernel half's layouts are not trusted; every length is checked.
+
+pub mod audit;
+pub mod syslog;
+
+use sshlogin_common::{COMM_LEN, TEXT_CAP, kind, layout};
+
+/// Who sent a record and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Process id (thread group id).
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// CLOCK_BOOTTIME, nanoseconds.
+    pub ktime_ns: u64,
+    pub comm: String,
+}
+
+/// One record from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// An audit message sent to the kernel over NETLINK_AUDIT.
+    Audit { meta: Meta, audit: audit::AuditMessage },
+    /// A syslog line sent to /dev/log.
+    Syslog { meta: Meta, line: syslog::SyslogLine },
+    /// A permanent drop from root to `uid` (`setresuid(uid, uid, uid)`).
+    Setresuid { meta: Meta, uid: u32 },
+    /// `meta.pid` forked `child`.
+    Fork { meta: Meta, child: u32 },
+    /// `meta.pid` exited.
+    Exit { meta: Meta },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need} its kind {kind} needs")]
+    Short { kind: u32, len: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("message record claims {copied} copied bytes, more than the {cap} it can hold")]
+    BadLength { copied: usize, cap: usize },
+    #[error("audit message: {0}")]
+    Audit(#[from] audit::AuditError),
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn need(bytes: &[u8], kind: u32, size: usize) -> Result<(), DecodeError> {
+    if bytes.len() < size {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need: size });
+    }
+    Ok(())
+}
+
+/// The comm as text: up to the first NUL, invalid UTF-8 replaced.
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn meta(bytes: &[u8]) -> Meta {
+    // Callers have checked the header length; the unwraps cannot fail, but
+    // defaulting keeps this function total without relying on that.
+    Meta {
+        pid: u32_at(bytes, 4).unwrap_or_default(),
+        tid: u32_at(bytes, 8).unwrap_or_default(),
+        uid: u32_at(bytes, 12).unwrap_or_default(),
+        gid: u32_at(bytes, 16).unwrap_or_default(),
+        ktime_ns: u64_at(bytes, 24).unwrap_or_default(),
+        comm: comm(bytes.get(32..32 + COMM_LEN).unwrap_or_default()),
+    }
+}
+
+/// The message bytes of an audit or syslog record.
+fn message(bytes: &[u8], kind: u32) -> Result<&[u8], DecodeError> {
+    need(bytes, kind, layout::MESSAGE_DATA)?;
+    let copied = u32_at(bytes, layout::MESSAGE_COPIED).unwrap_or_default() as usize;
+    if copied > TEXT_CAP {
+        return Err(DecodeError::BadLength { copied, cap: TEXT_CAP });
+    }
+    let end = layout::MESSAGE_DATA + copied;
+    bytes
+        .get(layout::MESSAGE_DATA..end)
+        .ok_or(DecodeError::Short { kind, len: bytes.len(), need: end })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let kind = u32_at(bytes, 0).ok_or(DecodeError::Short { kind: 0, len: bytes.len(), need: 4 })?;
+    need(bytes, kind, layout::HEADER_SIZE)?;
+    let meta = meta(bytes);
+    match kind {
+        kind::AUDIT => {
+            let full_len = u32_at(bytes, layout::MESSAGE_LEN).unwrap_or_default() as usize;
+            let data = message(bytes, kind)?;
+            let audit = audit::parse_netlink(data, full_len > data.len())?;
+            Ok(Record::Audit { meta, audit })
+        }
+        kind::SYSLOG => {
+            let full_len = u32_at(bytes, layout::MESSAGE_LEN).unwrap_or_default() as usize;
+            let data = message(bytes, kind)?;
+            Ok(Record::Syslog { meta, line: syslog::parse(data, full_len > data.len()) })
+        }
+        kind::SETRESUID => {
+            need(bytes, kind, layout::SETRESUID_SIZE)?;
+            let uid = u32_at(bytes, layout::HEADER_SIZE).unwrap_or(u32::MAX);
+            Ok(Record::Setresuid { meta, uid })
+        }
+        kind::FORK => {
+            need(bytes, kind, layout::FORK_SIZE)?;
+            let child = u32_at(bytes, layout::HEADER_SIZE).unwrap_or_default();
+            Ok(Record::Fork { meta, child })
+        }
+        kind::EXIT => Ok(Record::Exit { meta }),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}

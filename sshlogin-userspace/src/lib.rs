@@ -1,0 +1,23 @@
+//! sshlogin: every SSH login on a Linux host, seen through eBPF.
+//!
+//! The pipeline, one module a stage:
+//!
+//! ```text
+//! probes (kernel) -> source -> decode -> correlate -> enrich -> export
+//! ```
+//!
+//! `pipeline` runs decode → correlate → enrich on batches of raw records;
+//! `app` wires the stages for each command of the `sshlogin` binary.
+
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod correlate;
+pub mod decode;
+pub mod enrich;
+pub mod event;
+pub mod export;
+pub mod pipeline;
+pub mod probes;
+pub mod resource;
+pub mod source;

@@ -1,0 +1,36 @@
+//! sshlogin: every SSH login on this host, seen through eBPF.
+//!
+//! probes (kernel) → source → decode → correlate → enrich → export
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sshlogin::{app, cli};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(e) = init_logging(&cli.log) {
+        eprintln!("sshlogin: --log: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sshlogin: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::main(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Loading the embedded eBPF object and attaching its tracepoints.
+//!
+//! Dropping [`Probes`] detaches every program and frees the maps.
+
+mod tracefs;
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, TraceOffsets, stat};
+
+/// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sshlogin.bpf.o"));
+
+/// Every program in the object: (program name, tracepoint category, tracepoint).
+pub const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_setresuid", "syscalls", "sys_enter_setresuid"),
+    ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+/// Load-time settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Process names (`comm`) of the sshd family.
+    pub family: Vec<String>,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+}
+
+/// The loaded, attached programs. Keep it alive as long as records are wanted.
+pub struct Probes {
+    _ebpf: Ebpf,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_full: u64,
+    pub read_failed: u64,
+    pub pending_full: u64,
+}
+
+impl Probes {
+    /// Loads and attaches everything; returns the probes and the ring buffer
+    /// their records arrive in.
+    pub fn load(settings: &Settings) -> Result<(Probes, RingBuf<MapData>)> {
+        if OBJECT.is_empty() {
+            bail!(
+                "this sshlogin binary was built without its eBPF object; \
+                 build it with `cargo xtask build` (needs the nightly toolchain and bpf-linker)"
+            );
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        raise_memlock();
+        let family = family(&settings.family)?;
+        let fork_format = tracefs::read_format(&tracefs, "sched", "sched_process_fork")?;
+        let offsets = TraceOffsets {
+            fork_child_pid: tracefs::field_offset(&fork_format, "child_pid")
+                .context("sched:sched_process_fork has no child_pid field in its format")?,
+            _pad: 0,
+        };
+        check_ring_size(settings.ring_buffer_bytes)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("FAMILY", &family, true)
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", settings.ring_buffer_bytes)
+            .load(OBJECT)
+            .context("loading the eBPF object into the kernel (maps and programs)")?;
+
+        for (program, category, name) in PROGRAMS {
+            attach(&mut ebpf, program, category, name)?;
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing from the object")?)
+            .context("map EVENTS is not a ring buffer")?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
+            .context("map STATS is not a per-CPU array of u64")?;
+        tracing::info!(
+            programs = PROGRAMS.len(),
+            family = ?settings.family,
+            ring_buffer_bytes = settings.ring_buffer_bytes,
+            "probes attached"
+        );
+        Ok((Probes { _ebpf: ebpf, stats }, ring))
+    }
+
+    /// Counters of records the kernel half could not deliver.
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let sum = |index: u32| -> Result<u64> {
+            let values = self.stats.get(&index, 0).with_context(|| format!("reading STATS[{index}]"))?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelCounters {
+            ringbuf_full: sum(stat::RINGBUF_FULL)?,
+            read_failed: sum(stat::READ_FAILED)?,
+            pending_full: sum(stat::PENDING_FULL)?,
+        })
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    let what = || format!("program {program} at tracepoint {category}:{name}");
+    let tp: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("{} is missing from the eBPF object", what()))?
+        .try_into()
+        .with_context(|| format!("{} is not a tracepoint program", what()))?;
+    tp.load().with_context(|| format!("loading {} (verifier or permissions)", what()))?;
+    tp.attach(category, name).with_context(|| format!("attaching {}", what()))?;
+    Ok(())
+}
+
+/// The names as the kernel stores `comm`: at most 15 bytes, NUL padded.
+fn family(names: &[String]) -> Result<Family> {
+    if names.is_empty() {
+        bail!("the sshd process name list is empty");
+    }
+    if names.len() > MAX_FAMILY {
+        bail!("at most {MAX_FAMILY} sshd process names are supported, got {}", names.len());
+    }
+    let mut family = Family::EMPTY;
+    for (slot, name) in family.names.iter_mut().zip(names) {
+        if name.is_empty() || name.len() >= COMM_LEN || name.contains('\0') {
+            bail!("sshd process name {name:?} must be 1 to {} bytes (a kernel comm)", COMM_LEN - 1);
+        }
+        slot[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    Ok(family)
+}
+
+fn check_ring_size(bytes: u32) -> Result<()> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u32;
+    if !bytes.is_power_of_two() || bytes < page {
+        bail!("the ring buffer size must be a power of two of at least {page} bytes, got {bytes}");
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones charge
+/// the memory cgroup and ignore the limit, so failing to raise it is only a
+/// problem on old kernels.
+fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11, loading may fail on older ones"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_are_nul_padded() {
+        let f = family(&["sshd".into(), "sshd-session".into()]).unwrap();
+        assert_eq!(&f.names[0][..5], b"sshd\0");
+        assert_eq!(&f.names[1][..12], b"sshd-session");
+        assert_eq!(f.names[2], [0; COMM_LEN]);
+    }
+
+    #[test]
+    fn family_rejects_bad_names() {
+        assert!(family(&[]).is_err());
+        assert!(family(&["a-name-that-is-too-long".into()]).is_err());
+        assert!(family(&["".into()]).is_err());
+        assert!(family(&vec!["s".to_string(); MAX_FAMILY + 1]).is_err());
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two() {
+        assert!(check_ring_size(1 << 21).is_ok());
+        assert!(check_ring_size(3 << 20).is_err());
+        assert!(check_ring_size(64).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The OpenTelemetry resource: what is reporting, from where.
+
+use std::{collections::BTreeMap, fs};
+
+use uuid::Uuid;
+
+pub type Resource = BTreeMap<&'static str, String>;
+
+/// Reads the host facts once at start.
+pub fn detect() -> Resource {
+    let machine_id = fs::read_to_string("/etc/machine-id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let uname = nix::sys::utsname::uname().ok();
+    let host_name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+    build(machine_id, host_name, uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()), std::env::consts::ARCH)
+}
+
+/// Pure part of [`detect`].
+pub fn build(machine_id: Option<String>, host_name: Option<String>, os_version: Option<String>, arch: &str) -> Resource {
+    let mut r = Resource::new();
+    r.insert("service.name", "sshlogin".into());
+    r.insert("service.version", env!("CARGO_PKG_VERSION").into());
+    // Stable across restarts on one host, distinct between hosts.
+    let seed = machine_id.clone().or_else(|| host_name.clone()).unwrap_or_default();
+    r.insert("service.instance.id", Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sshlogin/{seed}").as_bytes()).to_string());
+    if let Some(h) = host_name {
+        r.insert("host.name", h);
+    }
+    if let Some(id) = machine_id {
+        r.insert("host.id", id);
+    }
+    r.insert("host.arch", semconv_arch(arch).into());
+    r.insert("os.type", "linux".into());
+    if let Some(v) = os_version {
+        r.insert("os.version", v);
+    }
+    r
+}
+
+/// Rust's architecture names to the `host.arch` values of the conventions.
+fn semconv_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "arm" => "arm32",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semconv_values() {
+        let r = build(Some("abc".into()), Some("bastion-1".into()), Some("6.18.0".into()), "x86_64");
+        assert_eq!(r["host.arch"], "amd64");
+        assert_eq!(r["host.id"], "abc");
+        assert_eq!(r["os.type"], "linux");
+        assert_eq!(r["service.name"], "sshlogin");
+        let again = build(Some("abc".into()), None, None, "aarch64");
+        assert_eq!(again["service.instance.id"], r["service.instance.id"]);
+        assert_eq!(again["host.arch"], "arm64");
+        assert!(!again.contains_key("host.name"));
+    }
+}

@@ -1,0 +1,110 @@
+//! Installs the toolchain pieces, each only when missing. A step that fails
+//! stops with its name and the command to run by hand.
+
+use std::process::Command;
+
+use anyhow::{Result, anyhow};
+
+use crate::{is_root, sh};
+
+/// LLVM of the installed rustc (nightly and stable are both on LLVM 22).
+pub const LLVM: &str = "22";
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn build_tools() -> Result<()> {
+    apt(&[&format!("llvm-{LLVM}-dev")])?;
+    rust_src()?;
+    bpf_linker()
+}
+
+/// What the end-to-end tests run: a real sshd, real clients, sshpass.
+pub fn test_tools() -> Result<()> {
+    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps"])
+}
+
+fn step_failed(step: &str, manual: &str, err: anyhow::Error) -> anyhow::Error {
+    anyhow!("bootstrap step `{step}` failed: {err:#}\nrun it by hand: {manual}")
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let manual = format!("apt-get update && apt-get install -y {}", missing.join(" "));
+    let step = format!("apt: {}", missing.join(" "));
+    if !is_root() {
+        return Err(step_failed(&step, &format!("sudo {manual}"), anyhow!("installing packages needs root")));
+    }
+    println!("xtask: installing {} from apt", missing.join(" "));
+    let run = || -> Result<()> {
+        sh(Command::new("apt-get").args(["update", "-qq"]))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    run().map_err(|e| step_failed(&step, &manual, e))
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output();
+    if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src"))) {
+        return Ok(());
+    }
+    let manual = "rustup component add rust-src --toolchain nightly";
+    println!("xtask: adding rust-src to the nightly toolchain (eBPF builds core from source)");
+    sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        .map_err(|e| step_failed("rust-src for nightly", manual, e))
+}
+
+/// bpf-linker at the pinned version, linked against LLVM 22.
+fn bpf_linker() -> Result<()> {
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    let prefix = format!("/usr/lib/llvm-{LLVM}");
+    let manual = format!(
+        "LLVM_PREFIX={prefix} cargo install bpf-linker --version {BPF_LINKER_VERSION} --locked --no-default-features --features llvm-{LLVM}"
+    );
+    println!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM} (about 90 s, once per machine)");
+    // LLVM_PREFIX: Debian's default llvm-config can be an older LLVM.
+    sh(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+        .args(["--no-default-features", "--features", &format!("llvm-{LLVM}")])
+        .env("LLVM_PREFIX", &prefix))
+    .map_err(|e| step_failed("bpf-linker", &manual, e))?;
+    if !bpf_linker_ok() {
+        return Err(step_failed("bpf-linker", &manual, anyhow!("installed, but it is not {BPF_LINKER_VERSION} on LLVM {LLVM}")));
+    }
+    Ok(())
+}
+
+fn bpf_linker_ok() -> bool {
+    let Ok(path) = which("bpf-linker") else { return false };
+    let version = Command::new(&path).arg("--version").output();
+    let version_ok = version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == format!("bpf-linker {BPF_LINKER_VERSION}"));
+    let ldd = Command::new("ldd").arg(&path).output();
+    let llvm_ok = ldd.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("libLLVM.so.{LLVM}")));
+    version_ok && llvm_ok
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home_bin = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .map(|c| c.join("bin"));
+    std::env::split_paths(&path)
+        .chain(home_bin)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{name} is not on PATH"))
+}

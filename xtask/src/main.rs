@@ -1,0 +1,128 @@
+//! Developer tasks: `cargo xtask <command>`. Each builds what it needs and
+//! installs the toolchain pieces that are missing, saying what it does.
+
+mod bootstrap;
+mod build;
+mod test;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test sshlogin")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, bpf-linker,
+    /// rust-src for nightly). Idempotent; the other tasks run it themselves.
+    Bootstrap,
+    /// Build the eBPF object (nightly, bpfel-unknown-none).
+    BuildEbpf,
+    /// Build the eBPF object and the daemon (release):
+    /// target/release/sshlogin.
+    Build,
+    /// Build, then run the daemon as root. Arguments after `--` go to
+    /// `sshlogin run` (default: print events to stdout).
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Everything: unit tests, then the privileged end-to-end tests (root;
+    /// they fail where eBPF cannot load, unless SSHLOGIN_SKIP_PRIVILEGED=1).
+    Test {
+        /// Only the unit tests.
+        #[arg(long)]
+        unit_only: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Bootstrap => {
+            bootstrap::build_tools()?;
+            bootstrap::test_tools()
+        }
+        Task::BuildEbpf => {
+            bootstrap::build_tools()?;
+            build::ebpf()
+        }
+        Task::Build => {
+            bootstrap::build_tools()?;
+            build::ebpf()?;
+            build::userspace()
+        }
+        Task::Run { args } => {
+            bootstrap::build_tools()?;
+            build::ebpf()?;
+            build::userspace()?;
+            run(&args)
+        }
+        Task::Test { unit_only } => test::all(unit_only),
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let binary = workspace_root().join("target/release/sshlogin");
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else {
+        println!("xtask: sshlogin needs root; running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg(&binary);
+        c
+    };
+    if args.is_empty() || args[0].starts_with('-') {
+        cmd.arg("run");
+    }
+    cmd.args(args);
+    // SIGINT reaches the daemon too (same process group); it exits 0.
+    let status = cmd.status().with_context(|| format!("starting {}", binary.display()))?;
+    if !status.success() {
+        bail!("sshlogin exited with {status}");
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// Runs a command, printing it first; fails naming it.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    println!("xtask: $ {}", show(cmd));
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", show(cmd));
+    }
+    Ok(())
+}
+
+pub fn show(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
