@@ -10,9 +10,8 @@ fn main() {
     println!("cargo::rerun-if-env-changed=SSHLOGIN_EBPF_OBJECT");
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("..").join("target"));
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| manifest.join("..").join("target"));
     let object = env::var_os("SSHLOGIN_EBPF_OBJECT")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir.join("bpfel-unknown-none/release/sshlogin"));

@@ -2,8 +2,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::bpf_ktime_get_boot_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_ktime_get_boot_ns,
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -45,9 +44,7 @@ pub fn family_comm() -> Option<[u8; COMM_LEN]> {
     let words = as_words(&comm);
     // SAFETY: FAMILY is 8-aligned and made of u64-sized name halves; the
     // volatile read keeps the compiler from folding the all-zero default.
-    let names = unsafe {
-        core::ptr::read_volatile(core::ptr::addr_of!(FAMILY).cast::<[[u64; 2]; MAX_FAMILY]>())
-    };
+    let names = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(FAMILY).cast::<[[u64; 2]; MAX_FAMILY]>()) };
     let mut i = 0;
     while i < MAX_FAMILY {
         if names[i][0] == words[0] && names[i][1] == words[1] {

@@ -3,19 +3,13 @@
 //! `sched:*` offset that differs between kernels comes from the daemon.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sshlogin_common::{
-    COMM_LEN, ExitRecord, ForkRecord, MessageRecord, SetresuidRecord, TEXT_CAP, kind, stat,
-};
+use sshlogin_common::{COMM_LEN, ExitRecord, ForkRecord, MessageRecord, SetresuidRecord, TEXT_CAP, kind, stat};
 
-use crate::filter::{
-    EVENTS, PENDING_SETRESUID, count, current_uid, family_comm, header, offsets,
-};
+use crate::filter::{EVENTS, PENDING_SETRESUID, count, current_uid, family_comm, header, offsets};
 
 const AF_NETLINK: u16 = 16;
 const SOCKADDR_NL_LEN: u64 = 12;
@@ -84,8 +78,7 @@ fn try_sendto(ctx: &TracePointContext, comm: [u8; COMM_LEN]) -> Result<(), i64> 
         if addr_len < SOCKADDR_NL_LEN || len < 16 {
             return Ok(());
         }
-        let sa: SockaddrNl =
-            unsafe { bpf_probe_read_user(addr as *const SockaddrNl) }.map_err(i64::from)?;
+        let sa: SockaddrNl = unsafe { bpf_probe_read_user(addr as *const SockaddrNl) }.map_err(i64::from)?;
         if sa.family != AF_NETLINK || sa.pid != 0 {
             return Ok(());
         }
@@ -132,9 +125,7 @@ pub fn sys_enter_setresuid(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: reads of the tracepoint record.
-    let args = unsafe {
-        (ctx.read_at::<u64>(ARG0), ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2))
-    };
+    let args = unsafe { (ctx.read_at::<u64>(ARG0), ctx.read_at::<u64>(ARG1), ctx.read_at::<u64>(ARG2)) };
     let (Ok(r), Ok(e), Ok(s)) = args else {
         return 0;
     };
@@ -162,13 +153,8 @@ pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
     if unsafe { ctx.read_at::<i64>(RET) } != Ok(0) {
         return 0;
     }
-    let record = SetresuidRecord {
-        header: header(kind::SETRESUID, comm),
-        ruid: ids[0],
-        euid: ids[1],
-        suid: ids[2],
-        _pad: 0,
-    };
+    let record =
+        SetresuidRecord { header: header(kind::SETRESUID, comm), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
     }

@@ -91,7 +91,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             _ = tick.tick() => {
                 pipeline.tick(enrich::boot_now_ns(), &mut events);
                 ticks = ticks.wrapping_add(1);
-                if ticks % COUNTER_TICKS == 0 {
+                if ticks.is_multiple_of(COUNTER_TICKS) {
                     kernel = report_kernel_drops(&probes, kernel);
                 }
             }

@@ -25,6 +25,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Cross-flag checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Run(a) => a.probes.validate(),
+            Command::Capture(a) => a.probes.validate(),
+            Command::Replay(_) => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: load the probes and report SSH logins until SIGINT or
@@ -44,12 +55,13 @@ pub struct ProbeArgs {
     /// Process name (comm) of an sshd binary whose records count; repeat for
     /// each. OpenSSH <= 9.7 runs as `sshd`, 9.8+ adds `sshd-session`, 10.x
     /// adds `sshd-auth`. At most 4, each at most 15 bytes.
-    #[arg(long = "sshd-comm", value_name = "NAME", default_values_t = ProbeArgs::default_family())]
+    #[arg(long = "sshd-comm", value_name = "NAME", default_values_t = ProbeArgs::default_family(), value_parser = comm)]
     pub family: Vec<String>,
 
-    /// Size of the kernel ring buffer in bytes: a power of two. Larger
-    /// absorbs bigger login storms if the daemon falls behind.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    /// Size of the kernel ring buffer: a power of two from 4K to 1G (suffix
+    /// K, M or G allowed). Larger absorbs bigger login storms if the daemon
+    /// falls behind.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = ring_size)]
     pub ring_buffer_size: u32,
 }
 
@@ -57,6 +69,47 @@ impl ProbeArgs {
     pub fn default_family() -> Vec<String> {
         DEFAULT_FAMILY.iter().map(|s| s.to_string()).collect()
     }
+
+    /// Checks what a value parser cannot see alone; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.family.len() > sshlogin_common::MAX_FAMILY {
+            return Err(format!(
+                "--sshd-comm: at most {} names, got {}",
+                sshlogin_common::MAX_FAMILY,
+                self.family.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A kernel `comm`: 1 to 15 bytes.
+fn comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() >= sshlogin_common::COMM_LEN || s.contains('\0') {
+        return Err(format!("a process name is 1 to {} bytes (the kernel's comm)", sshlogin_common::COMM_LEN - 1));
+    }
+    Ok(s.to_string())
+}
+
+/// A power of two from 4 KiB to 1 GiB, with an optional K/M/G suffix.
+fn ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let bytes = n.checked_shl(shift).filter(|b| *b <= 1 << 30).ok_or("at most 1G")?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!("{bytes} bytes: must be a power of two of at least 4K"));
+    }
+    Ok(bytes as u32)
 }
 
 #[derive(Debug, Args)]
@@ -106,4 +159,52 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(ring_size("4M"), Ok(4 << 20));
+        assert_eq!(ring_size("4096"), Ok(4096));
+        assert!(ring_size("3M").is_err());
+        assert!(ring_size("2K").is_err());
+        assert!(ring_size("2G").is_err());
+        assert!(ring_size("1T").is_err());
+        assert!(ring_size("x").is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors_naming_the_flag() {
+        let err = Cli::try_parse_from(["sshlogin", "run", "--sshd-comm", "a-very-long-process-name"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--sshd-comm"), "{err}");
+        let err = Cli::try_parse_from(["sshlogin", "run", "--ring-buffer-size", "3M"]).unwrap_err();
+        assert!(err.to_string().contains("--ring-buffer-size"), "{err}");
+        let cli = Cli::try_parse_from([
+            "sshlogin",
+            "run",
+            "--sshd-comm",
+            "a",
+            "--sshd-comm",
+            "b",
+            "--sshd-comm",
+            "c",
+            "--sshd-comm",
+            "d",
+            "--sshd-comm",
+            "e",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else { panic!() };
+        assert!(run.probes.validate().unwrap_err().contains("--sshd-comm"));
+    }
 }

@@ -70,10 +70,10 @@ impl<U: UserDb> Enricher<U> {
     }
 
     fn uid_of(&mut self, name: &str) -> Option<u32> {
-        if let Some((uid, at)) = self.by_name.get(name) {
-            if at.elapsed() < CACHE_TTL {
-                return *uid;
-            }
+        if let Some((uid, at)) = self.by_name.get(name)
+            && at.elapsed() < CACHE_TTL
+        {
+            return *uid;
         }
         let uid = self.users.uid_of(name);
         if self.by_name.len() >= CACHE_MAX {
@@ -84,10 +84,10 @@ impl<U: UserDb> Enricher<U> {
     }
 
     fn name_of(&mut self, uid: u32) -> Option<String> {
-        if let Some((name, at)) = self.by_uid.get(&uid) {
-            if at.elapsed() < CACHE_TTL {
-                return name.clone();
-            }
+        if let Some((name, at)) = self.by_uid.get(&uid)
+            && at.elapsed() < CACHE_TTL
+        {
+            return name.clone();
         }
         let name = self.users.name_of(uid);
         if self.by_uid.len() >= CACHE_MAX {
@@ -101,16 +101,15 @@ impl<U: UserDb> Enricher<U> {
 /// CLOCK_BOOTTIME to Unix time offset, in nanoseconds, right now.
 pub fn boot_to_unix_ns() -> i128 {
     use nix::time::{ClockId, clock_gettime};
-    let ns = |c| clock_gettime(c).map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())).unwrap_or(0);
+    let ns =
+        |c| clock_gettime(c).map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())).unwrap_or(0);
     ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME)
 }
 
 /// CLOCK_BOOTTIME now, nanoseconds.
 pub fn boot_now_ns() -> u64 {
     use nix::time::{ClockId, clock_gettime};
-    clock_gettime(ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
 }
 
 pub fn unix_now_ns() -> u64 {

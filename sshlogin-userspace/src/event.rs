@@ -15,6 +15,8 @@ pub mod attr {
     pub const KEY_TYPE: &str = "ssh.key.type";
     pub const KEY_FINGERPRINT: &str = "ssh.key.fingerprint";
     pub const TERMINAL: &str = "ssh.terminal";
+    /// The session's pseudo-terminal, once sshd has allocated one.
+    pub const TTY: &str = "ssh.tty";
     pub const PROCESS_PID: &str = "process.pid";
     pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
     pub const PROCESS_EXE: &str = "process.executable.path";
@@ -177,7 +179,8 @@ impl Event {
                 format!("{user} closed a session{from}{took}")
             }
             EventName::AuthFailure => {
-                let why = self.str(attr::FAILURE_REASON).map(|r| format!(": {}", r.replace('_', " "))).unwrap_or_default();
+                let why =
+                    self.str(attr::FAILURE_REASON).map(|r| format!(": {}", r.replace('_', " "))).unwrap_or_default();
                 format!("failed login for {user}{from}{why}")
             }
         }

@@ -9,6 +9,10 @@ use sshlogin::{app, cli};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Err(msg) = cli.command.validate() {
+        use clap::CommandFactory;
+        cli::Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
+    }
     if let Err(e) = init_logging(&cli.log) {
         eprintln!("sshlogin: --log: {e}");
         return ExitCode::from(2);
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
 
 fn init_logging(filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     Ok(())
 }

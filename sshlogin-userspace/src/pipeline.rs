@@ -29,7 +29,11 @@ pub struct Pipeline<U: UserDb> {
 impl<U: UserDb> Pipeline<U> {
     pub fn new(settings: correlate::Settings, view: Box<dyn ProcView + Send>, users: U) -> Self {
         let boot_id = settings.boot_id;
-        Pipeline { correlator: Correlator::new(settings, view), enricher: Enricher::new(users, boot_id), stats: Stats::default() }
+        Pipeline {
+            correlator: Correlator::new(settings, view),
+            enricher: Enricher::new(users, boot_id),
+            stats: Stats::default(),
+        }
     }
 
     /// Takes raw records; appends the finished events to `out`.
@@ -89,5 +93,9 @@ pub fn boot_id() -> Uuid {
 /// The count of each event name, for summaries.
 pub fn count_line(stats: &Stats) -> String {
     let names = [EventName::SessionOpen, EventName::SessionClose, EventName::AuthFailure];
-    names.iter().map(|n| format!("{}={}", n.as_str(), stats.events.get(n.as_str()).unwrap_or(&0))).collect::<Vec<_>>().join(" ")
+    names
+        .iter()
+        .map(|n| format!("{}={}", n.as_str(), stats.events.get(n.as_str()).unwrap_or(&0)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -11,17 +11,30 @@ pub fn detect() -> Resource {
     let machine_id = fs::read_to_string("/etc/machine-id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let uname = nix::sys::utsname::uname().ok();
     let host_name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-    build(machine_id, host_name, uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()), std::env::consts::ARCH)
+    build(
+        machine_id,
+        host_name,
+        uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()),
+        std::env::consts::ARCH,
+    )
 }
 
 /// Pure part of [`detect`].
-pub fn build(machine_id: Option<String>, host_name: Option<String>, os_version: Option<String>, arch: &str) -> Resource {
+pub fn build(
+    machine_id: Option<String>,
+    host_name: Option<String>,
+    os_version: Option<String>,
+    arch: &str,
+) -> Resource {
     let mut r = Resource::new();
     r.insert("service.name", "sshlogin".into());
     r.insert("service.version", env!("CARGO_PKG_VERSION").into());
     // Stable across restarts on one host, distinct between hosts.
     let seed = machine_id.clone().or_else(|| host_name.clone()).unwrap_or_default();
-    r.insert("service.instance.id", Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sshlogin/{seed}").as_bytes()).to_string());
+    r.insert(
+        "service.instance.id",
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sshlogin/{seed}").as_bytes()).to_string(),
+    );
     if let Some(h) = host_name {
         r.insert("host.name", h);
     }

@@ -82,7 +82,11 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", &prefix))
     .map_err(|e| step_failed("bpf-linker", &manual, e))?;
     if !bpf_linker_ok() {
-        return Err(step_failed("bpf-linker", &manual, anyhow!("installed, but it is not {BPF_LINKER_VERSION} on LLVM {LLVM}")));
+        return Err(step_failed(
+            "bpf-linker",
+            &manual,
+            anyhow!("installed, but it is not {BPF_LINKER_VERSION} on LLVM {LLVM}"),
+        ));
     }
     Ok(())
 }
@@ -90,7 +94,8 @@ fn bpf_linker() -> Result<()> {
 fn bpf_linker_ok() -> bool {
     let Ok(path) = which("bpf-linker") else { return false };
     let version = Command::new(&path).arg("--version").output();
-    let version_ok = version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == format!("bpf-linker {BPF_LINKER_VERSION}"));
+    let version_ok =
+        version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == format!("bpf-linker {BPF_LINKER_VERSION}"));
     let ldd = Command::new("ldd").arg(&path).output();
     let llvm_ok = ldd.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("libLLVM.so.{LLVM}")));
     version_ok && llvm_ok

@@ -1,32 +1,90 @@
 //! `cargo xtask test`: unit tests (no root), then the end-to-end tests that
-//! load the probes and drive a real sshd (root).
+//! load the probes and drive a real sshd (root). Ends with one line of
+//! totals that CI counts.
 
-use std::{process::Command, time::Instant};
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Instant,
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
-use crate::{bootstrap, build, is_root, sh, workspace_root};
+use crate::{bootstrap, build, is_root, show, workspace_root};
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
 
 pub fn all(unit_only: bool) -> Result<()> {
     let started = Instant::now();
     bootstrap::build_tools()?;
     build::ebpf()?;
-    sh(Command::new("cargo")
-        .current_dir(workspace_root())
-        .args(["test", "--workspace", "--exclude", "sshlogin-ebpf", "--lib", "--bins"])
-        .env("SSHLOGIN_EBPF_OBJECT", build::ebpf_object()))?;
-    if unit_only {
-        return Ok(());
-    }
-    if is_root() {
-        bootstrap::test_tools()?;
+    let mut unit = Totals::default();
+    let unit_ok = cargo_test(
+        Command::new("cargo").args(["test", "--workspace", "--exclude", "sshlogin-ebpf", "--lib", "--bins"]),
+        &mut unit,
+    )?;
+    let mut e2e = Totals::default();
+    let e2e_ok = if unit_only {
+        true
     } else {
-        println!("xtask: not root: the end-to-end tests will fail unless SSHLOGIN_SKIP_PRIVILEGED=1");
+        if is_root() {
+            bootstrap::test_tools()?;
+        } else {
+            println!("xtask: not root: the end-to-end tests will fail unless SSHLOGIN_SKIP_PRIVILEGED=1");
+        }
+        cargo_test(
+            Command::new("cargo").args([
+                "test",
+                "--package",
+                "sshlogin-userspace",
+                "--test",
+                "e2e",
+                "--",
+                "--test-threads=2",
+            ]),
+            &mut e2e,
+        )?
+    };
+    println!(
+        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}) in {:.0?}",
+        unit.passed + e2e.passed,
+        unit.failed + e2e.failed,
+        unit.ignored + e2e.ignored,
+        unit.passed,
+        e2e.passed,
+        started.elapsed()
+    );
+    if !unit_ok || !e2e_ok {
+        bail!("tests failed");
     }
-    sh(Command::new("cargo")
-        .current_dir(workspace_root())
-        .args(["test", "--package", "sshlogin-userspace", "--test", "e2e", "--", "--test-threads=2"])
-        .env("SSHLOGIN_EBPF_OBJECT", build::ebpf_object()))?;
-    println!("xtask: all tests passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Runs one `cargo test`, streaming its output and adding up its
+/// `test result:` lines. Returns whether it succeeded.
+fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
+    cmd.current_dir(workspace_root()).env("SSHLOGIN_EBPF_OBJECT", build::ebpf_object()).stdout(Stdio::piped());
+    println!("xtask: $ {}", show(cmd));
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += count("passed");
+            totals.failed += count("failed");
+            totals.ignored += count("ignored");
+        }
+    }
+    Ok(child.wait()?.success())
 }

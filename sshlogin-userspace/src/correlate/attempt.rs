@@ -9,9 +9,12 @@
 //! merge into the attempt being assembled until one of a kind it already
 //! has arrives (the next attempt has begun) or USER_LOGIN completes it.
 //!
-//! The first USER_LOGIN of an invalid user comes from sshd's name look-up,
-//! before any method was tried, so it only marks the attempt that follows:
-//! an invalid user who offers one key is one failure, not two.
+//! An invalid user is different: sshd sends USER_LOGIN `acct="(invalid user)"`
+//! when it looks the name up (twice, from both privilege-separation halves,
+//! in 9.2) before any method was tried, and sends none for a rejected key.
+//! Such a USER_LOGIN completes an attempt only when the attempt holds a real
+//! try (PAM's verdict or a "Failed ..." line); otherwise it only marks the
+//! user invalid. An invalid user who offers one key is one failure.
 
 use crate::decode::syslog::{KeyInfo, Peer};
 
@@ -26,9 +29,9 @@ pub enum Source {
     SyslogFailed = 4,
     /// "Invalid user ..."
     SyslogInvalid = 8,
-    /// sshd's USER_LOGIN `acct="(invalid user)"` sent when it looked the
-    /// name up: it marks the user invalid, it is not an attempt of its own.
-    InvalidMarker = 16,
+    /// USER_LOGIN `acct="(invalid user)"` before any real try: a mark, not
+    /// an attempt. Never collides, as there may be several.
+    InvalidMarker = 0,
 }
 
 /// What one record says about a failed attempt.
@@ -72,8 +75,13 @@ impl Attempt {
         }
     }
 
+    /// Whether the attempt holds a real try, not just the name look-up.
+    pub fn has_try(&self) -> bool {
+        self.sources & (Source::AuditAuth as u8 | Source::SyslogFailed as u8) != 0
+    }
+
     pub fn merge(&mut self, source: Source, fact: Fact) {
-        if self.sources == 0 {
+        if self.ktime_ns == 0 {
             self.ktime_ns = fact.ktime_ns;
         }
         self.sources |= source as u8;

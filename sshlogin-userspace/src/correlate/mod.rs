@@ -10,6 +10,8 @@
 
 mod attempt;
 pub mod process;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -49,8 +51,16 @@ enum Session {
     #[default]
     None,
     /// PAM opened it; the session child has not dropped privileges yet.
-    Pending { ktime_ns: u64, terminal: Option<String> },
-    Open { ktime_ns: u64, child: Option<u32>, pam: bool, terminal: Option<String> },
+    Pending {
+        ktime_ns: u64,
+        terminal: Option<String>,
+    },
+    Open {
+        ktime_ns: u64,
+        child: Option<u32>,
+        pam: bool,
+        terminal: Option<String>,
+    },
     Closed,
 }
 
@@ -69,8 +79,8 @@ struct Conn {
     /// A user name the client gave, valid or not, as the close line names it.
     named_user: Option<String>,
     invalid_user: Option<String>,
-    /// sshd's look-up of an invalid user name has been seen.
-    invalid_marked: bool,
+    /// The pseudo-terminal sshd allocated (its USER_LOGIN `res=success`).
+    tty: Option<String>,
     attempt: Option<Attempt>,
     failures: u32,
     session: Session,
@@ -106,10 +116,10 @@ impl Correlator {
             if conn.attempt.as_ref().is_some_and(|a| now_ns.saturating_sub(a.last_ns) >= ATTEMPT_WAIT_NS) {
                 self.flush_attempt(m, out);
             }
-            if let Some(Session::Pending { ktime_ns, .. }) = self.conns.get(&m).map(|c| &c.session) {
-                if now_ns.saturating_sub(*ktime_ns) >= OPEN_WAIT_NS {
-                    self.open(m, None, None, out);
-                }
+            if let Some(Session::Pending { ktime_ns, .. }) = self.conns.get(&m).map(|c| &c.session)
+                && now_ns.saturating_sub(*ktime_ns) >= OPEN_WAIT_NS
+            {
+                self.open(m, None, None, out);
             }
         }
         self.procs.gc(now_ns);
@@ -170,18 +180,18 @@ impl Correlator {
                 // A client that named a user and left before any attempt
                 // failed (e.g. it offered nothing the server accepts).
                 let conn = self.conns.get_mut(&m).expect("created above");
-                if conn.failures == 0 {
-                    if let Some(user) = conn.named_user.clone() {
-                        let attempt = Attempt {
-                            ktime_ns,
-                            user: Some(user),
-                            invalid: conn.invalid_user.is_some(),
-                            ..Attempt::default()
-                        };
-                        let mut e = self.failure_event(m, &attempt);
-                        e.set(attr::FAILURE_REASON, "preauth_disconnect");
-                        out.push(e);
-                    }
+                if conn.failures == 0
+                    && let Some(user) = conn.named_user.clone()
+                {
+                    let attempt = Attempt {
+                        ktime_ns,
+                        user: Some(user),
+                        invalid: conn.invalid_user.is_some(),
+                        ..Attempt::default()
+                    };
+                    let mut e = self.failure_event(m, &attempt);
+                    e.set(attr::FAILURE_REASON, "preauth_disconnect");
+                    out.push(e);
                 }
             }
             _ => {}
@@ -251,12 +261,21 @@ impl Correlator {
                 let invalid = acct.as_deref() == Some("(invalid user)");
                 let user = if invalid { None } else { acct };
                 let fact = Fact { ktime_ns: meta.ktime_ns, user, invalid, terminal, ..Fact::default() };
-                if invalid && !conn.invalid_marked {
-                    conn.invalid_marked = true;
+                let is_try = conn.attempt.as_ref().is_some_and(Attempt::has_try);
+                if invalid && !is_try {
                     self.attempt(m, Source::InvalidMarker, fact, out);
                 } else {
                     self.attempt(m, Source::AuditLogin, fact, out);
                     self.flush_attempt(m, out);
+                }
+            }
+            // sshd's own login record, once the session has a terminal.
+            types::USER_LOGIN if ok == Some(true) => {
+                if terminal.as_deref().is_some_and(|t| t.starts_with("/dev/")) {
+                    conn.tty = terminal;
+                }
+                if conn.uid.is_none() {
+                    conn.uid = audit.get("id").and_then(|id| id.parse().ok());
                 }
             }
             _ => {}
@@ -291,8 +310,13 @@ impl Correlator {
                 conn.peer.get_or_insert(peer.clone());
                 conn.invalid_user = Some(user.clone());
                 conn.named_user = Some(user.clone());
-                let fact =
-                    Fact { ktime_ns: meta.ktime_ns, user: Some(user), invalid: true, peer: Some(peer), ..Fact::default() };
+                let fact = Fact {
+                    ktime_ns: meta.ktime_ns,
+                    user: Some(user),
+                    invalid: true,
+                    peer: Some(peer),
+                    ..Fact::default()
+                };
                 self.attempt(m, Source::SyslogInvalid, fact, out);
             }
             SshdMessage::MaxAuthTries { peer, .. } => {
@@ -303,11 +327,21 @@ impl Correlator {
             }
             SshdMessage::Closed { user, peer, .. } => {
                 conn.peer.get_or_insert(peer);
-                if let Some((state, name)) = user {
-                    if state != UserState::LoggedIn {
-                        conn.named_user.get_or_insert(name);
-                    }
+                if let Some((state, name)) = user
+                    && state != UserState::LoggedIn
+                {
+                    conn.named_user.get_or_insert(name);
                 }
+            }
+            SshdMessage::PamAuthFailure { user, invalid, .. } => {
+                let fact = Fact {
+                    ktime_ns: meta.ktime_ns,
+                    user: Some(user),
+                    invalid,
+                    method: Some("keyboard-interactive".into()),
+                    ..Fact::default()
+                };
+                self.attempt(m, Source::SyslogFailed, fact, out);
             }
             SshdMessage::PamSessionOpened { user, uid } => {
                 if conn.user.as_deref().is_none_or(|u| u == user) {
@@ -377,7 +411,8 @@ impl Correlator {
 
     fn close(&mut self, m: u32, ktime_ns: u64, end_terminal: Option<String>, out: &mut Vec<Event>) {
         let Some(conn) = self.conns.get_mut(&m) else { return };
-        let Session::Open { ktime_ns: opened, child, terminal, .. } = std::mem::replace(&mut conn.session, Session::Closed)
+        let Session::Open { ktime_ns: opened, child, terminal, .. } =
+            std::mem::replace(&mut conn.session, Session::Closed)
         else {
             return;
         };
@@ -402,6 +437,9 @@ impl Correlator {
         set_key(e, conn.key.as_ref());
         if let Some(t) = terminal {
             e.set(attr::TERMINAL, t);
+        }
+        if let Some(tty) = &conn.tty {
+            e.set(attr::TTY, tty.as_str());
         }
         self.set_process(e, conn, child);
     }

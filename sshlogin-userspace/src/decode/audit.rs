@@ -16,7 +16,8 @@ pub mod types {
 const NLMSG_HDRLEN: usize = 16;
 
 /// Fields libaudit hex-encodes when their value is not printable as is.
-const ENCODED_FIELDS: &[&str] = &["acct", "exe", "comm", "cwd", "cmd", "id", "name", "old", "new", "op"];
+/// (`id=1001` is a number and must stay one.)
+const ENCODED_FIELDS: &[&str] = &["acct", "exe", "comm", "cwd", "cmd"];
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
@@ -111,7 +112,11 @@ pub fn parse_fields(text: &str) -> Vec<(String, String)> {
         } else {
             let end = after.find(' ').unwrap_or(after.len());
             let raw = &after[..end];
-            let value = if ENCODED_FIELDS.contains(&key) { decode_hex(raw).unwrap_or_else(|| raw.to_string()) } else { raw.to_string() };
+            let value = if ENCODED_FIELDS.contains(&key) {
+                decode_hex(raw).unwrap_or_else(|| raw.to_string())
+            } else {
+                raw.to_string()
+            };
             (value, eq + 1 + end)
         };
         fields.push((key.to_string(), value));
@@ -123,7 +128,7 @@ pub fn parse_fields(text: &str) -> Vec<(String, String)> {
 /// Hex text (upper or lower case, even length) to a string; `None` if it is
 /// not hex. Decoded bytes that are not UTF-8 are replaced.
 fn decode_hex(s: &str) -> Option<String> {
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Vec<u8> = s

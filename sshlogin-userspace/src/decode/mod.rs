@@ -26,7 +26,7 @@ pub enum Record {
     /// An audit message sent to the kernel over NETLINK_AUDIT.
     Audit { meta: Meta, audit: audit::AuditMessage },
     /// A syslog line sent to /dev/log.
-    Syslog { meta: Meta, line: syslog::SyslogLine },
+    Syslog { meta: Meta, line: Box<syslog::SyslogLine> },
     /// A permanent drop from root to `uid` (`setresuid(uid, uid, uid)`).
     Setresuid { meta: Meta, uid: u32 },
     /// `meta.pid` forked `child`.
@@ -89,9 +89,7 @@ fn message(bytes: &[u8], kind: u32) -> Result<&[u8], DecodeError> {
         return Err(DecodeError::BadLength { copied, cap: TEXT_CAP });
     }
     let end = layout::MESSAGE_DATA + copied;
-    bytes
-        .get(layout::MESSAGE_DATA..end)
-        .ok_or(DecodeError::Short { kind, len: bytes.len(), need: end })
+    bytes.get(layout::MESSAGE_DATA..end).ok_or(DecodeError::Short { kind, len: bytes.len(), need: end })
 }
 
 /// Decodes one ring-buffer record.
@@ -109,7 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::SYSLOG => {
             let full_len = u32_at(bytes, layout::MESSAGE_LEN).unwrap_or_default() as usize;
             let data = message(bytes, kind)?;
-            Ok(Record::Syslog { meta, line: syslog::parse(data, full_len > data.len()) })
+            Ok(Record::Syslog { meta, line: Box::new(syslog::parse(data, full_len > data.len())) })
         }
         kind::SETRESUID => {
             need(bytes, kind, layout::SETRESUID_SIZE)?;
@@ -123,5 +121,79 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         kind::EXIT => Ok(Record::Exit { meta }),
         other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<Vec<u8>> {
+        let path = format!("{}/tests/fixtures/captures/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+        crate::capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn every_kind_from_a_real_capture() {
+        let records: Vec<Record> = fixture("pam-key-login").iter().map(|r| decode(r).unwrap()).collect();
+        let has = |f: fn(&Record) -> bool| records.iter().any(f);
+        assert!(has(|r| matches!(r, Record::Fork { .. })));
+        assert!(has(|r| matches!(r, Record::Exit { .. })));
+        assert!(has(|r| matches!(r, Record::Setresuid { uid: 1001, .. })));
+        assert!(has(|r| matches!(r, Record::Setresuid { uid: 102, .. })));
+        assert!(has(|r| matches!(r, Record::Syslog { .. })));
+        let Some(Record::Audit { meta, audit }) = records
+            .iter()
+            .find(|r| matches!(r, Record::Audit { audit, .. } if audit.msg_type == audit::types::USER_START))
+        else {
+            panic!("no USER_START")
+        };
+        assert_eq!(meta.comm, "sshd");
+        assert_eq!(meta.uid, 0);
+        assert_eq!(audit.acct(), Some("sl-alice"));
+        assert_eq!(audit.success(), Some(true));
+        assert!(!audit.truncated);
+    }
+
+    #[test]
+    fn every_prefix_and_every_bit_flip_is_handled() {
+        for record in fixture("pam-password-fail-then-ok") {
+            for len in 0..=record.len() {
+                let _ = decode(&record[..len]);
+            }
+            for i in (0..record.len()).step_by(7) {
+                let mut bad = record.clone();
+                bad[i] ^= 0xff;
+                let _ = decode(&bad);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(decode(&[]), Err(DecodeError::Short { kind: 0, len: 0, need: 4 }));
+        let mut r = vec![0u8; layout::HEADER_SIZE];
+        r[0] = 99;
+        assert_eq!(decode(&r), Err(DecodeError::UnknownKind(99)));
+        let mut m = vec![0u8; layout::MESSAGE_SIZE];
+        m[..4].copy_from_slice(&kind::AUDIT.to_ne_bytes());
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&5000u32.to_ne_bytes());
+        assert_eq!(decode(&m), Err(DecodeError::BadLength { copied: 5000, cap: TEXT_CAP }));
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(matches!(decode(&m), Err(DecodeError::Audit(_))));
+        let short_fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 48]].concat();
+        assert!(matches!(decode(&short_fork), Err(DecodeError::Short { kind: kind::FORK, .. })));
+    }
+
+    #[test]
+    fn truncated_messages_are_marked() {
+        let mut m = vec![0u8; layout::MESSAGE_SIZE];
+        m[..4].copy_from_slice(&kind::SYSLOG.to_ne_bytes());
+        let text = b"<38>Nov 26 17:24:40 sshd[1]: Invalid user x from 1.2.3.4 port 5";
+        m[layout::MESSAGE_LEN..layout::MESSAGE_LEN + 4].copy_from_slice(&4000u32.to_ne_bytes());
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&(text.len() as u32).to_ne_bytes());
+        m[layout::MESSAGE_DATA..layout::MESSAGE_DATA + text.len()].copy_from_slice(text);
+        let Ok(Record::Syslog { line, .. }) = decode(&m) else { panic!() };
+        assert!(line.truncated);
     }
 }

@@ -70,6 +70,9 @@ pub enum SshdMessage {
     Closed { user: Option<(UserState, String)>, peer: Peer, preauth: bool },
     /// `pam_unix(sshd:session): session opened for user USER(uid=N) by ...`
     PamSessionOpened { user: String, uid: Option<u32> },
+    /// `error: PAM: Authentication failure for [illegal user ]USER from HOST`:
+    /// a keyboard-interactive failure (no port in this line).
+    PamAuthFailure { user: String, invalid: bool, host: String },
     /// Anything else.
     Other,
 }
@@ -110,10 +113,10 @@ pub fn parse_message(msg: &str) -> SshdMessage {
         None => (msg, false),
     };
     if let Some(rest) = msg.strip_prefix("Accepted ") {
-        if let Some((method, rest)) = rest.split_once(" for ") {
-            if let Some((user, peer, key)) = user_from_peer(rest) {
-                return SshdMessage::Accepted { method: method.to_string(), user, peer, key };
-            }
+        if let Some((method, rest)) = rest.split_once(" for ")
+            && let Some((user, peer, key)) = user_from_peer(rest)
+        {
+            return SshdMessage::Accepted { method: method.to_string(), user, peer, key };
         }
     } else if let Some(rest) = msg.strip_prefix("Failed ") {
         if let Some((method, rest)) = rest.split_once(" for ") {
@@ -132,20 +135,27 @@ pub fn parse_message(msg: &str) -> SshdMessage {
         if let Some((user, peer)) = split_peer(rest, " from ") {
             return SshdMessage::MaxAuthTries { user: user.to_string(), invalid, peer };
         }
-    } else if let Some(rest) = ["Connection closed by ", "Connection reset by ", "Disconnected from "]
-        .iter()
-        .find_map(|p| msg.strip_prefix(p))
+    } else if let Some(rest) =
+        ["Connection closed by ", "Connection reset by ", "Disconnected from "].iter().find_map(|p| msg.strip_prefix(p))
     {
         return closed(rest, preauth);
-    } else if let Some(rest) = msg.strip_prefix("pam_unix(") {
-        if let Some(rest) = rest.split_once("): session opened for user ").map(|(_, r)| r) {
-            let name = rest.split(" by ").next().unwrap_or(rest);
-            let (user, uid) = match name.strip_suffix(')').and_then(|n| n.rsplit_once("(uid=")) {
-                Some((user, uid)) => (user, uid.parse().ok()),
-                None => (name, None),
-            };
-            return SshdMessage::PamSessionOpened { user: user.to_string(), uid };
+    } else if let Some(rest) = msg.strip_prefix("PAM: Authentication failure for ") {
+        let (invalid, rest) = match rest.strip_prefix("illegal user ") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        if let Some((user, host)) = rest.rsplit_once(" from ") {
+            return SshdMessage::PamAuthFailure { user: user.to_string(), invalid, host: host.to_string() };
         }
+    } else if let Some(rest) = msg.strip_prefix("pam_unix(")
+        && let Some(rest) = rest.split_once("): session opened for user ").map(|(_, r)| r)
+    {
+        let name = rest.split(" by ").next().unwrap_or(rest);
+        let (user, uid) = match name.strip_suffix(')').and_then(|n| n.rsplit_once("(uid=")) {
+            Some((user, uid)) => (user, uid.parse().ok()),
+            None => (name, None),
+        };
+        return SshdMessage::PamSessionOpened { user: user.to_string(), uid };
     }
     SshdMessage::Other
 }
@@ -210,10 +220,10 @@ fn user_from_peer(rest: &str) -> Option<(String, Peer, Option<KeyInfo>)> {
     let mut from = 0;
     while let Some(at) = rest[from..].find(" from ").map(|i| i + from) {
         let tail = &rest[at + 6..];
-        if let Some((peer_text, key_text)) = tail.split_once(" ssh2: ") {
-            if let Some(peer) = peer(peer_text) {
-                return Some((rest[..at].to_string(), peer, key_info(key_text)));
-            }
+        if let Some((peer_text, key_text)) = tail.split_once(" ssh2: ")
+            && let Some(peer) = peer(peer_text)
+        {
+            return Some((rest[..at].to_string(), peer, key_info(key_text)));
         }
         from = at + 6;
     }
@@ -241,4 +251,156 @@ fn key_info(s: &str) -> Option<KeyInfo> {
         CertInfo { id: id.to_string(), serial: serial.parse().ok(), ca_type, ca_fingerprint: ca_fp }
     });
     Some(KeyInfo { key_type: key_type.to_string(), fingerprint: fingerprint.to_string(), cert })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &str) -> SshdMessage {
+        parse_message(s)
+    }
+
+    fn peer(addr: &str, port: u16) -> Peer {
+        Peer { addr: addr.parse().unwrap(), port }
+    }
+
+    #[test]
+    fn frame_as_glibc_sends_it() {
+        // Captured from sshd 9.2 on Debian 12 (pam-key-login.hex).
+        let raw = b"<38>Nov 26 17:24:40 sshd[13935]: Accepted publickey for sl-alice from 127.0.0.1 port 57284 ssh2: ED25519 SHA256:dWWFKSdPytRfWOHACwJ3vZZ6VfRSLDnE/82Wg4uwQfg";
+        let line = parse(raw, false);
+        assert_eq!(line.tag, "sshd");
+        assert_eq!(line.pid, Some(13935));
+        let SshdMessage::Accepted { method, user, peer: p, key } = line.parsed else { panic!("{:?}", line.parsed) };
+        assert_eq!((method.as_str(), user.as_str(), p), ("publickey", "sl-alice", peer("127.0.0.1", 57284)));
+        let key = key.unwrap();
+        assert_eq!(key.key_type, "ED25519");
+        assert_eq!(key.fingerprint, "SHA256:dWWFKSdPytRfWOHACwJ3vZZ6VfRSLDnE/82Wg4uwQfg");
+        assert!(key.cert.is_none());
+        // sshd-session tags its lines with its own name.
+        assert_eq!(parse(b"<38>Jan  2 03:04:05 sshd-session[7]: x", false).tag, "sshd-session");
+    }
+
+    #[test]
+    fn real_failure_lines() {
+        assert_eq!(
+            msg("Failed password for sl-bob from 127.0.0.1 port 47872 ssh2"),
+            SshdMessage::Failed {
+                method: "password".into(),
+                user: "sl-bob".into(),
+                invalid: false,
+                peer: peer("127.0.0.1", 47872),
+                key: None
+            }
+        );
+        assert_eq!(
+            msg("Failed password for invalid user sl-nosuch from 127.0.0.1 port 52830 ssh2"),
+            SshdMessage::Failed {
+                method: "password".into(),
+                user: "sl-nosuch".into(),
+                invalid: true,
+                peer: peer("127.0.0.1", 52830),
+                key: None
+            }
+        );
+        assert_eq!(
+            msg("Invalid user sl-nosuch from 127.0.0.1 port 52828"),
+            SshdMessage::InvalidUser { user: "sl-nosuch".into(), peer: peer("127.0.0.1", 52828) }
+        );
+        assert_eq!(
+            msg("Connection closed by authenticating user sl-alice 127.0.0.1 port 38250 [preauth]"),
+            SshdMessage::Closed {
+                user: Some((UserState::Authenticating, "sl-alice".into())),
+                peer: peer("127.0.0.1", 38250),
+                preauth: true
+            }
+        );
+        assert_eq!(
+            msg("Disconnected from user sl-alice 127.0.0.1 port 38238"),
+            SshdMessage::Closed {
+                user: Some((UserState::LoggedIn, "sl-alice".into())),
+                peer: peer("127.0.0.1", 38238),
+                preauth: false
+            }
+        );
+        assert_eq!(
+            msg("Connection closed by 10.0.0.9 port 4242 [preauth]"),
+            SshdMessage::Closed { user: None, peer: peer("10.0.0.9", 4242), preauth: true }
+        );
+        assert_eq!(
+            msg("error: PAM: Authentication failure for sl-bob from 127.0.0.1"),
+            SshdMessage::PamAuthFailure { user: "sl-bob".into(), invalid: false, host: "127.0.0.1".into() }
+        );
+        assert_eq!(
+            msg("pam_unix(sshd:session): session opened for user sl-alice(uid=1001) by (uid=0)"),
+            SshdMessage::PamSessionOpened { user: "sl-alice".into(), uid: Some(1001) }
+        );
+        assert_eq!(
+            msg("error: maximum authentication attempts exceeded for invalid user x from ::1 port 22 ssh2 [preauth]"),
+            SshdMessage::MaxAuthTries { user: "x".into(), invalid: true, peer: peer("::1", 22) }
+        );
+    }
+
+    #[test]
+    fn certificates() {
+        let m = msg(
+            "Accepted publickey for alice from 2001:db8::7 port 51234 ssh2: ED25519-CERT SHA256:abc ID alice@corp (serial 42) CA ED25519 SHA256:caf",
+        );
+        let SshdMessage::Accepted { key: Some(key), peer: p, .. } = m else { panic!("{m:?}") };
+        assert_eq!(p, peer("2001:db8::7", 51234));
+        let cert = key.cert.unwrap();
+        assert_eq!(cert.id, "alice@corp");
+        assert_eq!(cert.serial, Some(42));
+        assert_eq!(cert.ca_type.as_deref(), Some("ED25519"));
+        assert_eq!(cert.ca_fingerprint.as_deref(), Some("SHA256:caf"));
+    }
+
+    #[test]
+    fn user_names_cannot_move_the_address() {
+        // The client chose this user name to look like an address.
+        let m = msg("Invalid user x from 6.6.6.6 port 1 from 127.0.0.1 port 5555");
+        assert_eq!(m, SshdMessage::InvalidUser { user: "x from 6.6.6.6 port 1".into(), peer: peer("127.0.0.1", 5555) });
+        let m = msg("Failed password for invalid user a from 6.6.6.6 port 1 ssh2 from 127.0.0.1 port 7 ssh2");
+        let SshdMessage::Failed { user, peer: p, .. } = m else { panic!("{m:?}") };
+        assert_eq!((user.as_str(), p), ("a from 6.6.6.6 port 1 ssh2", peer("127.0.0.1", 7)));
+        let m = msg("Connection closed by invalid user b 1.1.1.1 port 2 127.0.0.1 port 9 [preauth]");
+        assert_eq!(
+            m,
+            SshdMessage::Closed {
+                user: Some((UserState::Invalid, "b 1.1.1.1 port 2".into())),
+                peer: peer("127.0.0.1", 9),
+                preauth: true
+            }
+        );
+    }
+
+    #[test]
+    fn anything_else_is_other_and_nothing_panics() {
+        for s in [
+            "",
+            "<",
+            "<>",
+            "<38>",
+            "<38>Nov 26 17:24:40 ",
+            "<999999999999>Nov 26 17:24:40 sshd[x]: Accepted",
+            "Accepted ",
+            "Accepted publickey for",
+            "Accepted publickey for a from b port c ssh2",
+            "Failed none for  from  port  ssh2: ",
+            "Invalid user  from 1.2.3.4 port 99999",
+            "Connection closed by user ",
+            "PAM: Authentication failure for ",
+            "pam_unix(sshd:session): session opened for user (uid=",
+            "Accepted publickey for a from 1.2.3.4 port 5 ssh2: X",
+            "Accepted publickey for a from 1.2.3.4 port 5 ssh2: X SHA256:y ID",
+            "Accepted publickey for a from 1.2.3.4 port 5 ssh2: X SHA256:y ID (serial ) CA",
+            "\u{fffd}\u{0}\u{7f}",
+        ] {
+            let _ = parse(s.as_bytes(), false);
+            let _ = parse_message(s);
+        }
+        assert_eq!(msg("Server listening on 0.0.0.0 port 22."), SshdMessage::Other);
+        assert_eq!(parse(&[0xff, 0xfe, b'<', b'3'], true).parsed, SshdMessage::Other);
+    }
 }

@@ -20,19 +20,13 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         }
     }
     tracing::info!("tracefs is not mounted; mounting it at {TRACEFS}");
-    nix::mount::mount(
-        Some("nodev"),
-        TRACEFS,
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| {
-        format!(
-            "tracefs is not mounted and mounting it at {TRACEFS} failed; \
+    nix::mount::mount(Some("nodev"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| {
+            format!(
+                "tracefs is not mounted and mounting it at {TRACEFS} failed; \
              mount it by hand with `mount -t tracefs nodev {TRACEFS}` (as root)"
-        )
-    })?;
+            )
+        })?;
     if !Path::new(TRACEFS).join("events").is_dir() {
         bail!("mounted tracefs at {TRACEFS} but it has no events/ directory; is CONFIG_TRACING enabled?");
     }

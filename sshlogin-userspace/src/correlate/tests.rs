@@ -1,0 +1,165 @@
+//! The correlator against captures of real sshd runs
+//! (tests/fixtures/captures, recorded by record.sh there).
+
+use uuid::Uuid;
+
+use crate::{
+    capture,
+    correlate::{Settings, process::NoProc},
+    enrich::UserDb,
+    event::{Event, EventName, attr},
+    pipeline::Pipeline,
+};
+
+/// The accounts of the machine the fixtures were recorded on.
+struct FixtureUsers;
+
+impl UserDb for FixtureUsers {
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        match name {
+            "sl-alice" => Some(1001),
+            "sl-bob" => Some(1002),
+            "sl-carol" => Some(1003),
+            "sshd" => Some(102),
+            _ => None,
+        }
+    }
+    fn name_of(&self, uid: u32) -> Option<String> {
+        ["sl-alice", "sl-bob", "sl-carol", "sshd"].into_iter().find(|n| self.uid_of(n) == Some(uid)).map(str::to_string)
+    }
+}
+
+fn replay(fixture: &str) -> Vec<Event> {
+    let path = format!("{}/tests/fixtures/captures/{fixture}.hex", env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let records = capture::read_records(std::io::BufReader::new(file)).unwrap();
+    let settings = Settings { privsep_uid: Some(102), boot_id: Uuid::nil(), family: vec!["sshd".into()] };
+    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), FixtureUsers);
+    let mut events = Vec::new();
+    pipeline.records(records, &mut events);
+    pipeline.finish(&mut events);
+    assert_eq!(pipeline.stats.decode_errors, 0);
+    events
+}
+
+fn names(events: &[Event]) -> Vec<EventName> {
+    events.iter().map(|e| e.name).collect()
+}
+
+use EventName::{AuthFailure, SessionClose, SessionOpen};
+
+#[test]
+fn key_login_and_logout() {
+    let ev = replay("pam-key-login");
+    assert_eq!(names(&ev), [SessionOpen, SessionClose]);
+    let (open, close) = (&ev[0], &ev[1]);
+    assert_eq!(open.str(attr::USER_NAME), Some("sl-alice"));
+    assert_eq!(open.str(attr::USER_ID), Some("1001"));
+    assert_eq!(open.str(attr::CLIENT_ADDRESS), Some("127.0.0.1"));
+    assert_eq!(open.int(attr::CLIENT_PORT), Some(57284));
+    assert_eq!(open.str(attr::AUTH_METHOD), Some("publickey"));
+    assert_eq!(open.str(attr::KEY_TYPE), Some("ED25519"));
+    assert!(open.str(attr::KEY_FINGERPRINT).unwrap().starts_with("SHA256:"));
+    assert_eq!(open.str(attr::TERMINAL), Some("ssh"));
+    assert_eq!(open.str(attr::PROCESS_EXE), Some("/usr/sbin/sshd"));
+    // The session child, under the monitor.
+    let child = open.int(attr::PROCESS_PID).unwrap();
+    let monitor = open.int(attr::PROCESS_PARENT_PID).unwrap();
+    assert_ne!(child, monitor);
+    assert_eq!(close.int(attr::PROCESS_PID), Some(child));
+    assert_eq!(close.str(attr::CONNECTION_ID), open.str(attr::CONNECTION_ID));
+    let ms = close.int(attr::SESSION_DURATION_MS).unwrap();
+    assert!((1_000..1_500).contains(&ms), "{ms}");
+    assert_ne!(open.str(attr::RECORD_UID), close.str(attr::RECORD_UID));
+    assert_eq!(open.body, "sl-alice opened a session from 127.0.0.1 port 57284 (publickey)");
+}
+
+#[test]
+fn pty_session_names_its_tty_at_close() {
+    let ev = replay("pam-pty-session");
+    assert_eq!(names(&ev), [SessionOpen, SessionClose]);
+    assert_eq!(ev[1].str(attr::TTY), Some("/dev/pts/0"));
+    assert_eq!(ev[1].str(attr::TERMINAL), Some("ssh"));
+}
+
+#[test]
+fn without_pam_the_session_child_opens_and_closes() {
+    let ev = replay("nopam-key-login");
+    assert_eq!(names(&ev), [SessionOpen, SessionClose]);
+    assert_eq!(ev[0].str(attr::USER_ID), Some("1003"));
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-carol"));
+    assert_eq!(ev[0].str(attr::TERMINAL), None);
+    assert!(ev[1].int(attr::SESSION_DURATION_MS).unwrap() >= 500);
+}
+
+#[test]
+fn wrong_key_is_one_failure() {
+    let ev = replay("pam-wrong-key");
+    assert_eq!(names(&ev), [AuthFailure]);
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-alice"));
+    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("auth_failed"));
+}
+
+#[test]
+fn invalid_user_offering_a_key_is_one_failure() {
+    let ev = replay("pam-invalid-user");
+    assert_eq!(names(&ev), [AuthFailure]);
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-nosuch"));
+    assert_eq!(ev[0].str(attr::USER_ID), None);
+    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("invalid_user"));
+}
+
+#[test]
+fn invalid_user_trying_a_password_is_one_failure() {
+    let ev = replay("pam-invalid-user-password");
+    assert_eq!(names(&ev), [AuthFailure]);
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-nosuch"));
+    assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("password"));
+    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("invalid_user"));
+}
+
+#[test]
+fn wrong_password_then_a_good_one() {
+    let ev = replay("pam-password-fail-then-ok");
+    assert_eq!(names(&ev), [AuthFailure, SessionOpen, SessionClose]);
+    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("wrong_password"));
+    assert_eq!(ev[0].str(attr::TERMINAL), Some("ssh"), "PAM's terminal wins over sshd's label");
+    assert_ne!(ev[0].str(attr::CONNECTION_ID), ev[1].str(attr::CONNECTION_ID));
+    assert_eq!(ev[1].str(attr::AUTH_METHOD), Some("password"));
+}
+
+#[test]
+fn keyboard_interactive_failure_from_the_pam_child() {
+    let ev = replay("pam-kbdint-fail");
+    assert_eq!(names(&ev), [AuthFailure]);
+    assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("keyboard-interactive"));
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-bob"));
+    // Reported against the monitor (14044 in this capture), not the PAM
+    // child (14046) that sent USER_AUTH.
+    assert_eq!(ev[0].int(attr::PROCESS_PID), Some(14044));
+}
+
+#[test]
+fn replays_are_deterministic() {
+    let a = replay("pam-key-login");
+    let b = replay("pam-key-login");
+    assert_eq!(a[0].str(attr::RECORD_UID), b[0].str(attr::RECORD_UID));
+}
+
+#[test]
+fn a_truncated_capture_still_reports_what_it_can() {
+    // Cut right after USER_START: the session child, the close and the
+    // monitor's exit were never seen. Finishing still reports the open.
+    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
+    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let settings = Settings { privsep_uid: Some(102), boot_id: Uuid::nil(), family: vec!["sshd".into()] };
+    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), FixtureUsers);
+    let mut events = Vec::new();
+    let user_start = records
+        .iter()
+        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Audit { ref audit, .. }) if audit.msg_type == 1105))
+        .unwrap();
+    pipeline.records(records.into_iter().take(user_start + 1), &mut events);
+    pipeline.finish(&mut events);
+    assert_eq!(names(&events), [SessionOpen]);
+}

@@ -1,0 +1,349 @@
+//! Real parts for the end-to-end tests: test users, a real sshd on a
+//! loopback port with its own config and host key, a /dev/log listener so
+//! sshd sends its log lines, real ssh clients, and the daemon loaded for real.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::{TcpListener, TcpStream},
+    os::unix::{fs::PermissionsExt, net::UnixDatagram},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex, OnceLock,
+        mpsc::{self, Receiver},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The explicit opt-out. CI never sets it.
+pub const SKIP_VAR: &str = "SSHLOGIN_SKIP_PRIVILEGED";
+
+/// Returns false (and says so) when the opt-out is set; panics with the
+/// reason when the tests cannot run here.
+pub fn privileged() -> bool {
+    if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
+        eprintln!("skipped: {SKIP_VAR}=1");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "the end-to-end tests load eBPF programs and run sshd: they need root. \
+             Run them as root (cargo xtask test), or set {SKIP_VAR}=1 to skip them."
+        );
+    }
+    for bin in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/sshpass"] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: install openssh-server openssh-client sshpass (cargo xtask bootstrap)"
+        );
+    }
+    true
+}
+
+/// A test user: its name, password and key pair.
+pub struct User {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub key: PathBuf,
+}
+
+/// Users every test may use; each test logs in as its own so tests that run
+/// in parallel can tell their events apart.
+pub const USERS: &[&str] = &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank"];
+
+struct Fixture {
+    dir: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+static DEVLOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Creates (once per test process) the users, their keys, a host key and a
+/// wrong key.
+fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        // One directory, emptied at the start of each run, so runs leave no litter.
+        let dir = std::env::temp_dir().join("sshlogin-e2e");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all("/run/sshd").unwrap();
+        for key in ["hostkey", "wrongkey"] {
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(key)));
+        }
+        for name in USERS {
+            if Command::new("id").arg(name).output().map(|o| !o.status.success()).unwrap_or(true) {
+                run(Command::new("useradd").args(["--create-home", "--shell", "/bin/bash", name]));
+            }
+            // A password also keeps the account from counting as locked,
+            // which sshd refuses for every method when UsePAM is off.
+            let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+            use std::io::Write;
+            writeln!(chpasswd.stdin.take().unwrap(), "{name}:{}", password(name)).unwrap();
+            assert!(chpasswd.wait().unwrap().success(), "chpasswd {name}");
+            let key = dir.join(format!("id_{name}"));
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+            let home = PathBuf::from(format!("/home/{name}"));
+            let ssh = home.join(".ssh");
+            fs::create_dir_all(&ssh).unwrap();
+            fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
+            fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
+            run(Command::new("chown").args(["-R", &format!("{name}:{name}")]).arg(&ssh));
+        }
+        devlog();
+        Fixture { dir }
+    })
+}
+
+fn password(name: &str) -> String {
+    format!("pw-{name}-7d1c")
+}
+
+pub fn user(name: &'static str) -> User {
+    assert!(USERS.contains(&name), "{name} is not a test user");
+    let f = fixture();
+    User { name, password: Box::leak(password(name).into_boxed_str()), key: f.dir.join(format!("id_{name}")) }
+}
+
+pub fn wrong_key() -> PathBuf {
+    fixture().dir.join("wrongkey")
+}
+
+/// sshd sends its log lines to /dev/log only when something listens there.
+/// Use the host's listener if it has one; otherwise listen, and keep every
+/// line so tests can compare with what sshd logged.
+fn devlog() -> Arc<Mutex<Vec<String>>> {
+    DEVLOG
+        .get_or_init(|| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let path = Path::new("/dev/log");
+            if UnixDatagram::unbound().and_then(|s| s.connect(path)).is_ok() {
+                eprintln!("e2e: /dev/log has a listener already; using it");
+                return lines;
+            }
+            let _ = fs::remove_file(path); // a stale socket from an earlier run
+            let socket = UnixDatagram::bind(path).expect("bind /dev/log");
+            fs::set_permissions(path, fs::Permissions::from_mode(0o666)).unwrap();
+            let sink = lines.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = socket.recv(&mut buf) {
+                    sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            });
+            lines
+        })
+        .clone()
+}
+
+/// Lines sshd logged that contain `needle` (empty when the host's own
+/// syslog daemon owns /dev/log).
+pub fn logged(needle: &str) -> Vec<String> {
+    devlog().lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real sshd on a loopback port; killed on drop.
+pub struct Sshd {
+    pub port: u16,
+    child: Child,
+    _config: PathBuf,
+}
+
+impl Sshd {
+    pub fn start(use_pam: bool, extra: &str) -> Sshd {
+        let f = fixture();
+        let port = free_port();
+        let config = f.dir.join(format!("sshd_config_{port}"));
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nUsePAM {}\nPasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\nPidFile none\nLogLevel INFO\n{extra}\n",
+                f.dir.join("hostkey").display(),
+                if use_pam { "yes" } else { "no" }
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sshd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Sshd { port, child, _config: config }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CLIENT_OPTS: &[&str] = &[
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+];
+
+/// `ssh -i KEY user@127.0.0.1 -p PORT COMMAND` with public keys only.
+pub fn ssh_key(port: u16, user: &str, key: &Path, command: &str) -> Output {
+    Command::new("ssh")
+        .args(CLIENT_OPTS)
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no", "-i"])
+        .arg(key)
+        .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), command])
+        .output()
+        .expect("run ssh")
+}
+
+/// A password login through sshpass.
+pub fn ssh_password(port: u16, user: &str, password: &str, command: &str) -> Output {
+    Command::new("sshpass")
+        .args(["-p", password, "ssh"])
+        .args(CLIENT_OPTS)
+        .args(["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
+        .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), command])
+        .output()
+        .expect("run sshpass")
+}
+
+/// The daemon, loaded for real, printing JSON lines.
+pub struct Daemon {
+    child: Child,
+    events: Receiver<Value>,
+    seen: Vec<Value>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        fixture();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sshlogin"))
+            .arg("run")
+            .args(args)
+            .env("SSHLOGIN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sshlogin");
+        let (tx, events) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = stderr_lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("reporting SSH logins") {
+                    let _ = ready_tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut daemon = Daemon { child, events, seen: Vec::new(), stderr: stderr_lines };
+        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = daemon.child.try_wait().ok().flatten();
+            panic!(
+                "sshlogin did not attach its probes (exit status {status:?}); its log:\n{}",
+                daemon.stderr.lock().unwrap().join("\n")
+            );
+        }
+        daemon
+    }
+
+    /// Waits until an event matching `pred` arrives; returns it.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) => {
+                    self.seen.push(e.clone());
+                    if pred(&e) {
+                        return e;
+                    }
+                }
+                Err(_) => panic!(
+                    "no event {what} within 20 s; events seen:\n{}\nsshlogin log:\n{}",
+                    self.seen.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
+                    self.stderr.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Collects what arrives during `quiet`, then returns every event seen.
+    pub fn settle(&mut self, quiet: Duration) -> &[Value] {
+        let deadline = Instant::now() + quiet;
+        while let Ok(e) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(e);
+        }
+        &self.seen
+    }
+
+    /// Events so far for `user`.
+    pub fn events_for(&self, name: &str, user: &str) -> Vec<Value> {
+        self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
+    }
+
+    /// SIGTERM; the daemon must detach and exit 0.
+    pub fn stop(mut self) -> Vec<String> {
+        // SAFETY: kill with a pid we own and a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for sshlogin");
+        let log = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "sshlogin exited with {status} after SIGTERM; log:\n{}", log.join("\n"));
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Events of `name` for `user`.
+pub fn is(e: &Value, name: &str, user: &str) -> bool {
+    e["event_name"] == name && e["attributes"]["user.name"] == user
+}

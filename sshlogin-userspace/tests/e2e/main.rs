@@ -1,0 +1,206 @@
+//! End-to-end: the daemon loaded for real, a real sshd, real clients.
+//! Needs root; fails (does not skip) where that or eBPF is missing, unless
+//! SSHLOGIN_SKIP_PRIVILEGED=1.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Daemon, Sshd, is, logged, privileged, ssh_key, ssh_password, user, wrong_key};
+
+const OPEN: &str = "ssh.session.open";
+const CLOSE: &str = "ssh.session.close";
+const FAILURE: &str = "ssh.auth.failure";
+
+#[test]
+fn key_login_opens_one_session_and_logout_closes_it() {
+    if !privileged() {
+        return;
+    }
+    let alice = user("sl-alice");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&["--stdout"]);
+    let out = ssh_key(sshd.port, alice.name, &alice.key, "sleep 1.2");
+    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let open = daemon.wait_for("open for sl-alice", |e| is(e, OPEN, alice.name));
+    let close = daemon.wait_for("close for sl-alice", |e| is(e, CLOSE, alice.name));
+    let a = &open["attributes"];
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert_eq!(a["ssh.auth.method"], "publickey");
+    assert_eq!(a["ssh.terminal"], "ssh");
+    let uid = std::process::Command::new("id").args(["-u", alice.name]).output().unwrap();
+    assert_eq!(a["user.id"], String::from_utf8_lossy(&uid.stdout).trim());
+    assert!(a["process.pid"].as_i64().unwrap() > 1);
+    assert!(a["log.record.uid"].as_str().is_some_and(|s| s.len() == 36));
+    assert_eq!(open["severity_text"], "INFO");
+    assert!(open["body"].as_str().unwrap().starts_with("sl-alice opened a session from 127.0.0.1"));
+    assert_eq!(open["resource"]["service.name"], "sshlogin");
+    // The port sshd itself logged for this login.
+    let port = a["client.port"].as_i64().expect("client.port");
+    let accepted = logged(&format!("Accepted publickey for {} from 127.0.0.1 port {port} ", alice.name));
+    assert!(!accepted.is_empty() || logged("").is_empty(), "sshd logged no login from port {port}");
+
+    let c = &close["attributes"];
+    assert_eq!(c["ssh.connection.id"], a["ssh.connection.id"]);
+    assert_eq!(c["process.pid"], a["process.pid"]);
+    let ms = c["ssh.session.duration_ms"].as_i64().expect("duration");
+    assert!((1_100..20_000).contains(&ms), "implausible session duration {ms} ms");
+    assert!(close["time_unix_nano"].as_u64() > open["time_unix_nano"].as_u64());
+
+    daemon.settle(Duration::from_millis(500));
+    assert_eq!(daemon.events_for(OPEN, alice.name).len(), 1, "exactly one open");
+    assert_eq!(daemon.events_for(CLOSE, alice.name).len(), 1, "exactly one close");
+    assert!(daemon.events_for(FAILURE, alice.name).is_empty(), "a good key is no failure");
+    daemon.stop();
+}
+
+#[test]
+fn wrong_key_is_an_authentication_failure() {
+    if !privileged() {
+        return;
+    }
+    let dave = user("sl-dave");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_key(sshd.port, dave.name, &wrong_key(), "true");
+    assert!(!out.status.success(), "the wrong key was accepted");
+    let e = daemon.wait_for("failure for sl-dave", |e| is(e, FAILURE, dave.name));
+    assert_eq!(e["severity_text"], "WARN");
+    assert_eq!(e["attributes"]["client.address"], "127.0.0.1");
+    assert!(e["attributes"]["ssh.failure.reason"].is_string());
+    daemon.settle(Duration::from_millis(500));
+    assert!(daemon.events_for(OPEN, dave.name).is_empty());
+    daemon.stop();
+}
+
+#[test]
+fn invalid_user_is_a_failure_naming_the_user() {
+    if !privileged() {
+        return;
+    }
+    let name = format!("sl-nobody{}", std::process::id() % 10_000);
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_key(sshd.port, &name, &wrong_key(), "true");
+    assert!(!out.status.success());
+    let e = daemon.wait_for("failure for the invalid user", |e| is(e, FAILURE, &name));
+    assert_eq!(e["attributes"]["ssh.failure.reason"], "invalid_user");
+    assert!(e["attributes"].get("user.id").is_none(), "an invalid user has no uid");
+    daemon.settle(Duration::from_millis(1500));
+    assert_eq!(daemon.events_for(FAILURE, &name).len(), 1, "one key offered by an invalid user is one failure");
+    daemon.stop();
+}
+
+#[test]
+fn wrong_password_is_an_authentication_failure() {
+    if !privileged() {
+        return;
+    }
+    let bob = user("sl-bob");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_password(sshd.port, bob.name, "not-the-password", "true");
+    assert!(!out.status.success());
+    let e = daemon.wait_for("failure for sl-bob", |e| is(e, FAILURE, bob.name));
+    let a = &e["attributes"];
+    assert_eq!(a["ssh.auth.method"], "password");
+    assert_eq!(a["ssh.failure.reason"], "wrong_password");
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert!(a["client.port"].as_i64().is_some());
+    // The right password then opens a session.
+    let out = ssh_password(sshd.port, bob.name, bob.password, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-bob", |e| is(e, OPEN, bob.name));
+    assert_eq!(open["attributes"]["ssh.auth.method"], "password");
+    daemon.settle(Duration::from_millis(500));
+    assert_eq!(daemon.events_for(FAILURE, bob.name).len(), 1, "one wrong password is one failure");
+    daemon.stop();
+}
+
+#[test]
+fn without_pam_the_privilege_drop_opens_the_session() {
+    if !privileged() {
+        return;
+    }
+    let carol = user("sl-carol");
+    let sshd = Sshd::start(false, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_key(sshd.port, carol.name, &carol.key, "sleep 0.3");
+    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-carol", |e| is(e, OPEN, carol.name));
+    let a = &open["attributes"];
+    assert!(a.get("ssh.terminal").is_none(), "no PAM, so no PAM terminal: {a}");
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert!(a["user.id"].is_string());
+    let close = daemon.wait_for("close for sl-carol", |e| is(e, CLOSE, carol.name));
+    assert!(close["attributes"]["ssh.session.duration_ms"].as_i64().unwrap() >= 300);
+    daemon.settle(Duration::from_millis(500));
+    assert_eq!(daemon.events_for(OPEN, carol.name).len(), 1);
+    daemon.stop();
+}
+
+#[test]
+fn audit_records_from_other_programs_are_ignored() {
+    if !privileged() {
+        return;
+    }
+    let erin = user("sl-erin");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    // This test binary is root but not sshd: what it sends must not count.
+    let forged = "sl-forged";
+    for (ty, op) in [(1105u16, "PAM:session_open"), (1106, "PAM:session_close")] {
+        send_audit(
+            ty,
+            &format!(
+                "op={op} grantors=pam_unix acct=\"{forged}\" exe=\"/usr/sbin/sshd\" hostname=127.0.0.1 addr=127.0.0.1 terminal=ssh res=success"
+            ),
+        );
+    }
+    send_audit(
+        1112,
+        &format!(
+            "op=login acct=\"{forged}\" exe=\"/usr/sbin/sshd\" hostname=? addr=127.0.0.1 terminal=sshd res=failed"
+        ),
+    );
+    // A real login afterwards proves the daemon was watching.
+    let out = ssh_key(sshd.port, erin.name, &erin.key, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    daemon.wait_for("open for sl-erin", |e| is(e, OPEN, erin.name));
+    daemon.settle(Duration::from_millis(500));
+    let leaked: Vec<_> =
+        daemon.settle(Duration::ZERO).iter().filter(|e| e["attributes"]["user.name"] == forged).collect();
+    assert!(leaked.is_empty(), "forged records became events: {leaked:?}");
+    daemon.stop();
+}
+
+/// Sends one audit user message the way libaudit does.
+fn send_audit(msg_type: u16, text: &str) {
+    // SAFETY: plain socket calls with buffers that outlive them.
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT);
+        assert!(fd >= 0, "socket(NETLINK_AUDIT): {}", std::io::Error::last_os_error());
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + text.len() + 1) as u32).to_ne_bytes());
+        msg.extend_from_slice(&msg_type.to_ne_bytes());
+        msg.extend_from_slice(&5u16.to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
+        msg.extend_from_slice(&[0; 8]);
+        msg.extend_from_slice(text.as_bytes());
+        msg.push(0);
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let sent = libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
+        // The kernel may refuse the message (audit off); the probe has seen
+        // the call either way.
+        let _ = sent;
+        libc::close(fd);
+    }
+}
