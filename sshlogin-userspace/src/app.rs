@@ -10,14 +10,14 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    capture, cli,
+    capture, cli, config,
     correlate::{
         self,
         process::{NoProc, ProcFs, ProcView},
     },
     decode,
     enrich::{self, Nss, UserDb},
-    export::stdout::StdoutSink,
+    export::{Exporters, stdout::StdoutSink},
     pipeline::{self, Pipeline},
     probes, resource, source,
 };
@@ -35,19 +35,30 @@ pub async fn main(command: cli::Command) -> Result<()> {
     }
 }
 
-fn probe_settings(args: &cli::ProbeArgs) -> probes::Settings {
-    probes::Settings { family: args.family.clone(), ring_buffer_bytes: args.ring_buffer_size }
+fn probe_settings(capture: &config::Capture) -> probes::Settings {
+    probes::Settings { family: capture.family.clone(), ring_buffer_bytes: capture.ring_buffer_bytes }
 }
 
-fn pipeline(family: &[String], args: &cli::PipelineArgs, view: Box<dyn ProcView + Send>) -> Pipeline<Nss> {
-    let privsep_uid = Nss.uid_of(&args.privsep_user);
+/// Configuration for the commands that take no config file.
+fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<config::Config> {
+    let flags = config::Flags {
+        family: probes.family.clone(),
+        ring_buffer_size: probes.ring_buffer_size,
+        privsep_user: pipeline.privsep_user.clone(),
+        ..config::Flags::default()
+    };
+    Ok(config::resolve_without_env(&flags)?)
+}
+
+fn pipeline(capture: &config::Capture, view: Box<dyn ProcView + Send>) -> Pipeline<Nss> {
+    let privsep_uid = Nss.uid_of(&capture.privsep_user);
     if privsep_uid.is_none() {
         tracing::warn!(
-            user = %args.privsep_user,
+            user = %capture.privsep_user,
             "sshd's privilege-separation user does not exist here; set --privsep-user if sshd uses another"
         );
     }
-    let settings = correlate::Settings { privsep_uid, boot_id: pipeline::boot_id(), family: family.to_vec() };
+    let settings = correlate::Settings { privsep_uid, boot_id: pipeline::boot_id(), family: capture.family.clone() };
     Pipeline::new(settings, view, Nss)
 }
 
@@ -68,11 +79,10 @@ fn stop_on_signal() -> Result<watch::Receiver<bool>> {
 }
 
 async fn run(args: cli::RunArgs) -> Result<()> {
-    // Only stdout exists so far; --stdout is accepted for when endpoints do.
-    let _ = args.stdout;
-    let mut pipeline = pipeline(&args.probes.family, &args.pipeline, Box::new(ProcFs));
-    let mut sink = StdoutSink::new(BufWriter::new(std::io::stdout()), resource::detect());
-    let (probes, ring) = probes::Probes::load(&probe_settings(&args.probes))?;
+    let config = config::load(&args.flags())?;
+    let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource))?;
+    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs));
+    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
     let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(1024);
     let reader = tokio::spawn(source::run(ring, tx, stop.clone()));
@@ -81,7 +91,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let mut ticks = 0u32;
     let mut kernel = probes::KernelCounters::default();
     let mut events = Vec::new();
-    tracing::info!("reporting SSH logins as JSON lines on stdout");
+    tracing::info!("reporting SSH logins");
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
@@ -96,14 +106,17 @@ async fn run(args: cli::RunArgs) -> Result<()> {
                 }
             }
         }
-        sink.write(&events).context("writing events to stdout")?;
+        exporters.send(&events)?;
         events.clear();
     }
     reader.await.context("the ring buffer reader panicked")??;
     pipeline.finish(&mut events);
-    sink.write(&events).context("writing events to stdout")?;
+    exporters.send(&events)?;
     let kernel = report_kernel_drops(&probes, kernel);
     drop(probes);
+    for line in exporters.finish().await {
+        tracing::info!("{line}");
+    }
     tracing::info!(
         records = pipeline.stats.records,
         decode_errors = pipeline.stats.decode_errors,
@@ -149,8 +162,8 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let family: Vec<String> = cli::ProbeArgs::default_family();
-    let mut pipeline = pipeline(&family, &args.pipeline, Box::new(NoProc));
+    let config = defaults(&cli::ProbeArgs::default(), &args.pipeline)?;
+    let mut pipeline = pipeline(&config.capture, Box::new(NoProc));
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);
@@ -165,7 +178,8 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     } else {
         Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?)
     };
-    let (probes, ring) = probes::Probes::load(&probe_settings(&args.probes))?;
+    let config = defaults(&args.probes, &cli::PipelineArgs::default())?;
+    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
     let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(64);
     let reader = tokio::spawn(source::run(ring, tx, stop.clone()));

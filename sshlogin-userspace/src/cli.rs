@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const DEFAULT_FAMILY: &[&str] = &["sshd", "sshd-session", "sshd-auth"];
-
 /// See every SSH login on this host through eBPF and report it as an
 /// OpenTelemetry-shaped event.
 ///
@@ -50,41 +48,35 @@ pub enum Command {
     Replay(ReplayArgs),
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct ProbeArgs {
     /// Process name (comm) of an sshd binary whose records count; repeat for
     /// each. OpenSSH <= 9.7 runs as `sshd`, 9.8+ adds `sshd-session`, 10.x
-    /// adds `sshd-auth`. At most 4, each at most 15 bytes.
-    #[arg(long = "sshd-comm", value_name = "NAME", default_values_t = ProbeArgs::default_family(), value_parser = comm)]
-    pub family: Vec<String>,
+    /// adds `sshd-auth`. At most 4, each at most 15 bytes. [default: sshd
+    /// sshd-session sshd-auth]
+    #[arg(long = "sshd-comm", value_name = "NAME", value_parser = comm)]
+    pub family: Option<Vec<String>>,
 
     /// Size of the kernel ring buffer: a power of two from 4K to 1G (suffix
     /// K, M or G allowed). Larger absorbs bigger login storms if the daemon
-    /// falls behind.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = ring_size)]
-    pub ring_buffer_size: u32,
+    /// falls behind. [default: 4M]
+    #[arg(long, value_name = "BYTES", value_parser = ring_size)]
+    pub ring_buffer_size: Option<u32>,
 }
 
 impl ProbeArgs {
-    pub fn default_family() -> Vec<String> {
-        DEFAULT_FAMILY.iter().map(|s| s.to_string()).collect()
-    }
-
     /// Checks what a value parser cannot see alone; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
-        if self.family.len() > sshlogin_common::MAX_FAMILY {
-            return Err(format!(
-                "--sshd-comm: at most {} names, got {}",
-                sshlogin_common::MAX_FAMILY,
-                self.family.len()
-            ));
+        let n = self.family.as_ref().map_or(0, Vec::len);
+        if n > sshlogin_common::MAX_FAMILY {
+            return Err(format!("--sshd-comm: at most {} names, got {n}", sshlogin_common::MAX_FAMILY));
         }
         Ok(())
     }
 }
 
 /// A kernel `comm`: 1 to 15 bytes.
-fn comm(s: &str) -> Result<String, String> {
+pub fn comm(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() >= sshlogin_common::COMM_LEN || s.contains('\0') {
         return Err(format!("a process name is 1 to {} bytes (the kernel's comm)", sshlogin_common::COMM_LEN - 1));
     }
@@ -92,7 +84,7 @@ fn comm(s: &str) -> Result<String, String> {
 }
 
 /// A power of two from 4 KiB to 1 GiB, with an optional K/M/G suffix.
-fn ring_size(s: &str) -> Result<u32, String> {
+pub fn ring_size(s: &str) -> Result<u32, String> {
     let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => s.split_at(i),
         None => (s, ""),
@@ -112,26 +104,95 @@ fn ring_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
+/// `NAME=VALUE` for --otlp-header.
+fn header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    if k.trim().is_empty() {
+        return Err("the header name is empty".into());
+    }
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 10s)"))
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML config file. Flags override `OTEL_*` environment variables, which
+    /// override the file, which overrides the defaults. See
+    /// packaging/config.example.toml.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub probes: ProbeArgs,
 
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
-    /// Print events to stdout as JSON lines. This is also what happens when
-    /// no endpoint is configured.
+    /// Print events to stdout as JSON lines, also when an OTLP endpoint is
+    /// configured. Without an endpoint they go to stdout anyway.
     #[arg(long)]
     pub stdout: bool,
+
+    /// OTLP/HTTP base URL; `/v1/logs` is appended (as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP/HTTP logs URL, used as is (as OTEL_EXPORTER_OTLP_LOGS_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub otlp_logs_endpoint: Option<String>,
+
+    /// `http/protobuf` or `http/json`. [default: http/protobuf]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// `gzip` or `none`. [default: gzip]
+    #[arg(long, value_name = "COMPRESSION")]
+    pub otlp_compression: Option<String>,
+
+    /// Timeout of one export request, e.g. 10s. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub otlp_timeout: Option<std::time::Duration>,
+
+    /// Extra request header, NAME=VALUE; repeat for each.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE", value_parser = header)]
+    pub otlp_headers: Vec<(String, String)>,
+
+    /// File holding a bearer token, sent as `Authorization: Bearer TOKEN`.
+    /// The token is never logged or printed.
+    #[arg(long, value_name = "PATH")]
+    pub bearer_token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Args, Clone)]
+impl RunArgs {
+    pub fn flags(&self) -> crate::config::Flags {
+        crate::config::Flags {
+            config: self.config.clone(),
+            stdout: self.stdout,
+            family: self.probes.family.clone(),
+            ring_buffer_size: self.probes.ring_buffer_size,
+            privsep_user: self.pipeline.privsep_user.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            otlp_logs_endpoint: self.otlp_logs_endpoint.clone(),
+            otlp_protocol: self.otlp_protocol.clone(),
+            otlp_compression: self.otlp_compression.clone(),
+            otlp_timeout: self.otlp_timeout,
+            otlp_headers: self.otlp_headers.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct PipelineArgs {
     /// The unprivileged user sshd's pre-authentication child switches to
-    /// (`SSH_PRIVSEP_USER`). Its privilege drop is not a login.
-    #[arg(long, value_name = "USER", default_value = "sshd")]
-    pub privsep_user: String,
+    /// (`SSH_PRIVSEP_USER`). Its privilege drop is not a login. [default:
+    /// sshd]
+    #[arg(long, value_name = "USER")]
+    pub privsep_user: Option<String>,
 }
 
 #[derive(Debug, Args)]

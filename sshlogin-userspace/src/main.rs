@@ -26,10 +26,17 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(app::main(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<sshlogin::config::ConfigError>() {
+            // A setting that cannot be used: a usage error, like a bad flag.
+            Some(bad) => {
+                eprintln!("sshlogin: configuration error: {bad}");
+                ExitCode::from(2)
+            }
+            None => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

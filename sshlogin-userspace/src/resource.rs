@@ -4,7 +4,14 @@ use std::{collections::BTreeMap, fs};
 
 use uuid::Uuid;
 
-pub type Resource = BTreeMap<&'static str, String>;
+pub type Resource = BTreeMap<String, String>;
+
+/// The detected facts with the user's attributes over them.
+pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Resource {
+    let mut r = detect();
+    r.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    r
+}
 
 /// Reads the host facts once at start.
 pub fn detect() -> Resource {
@@ -27,24 +34,24 @@ pub fn build(
     arch: &str,
 ) -> Resource {
     let mut r = Resource::new();
-    r.insert("service.name", "sshlogin".into());
-    r.insert("service.version", env!("CARGO_PKG_VERSION").into());
+    r.insert("service.name".into(), "sshlogin".into());
+    r.insert("service.version".into(), env!("CARGO_PKG_VERSION").into());
     // Stable across restarts on one host, distinct between hosts.
     let seed = machine_id.clone().or_else(|| host_name.clone()).unwrap_or_default();
     r.insert(
-        "service.instance.id",
+        "service.instance.id".into(),
         Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sshlogin/{seed}").as_bytes()).to_string(),
     );
     if let Some(h) = host_name {
-        r.insert("host.name", h);
+        r.insert("host.name".into(), h);
     }
     if let Some(id) = machine_id {
-        r.insert("host.id", id);
+        r.insert("host.id".into(), id);
     }
-    r.insert("host.arch", semconv_arch(arch).into());
-    r.insert("os.type", "linux".into());
+    r.insert("host.arch".into(), semconv_arch(arch).into());
+    r.insert("os.type".into(), "linux".into());
     if let Some(v) = os_version {
-        r.insert("os.version", v);
+        r.insert("os.version".into(), v);
     }
     r
 }

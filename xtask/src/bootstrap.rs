@@ -17,9 +17,27 @@ pub fn build_tools() -> Result<()> {
     bpf_linker()
 }
 
-/// What the end-to-end tests run: a real sshd, real clients, sshpass.
+/// The OpenTelemetry project's Python package the OTLP receiver of the
+/// end-to-end tests decodes with.
+pub const OTEL_PROTO_PY: &str = "1.45.2";
+
+/// What the end-to-end tests run: a real sshd, real clients, sshpass, and
+/// the conformance receiver's Python package.
 pub fn test_tools() -> Result<()> {
-    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps"])
+    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps"])?;
+    python_package("opentelemetry-proto", OTEL_PROTO_PY)
+}
+
+fn python_package(name: &str, version: &str) -> Result<()> {
+    let probe = format!("import importlib.metadata as m; print(m.version('{name}'))");
+    let have = Command::new("python3").args(["-c", &probe]).output();
+    if have.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == version) {
+        return Ok(());
+    }
+    let spec = format!("{name}=={version}");
+    println!("xtask: installing {spec} from PyPI for the OTLP conformance receiver");
+    sh(Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", &spec]))
+        .map_err(|e| step_failed(&format!("pip: {spec}"), &format!("python3 -m pip install {spec}"), e))
 }
 
 fn step_failed(step: &str, manual: &str, err: anyhow::Error) -> anyhow::Error {

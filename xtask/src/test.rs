@@ -24,10 +24,16 @@ pub fn all(unit_only: bool) -> Result<()> {
     bootstrap::build_tools()?;
     build::ebpf()?;
     let mut unit = Totals::default();
-    let unit_ok = cargo_test(
+    let lib_ok = cargo_test(
         Command::new("cargo").args(["test", "--workspace", "--exclude", "sshlogin-ebpf", "--lib", "--bins"]),
         &mut unit,
     )?;
+    // The binary's flags and config errors: no root needed.
+    let cli_ok = cargo_test(
+        Command::new("cargo").args(["test", "--package", "sshlogin-userspace", "--test", "cli"]),
+        &mut unit,
+    )?;
+    let unit_ok = lib_ok && cli_ok;
     let mut e2e = Totals::default();
     let e2e_ok = if unit_only {
         true

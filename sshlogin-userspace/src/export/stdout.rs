@@ -71,7 +71,7 @@ mod tests {
         e.set(attr::USER_NAME, "bob");
         e.set(attr::CLIENT_PORT, 2222u16);
         let mut r = Resource::new();
-        r.insert("service.name", "sshlogin".into());
+        r.insert("service.name".into(), "sshlogin".into());
         let v: serde_json::Value = serde_json::from_str(&to_line(&e, &r)).unwrap();
         assert_eq!(v["event_name"], "ssh.auth.failure");
         assert_eq!(v["time_unix_nano"], 1_764_000_000_000_000_000u64);

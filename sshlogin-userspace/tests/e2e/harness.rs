@@ -9,10 +9,7 @@ use std::{
     os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{
-        Arc, Mutex, OnceLock,
-        mpsc::{self, Receiver},
-    },
+    sync::{Arc, Mutex, OnceLock, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -54,7 +51,8 @@ pub struct User {
 
 /// Users every test may use; each test logs in as its own so tests that run
 /// in parallel can tell their events apart.
-pub const USERS: &[&str] = &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank"];
+pub const USERS: &[&str] =
+    &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi"];
 
 struct Fixture {
     dir: PathBuf,
@@ -237,7 +235,7 @@ pub fn ssh_password(port: u16, user: &str, password: &str, command: &str) -> Out
 /// The daemon, loaded for real, printing JSON lines.
 pub struct Daemon {
     child: Child,
-    events: Receiver<Value>,
+    events: mpsc::Receiver<Value>,
     seen: Vec<Value>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -245,7 +243,14 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         fixture();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sshlogin"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlogin"));
+        // The tests say what to export; the environment they run in must not.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
             .arg("run")
             .args(args)
             .env("SSHLOGIN_LOG", "info")
@@ -346,4 +351,98 @@ impl Drop for Daemon {
 /// Events of `name` for `user`.
 pub fn is(e: &Value, name: &str, user: &str) -> bool {
     e["event_name"] == name && e["attributes"]["user.name"] == user
+}
+
+/// The OTLP receiver of otlp_receiver.py: decodes with the OpenTelemetry
+/// project's Python package and reports each request as a JSON line.
+pub struct Receiver {
+    pub port: u16,
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Receiver {
+    /// `script`: statuses (with optional `:RETRY_AFTER`) for the first requests.
+    pub fn start(script: &[&str]) -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otlp_receiver.py");
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3 otlp_receiver.py");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = match out.next() {
+            Some(Ok(line)) => line.trim().parse().expect("receiver port"),
+            _ => panic!(
+                "the OTLP receiver did not start; is opentelemetry-proto installed for python3? \
+                 (python3 -m pip install opentelemetry-proto; cargo xtask bootstrap does it)"
+            ),
+        };
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in out.map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).expect("receiver line is JSON");
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Receiver { port, child, lines, seen: Vec::new() }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for a request holding a record that matches; returns
+    /// (request, record).
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Value) {
+        let find = |seen: &[Value]| {
+            seen.iter()
+                .find_map(|req| req["records"].as_array()?.iter().find(|r| pred(r)).map(|r| (req.clone(), r.clone())))
+        };
+        if let Some(hit) = find(&self.seen) {
+            return hit;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(v) => {
+                    assert!(v.get("error").is_none(), "the official package could not decode a request: {v}");
+                    self.seen.push(v);
+                    if let Some(hit) = find(&self.seen) {
+                        return hit;
+                    }
+                }
+                Err(_) => panic!("the receiver got no record {what} within 20 s; requests: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Collects requests arriving during `quiet`.
+    pub fn settle(&mut self, quiet: Duration) -> &[Value] {
+        let deadline = Instant::now() + quiet;
+        while let Ok(v) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            assert!(v.get("error").is_none(), "the official package could not decode a request: {v}");
+            self.seen.push(v);
+        }
+        &self.seen
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file in the test directory with `content`.
+pub fn scratch_file(name: &str, content: &str) -> PathBuf {
+    let path = fixture().dir.join(name);
+    fs::write(&path, content).unwrap();
+    path
 }

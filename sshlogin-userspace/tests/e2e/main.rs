@@ -3,6 +3,7 @@
 //! SSHLOGIN_SKIP_PRIVILEGED=1.
 
 mod harness;
+mod otlp;
 
 use std::time::Duration;
 

@@ -1,0 +1,90 @@
+//! The TOML config file (`--config`). Every key is optional; an unknown key
+//! is an error that names it, so a typo never silently falls back to a
+//! default.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub capture: Capture,
+    #[serde(default)]
+    pub resource: Resource,
+    #[serde(default)]
+    pub stdout: Stdout,
+    #[serde(default)]
+    pub otlp: Otlp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    pub sshd_comm: Option<Vec<String>>,
+    pub ring_buffer_size: Option<String>,
+    pub privsep_user: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stdout {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    pub endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub compression: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub certificate: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub batch_max_events: Option<usize>,
+    pub batch_max_delay: Option<String>,
+    pub retry_initial_backoff: Option<String>,
+    pub retry_max_backoff: Option<String>,
+    pub retry_max_elapsed: Option<String>,
+}
+
+/// Parses the text of a config file; the error names the key and line.
+pub fn parse(text: &str) -> Result<File, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../../packaging/config.example.toml");
+        let f = parse(text).unwrap();
+        assert_eq!(f.capture.privsep_user.as_deref(), Some("sshd"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[otlp]\nendpont = \"http://x\"\n").unwrap_err();
+        assert!(err.contains("endpont"), "{err}");
+        let err = parse("[otlpp]\n").unwrap_err();
+        assert!(err.contains("otlpp"), "{err}");
+        let err = parse("[otlp]\nbatch_max_events = \"many\"\n").unwrap_err();
+        assert!(err.contains("batch_max_events"), "{err}");
+    }
+}

@@ -1,0 +1,351 @@
+//! Configuration: command-line flags over `OTEL_*` environment variables
+//! over the TOML file over defaults, resolved into one [`Config`]. Every
+//! error names the flag, variable or key at fault; the binary exits 2 on one.
+
+mod env;
+mod file;
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+/// A setting that could not be used: which one, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line said; `None` means "not given".
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub stdout: bool,
+    pub family: Option<Vec<String>>,
+    pub ring_buffer_size: Option<u32>,
+    pub privsep_user: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_logs_endpoint: Option<String>,
+    pub otlp_protocol: Option<String>,
+    pub otlp_compression: Option<String>,
+    pub otlp_timeout: Option<Duration>,
+    pub otlp_headers: Vec<(String, String)>,
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_FAMILY: &[&str] = &["sshd", "sshd-session", "sshd-auth"];
+pub const DEFAULT_RING_BUFFER: u32 = 4 << 20;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub capture: Capture,
+    /// User-configured resource attributes (service.name included when set).
+    pub resource: BTreeMap<String, String>,
+    pub stdout: bool,
+    pub otlp: Option<Otlp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub family: Vec<String>,
+    pub ring_buffer_bytes: u32,
+    pub privsep_user: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    HttpProtobuf,
+    HttpJson,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otlp {
+    /// The full URL requests go to.
+    pub url: String,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    pub timeout: Duration,
+    /// Extra request headers (never logged: they often carry credentials).
+    pub headers: Vec<(String, String)>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub certificate: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub batch_max_events: usize,
+    pub batch_max_delay: Duration,
+    pub retry: Retry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up on a batch after this long.
+    pub max_elapsed: Duration,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 512;
+pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(100);
+pub const DEFAULT_RETRY: Retry = Retry {
+    initial_backoff: Duration::from_secs(1),
+    max_backoff: Duration::from_secs(30),
+    max_elapsed: Duration::from_secs(300),
+};
+
+/// Reads the config file (if any) and the environment, then resolves.
+pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+    let file = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+            Some(file::parse(&text).map_err(|e| ConfigError::new(path.display().to_string(), e))?)
+        }
+        None => None,
+    };
+    resolve(flags, &|k| std::env::var(k).ok(), file.unwrap_or_default())
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| ConfigError::new(key, format!("{text:?} is not a duration like 500ms or 10s: {e}")))
+}
+
+fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
+    match text {
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
+        "grpc" => Err(ConfigError::new(key, "grpc is not supported; use http/protobuf or http/json")),
+        other => Err(ConfigError::new(key, format!("{other:?} is not http/protobuf or http/json"))),
+    }
+}
+
+fn compression(key: &str, text: &str) -> Result<Compression, ConfigError> {
+    match text {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        other => Err(ConfigError::new(key, format!("{other:?} is not gzip or none"))),
+    }
+}
+
+fn url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError::new(key, format!("{text:?}: only http:// and https:// endpoints are supported")));
+    }
+    Ok(text.to_string())
+}
+
+/// The logs URL from a base endpoint: `/v1/logs` appended to its path.
+pub fn logs_url_from_base(base: &str) -> String {
+    if base.ends_with('/') { format!("{base}v1/logs") } else { format!("{base}/v1/logs") }
+}
+
+/// The first layer (flags, env, file) that names an endpoint decides it; in
+/// a layer the logs endpoint (used as is) wins over the base one.
+fn endpoint(
+    flags: &Flags,
+    get: &dyn Fn(&str) -> Option<String>,
+    f: &file::Otlp,
+) -> Result<Option<String>, ConfigError> {
+    // (where it came from, the value) of the logs endpoint and the base one.
+    type Layer = (Option<(String, String)>, Option<(String, String)>);
+    let layers: [Layer; 3] = [
+        (
+            flags.otlp_logs_endpoint.clone().map(|v| ("--otlp-logs-endpoint".into(), v)),
+            flags.otlp_endpoint.clone().map(|v| ("--otlp-endpoint".into(), v)),
+        ),
+        (
+            get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT".into(), v.trim().to_string())),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), v.trim().to_string())),
+        ),
+        (
+            f.logs_endpoint.clone().map(|v| ("otlp.logs_endpoint".into(), v)),
+            f.endpoint.clone().map(|v| ("otlp.endpoint".into(), v)),
+        ),
+    ];
+    for (logs, base) in layers {
+        if let Some((key, v)) = logs {
+            return url(&key, &v).map(Some);
+        }
+        if let Some((key, v)) = base {
+            return url(&key, &v).map(|b| Some(logs_url_from_base(&b)));
+        }
+    }
+    Ok(None)
+}
+
+/// Flags over defaults, for the commands that read neither environment
+/// nor file (capture, replay).
+pub fn resolve_without_env(flags: &Flags) -> Result<Config, ConfigError> {
+    resolve(flags, &|_| None, file::File::default())
+}
+
+/// Flags over environment over file over defaults.
+pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::File) -> Result<Config, ConfigError> {
+    let ring_buffer_bytes = match (flags.ring_buffer_size, &f.capture.ring_buffer_size) {
+        (Some(b), _) => b,
+        (None, Some(text)) => {
+            crate::cli::ring_size(text).map_err(|e| ConfigError::new("capture.ring_buffer_size", e))?
+        }
+        (None, None) => DEFAULT_RING_BUFFER,
+    };
+    let family = match (&flags.family, &f.capture.sshd_comm) {
+        (Some(v), _) => v.clone(),
+        (None, Some(v)) => {
+            for name in v {
+                crate::cli::comm(name).map_err(|e| ConfigError::new("capture.sshd_comm", e))?;
+            }
+            v.clone()
+        }
+        (None, None) => DEFAULT_FAMILY.iter().map(|s| s.to_string()).collect(),
+    };
+    if family.is_empty() || family.len() > sshlogin_common::MAX_FAMILY {
+        return Err(ConfigError::new(
+            "capture.sshd_comm",
+            format!("1 to {} process names, got {}", sshlogin_common::MAX_FAMILY, family.len()),
+        ));
+    }
+    let privsep_user = flags.privsep_user.clone().or(f.capture.privsep_user.clone()).unwrap_or_else(|| "sshd".into());
+    let capture = Capture { family, ring_buffer_bytes, privsep_user };
+
+    let mut resource: BTreeMap<String, String> = f.resource.attributes.clone();
+    if let Some(name) = &f.resource.service_name {
+        resource.insert("service.name".into(), name.clone());
+    }
+    if let Some(text) = get("OTEL_RESOURCE_ATTRIBUTES") {
+        resource.extend(env::key_values("OTEL_RESOURCE_ATTRIBUTES", &text)?);
+    }
+    if let Some(name) = get("OTEL_SERVICE_NAME").filter(|n| !n.trim().is_empty()) {
+        resource.insert("service.name".into(), name.trim().to_string());
+    }
+
+    let o = &f.otlp;
+    let otlp = match endpoint(flags, get, o)? {
+        None => None,
+        Some(url) => {
+            let protocol = match (&flags.otlp_protocol, env::otlp(get, "PROTOCOL"), &o.protocol) {
+                (Some(p), _, _) => protocol("--otlp-protocol", p)?,
+                (None, Some((key, p)), _) => protocol(&key, &p)?,
+                (None, None, Some(p)) => protocol("otlp.protocol", p)?,
+                (None, None, None) => Protocol::HttpProtobuf,
+            };
+            let compression = match (&flags.otlp_compression, env::otlp(get, "COMPRESSION"), &o.compression) {
+                (Some(c), _, _) => compression("--otlp-compression", c)?,
+                (None, Some((key, c)), _) => compression(&key, &c)?,
+                (None, None, Some(c)) => compression("otlp.compression", c)?,
+                (None, None, None) => Compression::Gzip,
+            };
+            let timeout = match (flags.otlp_timeout, env::otlp(get, "TIMEOUT"), &o.timeout) {
+                (Some(t), _, _) => t,
+                (None, Some((key, ms)), _) => Duration::from_millis(
+                    ms.parse().map_err(|_| ConfigError::new(key, format!("{ms:?} is not a number of milliseconds")))?,
+                ),
+                (None, None, Some(t)) => duration("otlp.timeout", t)?,
+                (None, None, None) => DEFAULT_TIMEOUT,
+            };
+            if timeout.is_zero() {
+                return Err(ConfigError::new("otlp.timeout", "must be more than zero"));
+            }
+            // Headers merge by name, later layers first overridden by earlier.
+            let mut headers: BTreeMap<String, String> =
+                o.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+            if let Some((key, text)) = env::otlp(get, "HEADERS") {
+                for (k, v) in env::key_values(&key, &text)? {
+                    headers.insert(k.to_ascii_lowercase(), v);
+                }
+            }
+            for (k, v) in &flags.otlp_headers {
+                headers.insert(k.to_ascii_lowercase(), v.clone());
+            }
+            for (k, v) in &headers {
+                check_header(k, v)?;
+            }
+            let path = |flag: &Option<PathBuf>, setting: &str, file: &Option<PathBuf>| -> Option<PathBuf> {
+                flag.clone().or_else(|| env::otlp(get, setting).map(|(_, v)| PathBuf::from(v))).or(file.clone())
+            };
+            let retry = Retry {
+                initial_backoff: opt_duration("otlp.retry_initial_backoff", &o.retry_initial_backoff)?
+                    .unwrap_or(DEFAULT_RETRY.initial_backoff),
+                max_backoff: opt_duration("otlp.retry_max_backoff", &o.retry_max_backoff)?
+                    .unwrap_or(DEFAULT_RETRY.max_backoff),
+                max_elapsed: opt_duration("otlp.retry_max_elapsed", &o.retry_max_elapsed)?
+                    .unwrap_or(DEFAULT_RETRY.max_elapsed),
+            };
+            if retry.initial_backoff.is_zero() || retry.max_backoff < retry.initial_backoff {
+                return Err(ConfigError::new(
+                    "otlp.retry_max_backoff",
+                    "backoffs must be above zero and the maximum at least the initial one",
+                ));
+            }
+            let batch_max_events = o.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
+            if batch_max_events == 0 {
+                return Err(ConfigError::new("otlp.batch_max_events", "must be at least 1"));
+            }
+            Some(Otlp {
+                url,
+                protocol,
+                compression,
+                timeout,
+                headers: headers.into_iter().collect(),
+                bearer_token_file: flags.bearer_token_file.clone().or(o.bearer_token_file.clone()),
+                certificate: path(&None, "CERTIFICATE", &o.certificate),
+                client_certificate: path(&None, "CLIENT_CERTIFICATE", &o.client_certificate),
+                client_key: path(&None, "CLIENT_KEY", &o.client_key),
+                batch_max_events,
+                batch_max_delay: opt_duration("otlp.batch_max_delay", &o.batch_max_delay)?
+                    .unwrap_or(DEFAULT_BATCH_MAX_DELAY),
+                retry,
+            })
+        }
+    };
+    if let Some(o) = &otlp
+        && o.client_certificate.is_some() != o.client_key.is_some()
+    {
+        return Err(ConfigError::new(
+            "otlp.client_certificate",
+            "a client certificate and a client key go together (mTLS): set both or neither",
+        ));
+    }
+    // Events go to stdout when asked, or when they would go nowhere else.
+    let stdout = flags.stdout || f.stdout.enabled.unwrap_or(false) || otlp.is_none();
+    Ok(Config { capture, resource, stdout, otlp })
+}
+
+fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    text.as_deref().map(|t| duration(key, t)).transpose()
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ConfigError::new(format!("header {name:?}"), "not a valid HTTP header name"))?;
+    // The value is not echoed: headers often carry credentials.
+    reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| ConfigError::new(format!("header {name:?}"), "its value is not a valid HTTP header value"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

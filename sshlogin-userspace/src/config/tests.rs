@@ -1,0 +1,141 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |k| map.get(k).cloned()
+}
+
+fn file(text: &str) -> file::File {
+    file::parse(text).unwrap()
+}
+
+fn otlp(flags: &Flags, vars: &[(&str, &str)], text: &str) -> Result<Option<Otlp>, ConfigError> {
+    resolve(flags, &env(vars), file(text)).map(|c| c.otlp)
+}
+
+#[test]
+fn endpoint_composition() {
+    let cases = [
+        // (variable, value, expected URL)
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318", "http://collector:4318/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/", "http://collector:4318/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://gw.example/otlp", "https://gw.example/otlp/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://gw.example/otlp/", "https://gw.example/otlp/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://collector:4318/v1/logs", "http://collector:4318/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://hooks.example/ssh", "https://hooks.example/ssh"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://collector:4318", "http://collector:4318"),
+    ];
+    for (var, value, want) in cases {
+        let o = otlp(&Flags::default(), &[(var, value)], "").unwrap().unwrap();
+        assert_eq!(o.url, want, "{var}={value}");
+    }
+}
+
+#[test]
+fn logs_endpoint_beats_base_and_layers_beat_each_other() {
+    let vars =
+        [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"), ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:1/x")];
+    assert_eq!(otlp(&Flags::default(), &vars, "").unwrap().unwrap().url, "http://logs:1/x");
+    let flags = Flags { otlp_endpoint: Some("http://flag:4318".into()), ..Flags::default() };
+    assert_eq!(otlp(&flags, &vars, "").unwrap().unwrap().url, "http://flag:4318/v1/logs");
+    let from_file = "[otlp]\nendpoint = \"http://file:4318\"\nprotocol = \"http/json\"\n";
+    let o = otlp(&Flags::default(), &[], from_file).unwrap().unwrap();
+    assert_eq!((o.url.as_str(), o.protocol), ("http://file:4318/v1/logs", Protocol::HttpJson));
+    let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
+    assert_eq!(o.protocol, Protocol::HttpProtobuf, "env over file");
+    let flags = Flags { otlp_protocol: Some("http/json".into()), ..Flags::default() };
+    let o = otlp(&flags, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
+    assert_eq!(o.protocol, Protocol::HttpJson, "flag over env");
+}
+
+#[test]
+fn defaults() {
+    let c = resolve(&Flags::default(), &env(&[]), file("")).unwrap();
+    assert!(c.otlp.is_none());
+    assert!(c.stdout, "no endpoint: events go to stdout");
+    assert_eq!(c.capture.family, ["sshd", "sshd-session", "sshd-auth"]);
+    assert_eq!(c.capture.ring_buffer_bytes, 4 << 20);
+    let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], "").unwrap().unwrap();
+    assert_eq!((o.protocol, o.compression, o.timeout), (Protocol::HttpProtobuf, Compression::Gzip, DEFAULT_TIMEOUT));
+    assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::from_millis(100)));
+    let c = resolve(&Flags::default(), &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), file("")).unwrap();
+    assert!(!c.stdout, "an endpoint replaces stdout unless asked for");
+    let c = resolve(
+        &Flags::default(),
+        &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]),
+        file("[stdout]\nenabled = true"),
+    )
+    .unwrap();
+    assert!(c.stdout && c.otlp.is_some(), "both exporters at once");
+}
+
+#[test]
+fn timeouts_and_headers_from_every_layer() {
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-a=env,x-b=env"),
+        ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-b=logs%20env"),
+    ];
+    let text = "[otlp]\ntimeout = \"30s\"\nheaders = { \"X-A\" = \"file\", \"x-c\" = \"file\" }\n";
+    let flags = Flags { otlp_headers: vec![("x-c".into(), "flag".into())], ..Flags::default() };
+    let o = otlp(&flags, &vars, text).unwrap().unwrap();
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    // LOGS_HEADERS replaces HEADERS; env overrides the file; flags override env.
+    assert_eq!(
+        o.headers,
+        [("x-a".into(), "file".into()), ("x-b".into(), "logs env".into()), ("x-c".into(), "flag".into())]
+    );
+}
+
+#[test]
+fn resource_attributes_and_service_name() {
+    let vars = [
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod,service.name=from-attrs"),
+        ("OTEL_SERVICE_NAME", "bastion-audit"),
+    ];
+    let c = resolve(&Flags::default(), &env(&vars), file("[resource]\nattributes = { team = \"ops\" }")).unwrap();
+    assert_eq!(c.resource["service.name"], "bastion-audit");
+    assert_eq!(c.resource["deployment.environment.name"], "prod");
+    assert_eq!(c.resource["team"], "ops");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str); // (env, file, key named)
+    let cases: Vec<Case> = vec![
+        (vec![base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        (vec![base, ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "zstd")], "", "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"),
+        (vec![base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], "", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c")], "", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (vec![("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "not a url")], "", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+        (vec![base], "[otlp]\ntimeout = \"soon\"", "otlp.timeout"),
+        (vec![base], "[otlp]\nbatch_max_events = 0", "otlp.batch_max_events"),
+        (vec![base], "[otlp]\nclient_key = \"/k.pem\"", "otlp.client_certificate"),
+        (vec![base], "[otlp]\nheaders = { \"bad header\" = \"v\" }", "header \"bad header\""),
+        (vec![], "[capture]\nring_buffer_size = \"3M\"", "capture.ring_buffer_size"),
+        (vec![], "[capture]\nsshd_comm = []", "capture.sshd_comm"),
+        (vec![("OTEL_RESOURCE_ATTRIBUTES", "novalue")], "", "OTEL_RESOURCE_ATTRIBUTES"),
+    ];
+    for (vars, text, key) in cases {
+        let err = resolve(&Flags::default(), &env(&vars), file(text)).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+    }
+}
+
+#[test]
+fn header_values_are_never_echoed() {
+    let err = resolve(
+        &Flags::default(),
+        &env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=secret%0A"),
+        ]),
+        file(""),
+    )
+    .unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+}

@@ -1,0 +1,240 @@
+//! The exporter against a real HTTP server on loopback that answers from a
+//! script and records what it received.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use prost::Message;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpListener,
+};
+
+use super::*;
+use crate::{
+    config::{Compression, DEFAULT_RETRY, Protocol, Retry},
+    event::{EventName, attr},
+};
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Answers each request with the next scripted (status, extra headers,
+/// body); 200 when the script is used up.
+/// (status, extra headers, body) of one scripted answer.
+type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+async fn server(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/logs", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    let log = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (log, script) = (log.clone(), script.clone());
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = Vec::new();
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        stream.read_line(&mut h).await.unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        headers.push((k.to_string(), v.trim().to_string()));
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    log.lock().unwrap().push(Received { headers, body });
+                    let (status, extra, reply) = script.lock().unwrap().pop_front().unwrap_or((200, vec![], vec![]));
+                    let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", reply.len());
+                    for (k, v) in extra {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let s = stream.get_mut();
+                    s.write_all(head.as_bytes()).await.unwrap();
+                    s.write_all(&reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+fn config(url: &str) -> Otlp {
+    Otlp {
+        url: url.to_string(),
+        protocol: Protocol::HttpProtobuf,
+        compression: Compression::None,
+        timeout: Duration::from_secs(5),
+        headers: vec![("x-tenant".into(), "ops".into())],
+        bearer_token_file: None,
+        certificate: None,
+        client_certificate: None,
+        client_key: None,
+        batch_max_events: 3,
+        batch_max_delay: Duration::from_millis(50),
+        retry: Retry {
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(5),
+        },
+    }
+}
+
+fn event(user: &str) -> Event {
+    let mut e = Event::new(EventName::AuthFailure, 1);
+    e.set(attr::USER_NAME, user);
+    e
+}
+
+fn decode(r: &Received) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest::decode(r.body.as_slice()).unwrap()
+}
+
+#[tokio::test]
+async fn success_sends_headers_and_one_request() {
+    let (url, got) = server(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let mut cfg = config(&url);
+    cfg.bearer_token_file = Some(token);
+    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
+    assert_eq!(ex.export(&[event("a"), event("b")], None).await, Outcome::Delivered { rejected: 0 });
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(r.header("x-tenant"), Some("ops"));
+    assert!(r.header("user-agent").unwrap().starts_with("sshlogin/"));
+    assert_eq!(decode(r).resource_logs[0].scope_logs[0].log_records.len(), 2);
+}
+
+#[tokio::test]
+async fn retries_503_honouring_retry_after_then_succeeds() {
+    let retry_after = vec![("retry-after", "0".to_string())];
+    let (url, got) = server(vec![(503, retry_after.clone(), vec![]), (503, retry_after, vec![])]).await;
+    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
+    assert_eq!(ex.export(&[event("a")], None).await, Outcome::Delivered { rejected: 0 });
+    assert_eq!(got.lock().unwrap().len(), 3);
+    assert_eq!(ex.stats.retries.load(Relaxed), 2);
+    assert_eq!(ex.stats.events_sent.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn bad_request_is_not_retried() {
+    let body = br#"{"code":3,"message":"unknown field"}"#.to_vec();
+    let (url, got) = server(vec![(400, vec![("content-type", "application/json".into())], body)]).await;
+    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
+    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
+    assert_eq!(reason, "HTTP 400: unknown field");
+    assert_eq!(got.lock().unwrap().len(), 1);
+    assert_eq!(ex.stats.events_dropped.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn partial_success_is_counted_not_retried() {
+    let body = br#"{"partialSuccess":{"rejectedLogRecords":"1","errorMessage":"too old"}}"#.to_vec();
+    let (url, got) = server(vec![(200, vec![("content-type", "application/json".into())], body)]).await;
+    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
+    assert_eq!(ex.export(&[event("a"), event("b")], None).await, Outcome::Delivered { rejected: 1 });
+    assert_eq!(got.lock().unwrap().len(), 1);
+    assert_eq!(ex.stats.events_rejected.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn retries_stop_when_the_budget_is_spent() {
+    let script = (0..50).map(|_| (503, vec![], vec![])).collect();
+    let (url, _) = server(script).await;
+    let mut cfg = config(&url);
+    cfg.retry.max_elapsed = Duration::from_millis(300);
+    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
+    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
+    assert!(reason.starts_with("HTTP 503; gave up retrying"), "{reason}");
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried() {
+    // A port nothing listens on, then gives up within the budget.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = config(&format!("http://127.0.0.1:{port}/v1/logs"));
+    cfg.retry.max_elapsed = Duration::from_millis(200);
+    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
+    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
+    assert!(reason.contains("gave up retrying"), "{reason}");
+    assert!(ex.stats.retries.load(Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn batches_by_count_and_delay_and_flushes_on_close() {
+    let (url, got) = server(vec![]).await;
+    let mut cfg = config(&url);
+    cfg.protocol = Protocol::HttpJson;
+    cfg.compression = Compression::Gzip;
+    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(ex.run(rx, Duration::from_secs(2)));
+    for u in ["a", "b", "c", "d"] {
+        tx.send(event(u)).await.unwrap();
+    }
+    // Three fill a batch at once; the fourth waits for the delay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(event("e")).await.unwrap();
+    drop(tx);
+    task.await.unwrap();
+    let got = got.lock().unwrap();
+    let sizes: Vec<usize> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("content-encoding"), Some("gzip"));
+            let mut json = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(r.body.as_slice()), &mut json).unwrap();
+            let req: ExportLogsServiceRequest = serde_json::from_slice(&json).unwrap();
+            req.resource_logs[0].scope_logs[0].log_records.len()
+        })
+        .collect();
+    assert_eq!(sizes, [3, 1, 1]);
+}
+
+#[test]
+fn missing_token_file_names_the_key() {
+    let mut cfg = config("http://127.0.0.1:1/v1/logs");
+    cfg.bearer_token_file = Some("/nonexistent/token".into());
+    let err = Exporter::new(&cfg, Resource::new()).err().unwrap();
+    assert_eq!(err.key, "otlp.bearer_token_file");
+}
+
+#[test]
+fn default_retry_policy_is_sane() {
+    assert!(DEFAULT_RETRY.initial_backoff < DEFAULT_RETRY.max_backoff);
+    assert!(DEFAULT_RETRY.max_backoff < DEFAULT_RETRY.max_elapsed);
+}

@@ -1,0 +1,91 @@
+//! The binary's command line and configuration errors; no root needed
+//! (configuration is checked before any probe loads).
+
+use std::process::{Command, Output};
+
+fn sshlogin(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlogin"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).envs(env.iter().copied()).output().expect("run sshlogin")
+}
+
+fn config(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+fn usage_error(out: &Output, names: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status; stderr: {stderr}");
+    assert!(stderr.contains(names), "stderr does not name {names:?}: {stderr}");
+}
+
+#[test]
+fn unknown_config_key_exits_2_naming_it() {
+    let f = config("[otlp]\nendpont = \"http://127.0.0.1:4318\"\n");
+    usage_error(&sshlogin(&["run", "--config", f.path().to_str().unwrap()], &[]), "endpont");
+}
+
+#[test]
+fn bad_config_value_exits_2_naming_the_key() {
+    let f = config("[otlp]\nendpoint = \"http://127.0.0.1:4318\"\ncompression = \"zstd\"\n");
+    usage_error(&sshlogin(&["run", "--config", f.path().to_str().unwrap()], &[]), "otlp.compression");
+}
+
+#[test]
+fn bad_environment_exits_2_naming_the_variable() {
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"), ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")];
+    usage_error(&sshlogin(&["run"], &env), "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
+}
+
+#[test]
+fn missing_token_file_exits_2_naming_the_key() {
+    let out = sshlogin(
+        &["run", "--otlp-endpoint", "http://127.0.0.1:4318", "--bearer-token-file", "/nonexistent/sshlogin-token"],
+        &[],
+    );
+    usage_error(&out, "otlp.bearer_token_file");
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    usage_error(&sshlogin(&["run", "--config", "/nonexistent/sshlogin.toml"], &[]), "--config");
+}
+
+#[test]
+fn header_values_stay_secret_in_errors() {
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20hunter2%0A"),
+    ];
+    let out = sshlogin(&["run"], &env);
+    usage_error(&out, "authorization");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn help_explains_every_run_flag() {
+    let out = sshlogin(&["run", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--sshd-comm",
+        "--ring-buffer-size",
+        "--privsep-user",
+        "--stdout",
+        "--otlp-endpoint",
+        "--otlp-logs-endpoint",
+        "--otlp-protocol",
+        "--otlp-compression",
+        "--otlp-timeout",
+        "--otlp-header",
+        "--bearer-token-file",
+    ] {
+        assert!(help.contains(flag), "run --help lacks {flag}");
+    }
+}

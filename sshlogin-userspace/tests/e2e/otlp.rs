@@ -1,0 +1,129 @@
+//! OTLP/HTTP export end to end: a real login, the daemon, and a receiver
+//! that decodes with the OpenTelemetry project's Python package.
+
+use std::time::Duration;
+
+use crate::harness::{Daemon, Receiver, Sshd, privileged, scratch_file, ssh_key, user};
+
+#[test]
+fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
+    if !privileged() {
+        return;
+    }
+    let frank = user("sl-frank");
+    let sshd = Sshd::start(true, "");
+    let token = scratch_file("otlp-token", "tok-3f9a\n");
+    for (protocol, compression, content_type) in [
+        ("http/protobuf", "gzip", "application/x-protobuf"),
+        ("http/protobuf", "none", "application/x-protobuf"),
+        ("http/json", "gzip", "application/json"),
+        ("http/json", "none", "application/json"),
+    ] {
+        let mut receiver = Receiver::start(&[]);
+        let endpoint = receiver.endpoint();
+        let daemon = Daemon::start(&[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            protocol,
+            "--otlp-compression",
+            compression,
+            "--bearer-token-file",
+            token.to_str().unwrap(),
+            "--otlp-header",
+            "x-scope-orgid=ops",
+        ]);
+        let out = ssh_key(sshd.port, frank.name, &frank.key, "true");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let what = format!("open for sl-frank over {protocol}/{compression}");
+        let (req, rec) = receiver
+            .wait_for(&what, |r| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == frank.name);
+        assert_eq!(req["path"], "/v1/logs");
+        assert_eq!(req["content_type"], content_type);
+        let encoding = if compression == "gzip" { serde_json::json!("gzip") } else { serde_json::Value::Null };
+        assert_eq!(req["content_encoding"], encoding, "{protocol}/{compression}");
+        assert_eq!(req["authorization"], "Bearer tok-3f9a");
+        assert!(req["user_agent"].as_str().unwrap().starts_with("sshlogin/"));
+        assert_eq!(rec["severity_number"], 9);
+        assert_eq!(rec["severity_text"], "INFO");
+        assert!(rec["body"].as_str().unwrap().starts_with("sl-frank opened a session from 127.0.0.1 port "));
+        let a = &rec["attributes"];
+        assert_eq!(a["client.address"], "127.0.0.1");
+        assert!(a["client.port"].as_i64().unwrap() > 0, "client.port is an int attribute: {a}");
+        assert_eq!(a["ssh.auth.method"], "publickey");
+        assert!(a["user.id"].is_string());
+        assert!(a["log.record.uid"].is_string());
+        assert!(rec["time_unix_nano"].as_u64().unwrap() > 1_700_000_000_000_000_000);
+        assert!(rec["observed_time_unix_nano"].as_u64() >= rec["time_unix_nano"].as_u64());
+        let r = &rec["resource"];
+        assert_eq!(r["service.name"], "sshlogin");
+        assert_eq!(r["host.arch"], "amd64");
+        assert_eq!(r["os.type"], "linux");
+        assert!(r["host.id"].is_string() && r["host.name"].is_string() && r["service.instance.id"].is_string());
+        assert_eq!(rec["scope"]["name"], "sshlogin");
+        receiver.wait_for("close", |r| {
+            r["event_name"] == "ssh.session.close" && r["attributes"]["user.name"] == frank.name
+        });
+        let log = daemon.stop();
+        assert!(!log.join("\n").contains("tok-3f9a"), "the token leaked into the log");
+    }
+}
+
+#[test]
+fn a_503_with_retry_after_is_retried_and_delivered_once() {
+    if !privileged() {
+        return;
+    }
+    let grace = user("sl-grace");
+    let sshd = Sshd::start(true, "");
+    let mut receiver = Receiver::start(&["503:1", "503:1"]);
+    let endpoint = receiver.endpoint();
+    let daemon = Daemon::start(&["--otlp-endpoint", &endpoint]);
+    let out = ssh_key(sshd.port, grace.name, &grace.key, "true");
+    assert!(out.status.success());
+    let (_, rec) = receiver.wait_for("open for sl-grace", |r| {
+        r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == grace.name
+    });
+    // The first request that carried it was answered 503; wait for the 200.
+    let uid = rec["attributes"]["log.record.uid"].clone();
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let seen = receiver.settle(Duration::from_millis(200));
+        statuses = seen
+            .iter()
+            .filter(|r| r["records"].as_array().unwrap().iter().any(|x| x["attributes"]["log.record.uid"] == uid))
+            .map(|r| r["status"].as_i64().unwrap())
+            .collect();
+        if statuses.contains(&200) {
+            break;
+        }
+    }
+    receiver.settle(Duration::from_secs(2));
+    assert_eq!(statuses, [503, 503, 200], "answered 503, 503, then 200: sent three times, delivered once");
+    let log = daemon.stop();
+    assert!(log.iter().any(|l| l.contains("retrying")), "the retries were logged");
+}
+
+#[test]
+fn a_400_is_not_retried() {
+    if !privileged() {
+        return;
+    }
+    let heidi = user("sl-heidi");
+    let sshd = Sshd::start(true, "");
+    let mut receiver = Receiver::start(&["400"]);
+    let endpoint = receiver.endpoint();
+    let daemon = Daemon::start(&["--otlp-endpoint", &endpoint, "--otlp-protocol", "http/json"]);
+    let out = ssh_key(sshd.port, heidi.name, &heidi.key, "true");
+    assert!(out.status.success());
+    let mine =
+        |x: &serde_json::Value| x["event_name"] == "ssh.session.open" && x["attributes"]["user.name"] == heidi.name;
+    receiver.wait_for("open for sl-heidi", mine);
+    let seen = receiver.settle(Duration::from_secs(3)).to_vec();
+    let carrying: Vec<_> = seen.iter().filter(|r| r["records"].as_array().unwrap().iter().any(mine)).collect();
+    assert_eq!(carrying[0]["status"], 400);
+    let opens = carrying.len();
+    assert_eq!(opens, 1, "the batch answered 400 was not sent again: {seen:?}");
+    let log = daemon.stop();
+    assert!(log.iter().any(|l| l.contains("export dropped: HTTP 400")), "the drop was logged: {log:?}");
+}
