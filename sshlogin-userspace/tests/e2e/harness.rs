@@ -52,7 +52,7 @@ pub struct User {
 /// Users every test may use; each test logs in as its own so tests that run
 /// in parallel can tell their events apart.
 pub const USERS: &[&str] =
-    &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi"];
+    &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan"];
 
 struct Fixture {
     dir: PathBuf,
@@ -397,6 +397,11 @@ impl Receiver {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Fails the test if a request could not be decoded.
+    pub fn requests(&mut self) -> usize {
+        self.settle(Duration::ZERO).len()
+    }
+
     /// Waits for a request holding a record that matches; returns
     /// (request, record).
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Value) {
@@ -445,4 +450,63 @@ pub fn scratch_file(name: &str, content: &str) -> PathBuf {
     let path = fixture().dir.join(name);
     fs::write(&path, content).unwrap();
     path
+}
+
+/// A test PKI made with the openssl command: a CA, a server certificate for
+/// 127.0.0.1 and a client certificate, all signed by the CA.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+pub fn pki() -> Pki {
+    let dir = fixture().dir.join("pki");
+    fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(&dir));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sshlogin test CA"],
+        ]
+        .concat(),
+    );
+    for (name, cn, ext) in [
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "sshlogin-client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        fs::write(p(&format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, extfile) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
+    }
+    Pki {
+        ca: p("ca.pem"),
+        server_cert: p("server.pem"),
+        server_key: p("server.key"),
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Daemon, Receiver, Sshd, privileged, scratch_file, ssh_key, user};
+use crate::harness::{self, Daemon, Receiver, Sshd, privileged, scratch_file, ssh_key, user};
 
 #[test]
 fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
@@ -126,4 +126,48 @@ fn a_400_is_not_retried() {
     assert_eq!(opens, 1, "the batch answered 400 was not sent again: {seen:?}");
     let log = daemon.stop();
     assert!(log.iter().any(|l| l.contains("export dropped: HTTP 400")), "the drop was logged: {log:?}");
+}
+
+#[test]
+fn tls_with_a_given_ca_and_a_client_certificate() {
+    if !privileged() {
+        return;
+    }
+    let ivan = user("sl-ivan");
+    let pki = harness::pki();
+    let sshd = Sshd::start(true, "");
+    let tls = [pki.server_cert.to_str().unwrap(), pki.server_key.to_str().unwrap()];
+    let mut receiver = Receiver::start(&["--tls", tls[0], tls[1], "--client-ca", pki.ca.to_str().unwrap()]);
+    let url = format!("https://127.0.0.1:{}/v1/logs", receiver.port);
+    let config = scratch_file(
+        "mtls.toml",
+        &format!(
+            "[otlp]\nlogs_endpoint = \"{url}\"\ncertificate = \"{}\"\nclient_certificate = \"{}\"\nclient_key = \"{}\"\n",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    );
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let out = ssh_key(sshd.port, ivan.name, &ivan.key, "true");
+    assert!(out.status.success());
+    let (req, _) = receiver.wait_for("open for sl-ivan over mTLS", |r| {
+        r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == ivan.name
+    });
+    assert_eq!(req["client_cert_cn"], "sshlogin-client");
+    daemon.stop();
+
+    // Without the CA the server's certificate is not trusted: nothing arrives.
+    let before = receiver.requests();
+    let untrusting = scratch_file(
+        "no-ca.toml",
+        &format!("[otlp]\nlogs_endpoint = \"{url}\"\nretry_max_elapsed = \"1s\"\nretry_initial_backoff = \"200ms\"\n"),
+    );
+    let daemon = Daemon::start(&["--config", untrusting.to_str().unwrap()]);
+    let out = ssh_key(sshd.port, ivan.name, &ivan.key, "true");
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receiver.requests(), before, "a server the daemon must not trust received events");
+    let log = daemon.stop().join("\n");
+    assert!(log.contains("export dropped"), "the failed export was logged: {log}");
 }

@@ -8,15 +8,17 @@ and the decoded records. Protobuf bodies go through ParseFromString; JSON
 bodies through json_format.Parse after the hex trace/span ids are turned into
 the base64 that the protobuf JSON mapping expects.
 
-Usage: otlp_receiver.py [STATUS[:RETRY_AFTER]]...
-The statuses answer the first requests in order; after them, 200.
-The first line printed is the port it listens on.
+Usage: otlp_receiver.py [--tls CERT KEY [--client-ca CA]] [STATUS[:RETRY_AFTER]]...
+The statuses answer the first requests in order; after them, 200. With
+--tls it serves HTTPS; with --client-ca it requires a client certificate
+signed by CA (mTLS). The first line printed is the port it listens on.
 """
 
+import argparse
 import base64
 import gzip
 import json
-import sys
+import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
@@ -25,7 +27,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-SCRIPT = [arg.split(":") for arg in sys.argv[1:]]
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+ARGS.add_argument("--client-ca")
+ARGS.add_argument("script", nargs="*")
+OPTS = ARGS.parse_args()
+SCRIPT = [arg.split(":") for arg in OPTS.script]
 
 
 def hex_ids_to_base64(doc):
@@ -86,6 +93,10 @@ class Handler(BaseHTTPRequestHandler):
             "authorization": self.headers.get("Authorization"),
             "user_agent": self.headers.get("User-Agent"),
         }
+        if OPTS.tls:
+            peer = self.connection.getpeercert()
+            subject = dict(x[0] for x in peer["subject"]) if peer else {}
+            line["client_cert_cn"] = subject.get("commonName")
         try:
             body = gzip.decompress(raw) if line["content_encoding"] == "gzip" else raw
             request = ExportLogsServiceRequest()
@@ -116,5 +127,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if OPTS.tls:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*OPTS.tls)
+    if OPTS.client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(OPTS.client_ca)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
