@@ -41,8 +41,15 @@ pub mod stat {
     pub const READ_FAILED: u32 = 1;
     /// The map that carries `setresuid` arguments from enter to exit was full.
     pub const PENDING_FULL: u32 = 2;
+    /// A non-root process of the family sent an audit user message: never
+    /// sshd or PAM (they send as root), so a forgery; not recorded.
+    pub const AUDIT_NOT_ROOT: u32 = 3;
+    /// A non-root process of the family sent a syslog line: sshd's session
+    /// children do (about two lines per session), and so would a forger;
+    /// not recorded.
+    pub const SYSLOG_NOT_ROOT: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
 }
 
 /// Fields every record starts with.

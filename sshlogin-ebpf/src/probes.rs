@@ -49,13 +49,11 @@ fn is_user_audit_type(ty: u16) -> bool {
 /// `sendto(fd, buf, len, flags, addr, addr_len)`: PAM's and sshd's audit
 /// records (to the kernel over NETLINK_AUDIT) and sshd's syslog lines (to a
 /// connected `/dev/log`, so no address). Only root's count: anyone can name
-/// a process `sshd`, but only root's records are the real thing.
+/// a process `sshd`, but only root's records are the real thing; the others
+/// are counted.
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     let Some(comm) = family_comm() else { return 0 };
-    if current_uid() != 0 {
-        return 0;
-    }
     let _ = try_sendto(&ctx, comm);
     0
 }
@@ -88,6 +86,10 @@ fn try_sendto(ctx: &TracePointContext, comm: [u8; COMM_LEN]) -> Result<(), i64> 
         }
         kind::AUDIT
     };
+    if current_uid() != 0 {
+        count(if record_kind == kind::AUDIT { stat::AUDIT_NOT_ROOT } else { stat::SYSLOG_NOT_ROOT });
+        return Ok(());
+    }
     emit_message(record_kind, comm, buf, len);
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::{
     fs::File,
     io::{BufReader, BufWriter, Write},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,18 +19,18 @@ use crate::{
     decode,
     enrich::{self, Nss, UserDb},
     export::{Exporters, stdout::StdoutSink},
+    metrics::Metrics,
     pipeline::{self, Pipeline},
     probes, resource, source,
 };
 
-/// How often timers run; also the most the daemon wakes when idle.
+/// How often timers run and kernel counters are read; also the most the
+/// daemon wakes when idle.
 const TICK: Duration = Duration::from_secs(1);
-/// Kernel drop counters are read every this many ticks.
-const COUNTER_TICKS: u32 = 10;
 
 pub async fn main(command: cli::Command) -> Result<()> {
     match command {
-        cli::Command::Run(args) => run(args).await,
+        cli::Command::Run(args) => run(*args).await,
         cli::Command::Capture(args) => capture(args).await,
         cli::Command::Replay(args) => replay(args),
     }
@@ -44,13 +45,14 @@ fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<con
     let flags = config::Flags {
         family: probes.family.clone(),
         ring_buffer_size: probes.ring_buffer_size,
+        sshd_paths: probes.sshd_paths.clone(),
         privsep_user: pipeline.privsep_user.clone(),
         ..config::Flags::default()
     };
     Ok(config::resolve_without_env(&flags)?)
 }
 
-fn pipeline(capture: &config::Capture, view: Box<dyn ProcView + Send>) -> Pipeline<Nss> {
+fn pipeline(capture: &config::Capture, view: Box<dyn ProcView + Send>, metrics: Arc<Metrics>) -> Pipeline<Nss> {
     let privsep_uid = Nss.uid_of(&capture.privsep_user);
     if privsep_uid.is_none() {
         tracing::warn!(
@@ -58,8 +60,13 @@ fn pipeline(capture: &config::Capture, view: Box<dyn ProcView + Send>) -> Pipeli
             "sshd's privilege-separation user does not exist here; set --privsep-user if sshd uses another"
         );
     }
-    let settings = correlate::Settings { privsep_uid, boot_id: pipeline::boot_id(), family: capture.family.clone() };
-    Pipeline::new(settings, view, Nss)
+    let settings = correlate::Settings {
+        privsep_uid,
+        boot_id: pipeline::boot_id(),
+        family: capture.family.clone(),
+        sshd_paths: capture.sshd_paths.clone(),
+    };
+    Pipeline::new(settings, view, Nss, metrics)
 }
 
 /// A watch that flips on SIGINT or SIGTERM.
@@ -80,15 +87,19 @@ fn stop_on_signal() -> Result<watch::Receiver<bool>> {
 
 async fn run(args: cli::RunArgs) -> Result<()> {
     let config = config::load(&args.flags())?;
-    let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource))?;
-    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs));
+    let metrics = Metrics::new();
+    let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource), metrics.clone()).await?;
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
+        None => None,
+    };
+    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), metrics.clone());
     let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
     let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(1024);
     let reader = tokio::spawn(source::run(ring, tx, stop.clone()));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks = 0u32;
     let mut kernel = probes::KernelCounters::default();
     let mut events = Vec::new();
     tracing::info!("reporting SSH logins");
@@ -100,10 +111,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             },
             _ = tick.tick() => {
                 pipeline.tick(enrich::boot_now_ns(), &mut events);
-                ticks = ticks.wrapping_add(1);
-                if ticks.is_multiple_of(COUNTER_TICKS) {
-                    kernel = report_kernel_drops(&probes, kernel);
-                }
+                kernel = kernel_counters(&probes, kernel, &metrics);
             }
         }
         exporters.send(&events)?;
@@ -112,41 +120,50 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     reader.await.context("the ring buffer reader panicked")??;
     pipeline.finish(&mut events);
     exporters.send(&events)?;
-    let kernel = report_kernel_drops(&probes, kernel);
+    kernel_counters(&probes, kernel, &metrics);
     drop(probes);
-    for line in exporters.finish().await {
-        tracing::info!("{line}");
+    tracing::info!("probes detached; flushing");
+    exporters.finish().await;
+    if let Some(server) = metrics_server {
+        server.abort();
     }
-    tracing::info!(
-        records = pipeline.stats.records,
-        decode_errors = pipeline.stats.decode_errors,
-        kernel_ringbuf_full = kernel.ringbuf_full,
-        kernel_read_failed = kernel.read_failed,
-        "stopped; probes detached; {}",
-        pipeline::count_line(&pipeline.stats)
-    );
+    tracing::info!("stopped; {}", metrics.summary());
     Ok(())
 }
 
-/// Logs kernel-side losses that happened since `before`.
-fn report_kernel_drops(probes: &probes::Probes, before: probes::KernelCounters) -> probes::KernelCounters {
-    match probes.counters() {
-        Ok(now) => {
-            if now != before {
-                tracing::warn!(
-                    ringbuf_full = now.ringbuf_full - before.ringbuf_full,
-                    read_failed = now.read_failed - before.read_failed,
-                    pending_full = now.pending_full - before.pending_full,
-                    "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows)"
-                );
-            }
-            now
-        }
+/// Reads the kernel's counters into the metrics; warns about what was lost
+/// or refused since `before`.
+fn kernel_counters(
+    probes: &probes::Probes,
+    before: probes::KernelCounters,
+    metrics: &Metrics,
+) -> probes::KernelCounters {
+    let now = match probes.counters() {
+        Ok(now) => now,
         Err(e) => {
             tracing::warn!("cannot read the kernel counters: {e:#}");
-            before
+            return before;
+        }
+    };
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    let lost = [
+        ("ringbuf_full", delta(now.ringbuf_full, before.ringbuf_full)),
+        ("read_failed", delta(now.read_failed, before.read_failed)),
+        ("pending_full", delta(now.pending_full, before.pending_full)),
+    ];
+    for (reason, n) in lost {
+        if n > 0 {
+            metrics.kernel_dropped(reason, n);
+            tracing::warn!(reason, n, "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows)");
         }
     }
+    let forged = delta(now.audit_not_root, before.audit_not_root);
+    if forged > 0 {
+        metrics.refused("audit_not_root", forged);
+        tracing::warn!(n = forged, "refused audit records sent by a non-root process named like sshd");
+    }
+    metrics.refused("syslog_not_root", delta(now.syslog_not_root, before.syslog_not_root));
+    now
 }
 
 fn replay(args: cli::ReplayArgs) -> Result<()> {
@@ -163,7 +180,7 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
         return Ok(out.flush()?);
     }
     let config = defaults(&cli::ProbeArgs::default(), &args.pipeline)?;
-    let mut pipeline = pipeline(&config.capture, Box::new(NoProc));
+    let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);

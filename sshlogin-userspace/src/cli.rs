@@ -38,7 +38,7 @@ impl Command {
 pub enum Command {
     /// Run the daemon: load the probes and report SSH logins until SIGINT or
     /// SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the raw records the probes see to a file, one hex-encoded record
     /// per line, until SIGINT/SIGTERM or --duration. For test fixtures and bug
     /// reports; `sshlogin replay` turns such a file into events.
@@ -62,6 +62,13 @@ pub struct ProbeArgs {
     /// falls behind. [default: 4M]
     #[arg(long, value_name = "BYTES", value_parser = ring_size)]
     pub ring_buffer_size: Option<u32>,
+
+    /// Path of an sshd binary; repeat for each. Records from processes (or
+    /// sshd listeners) running anything else are refused and counted.
+    /// [default: /usr/sbin/sshd and sshd-session/sshd-auth under
+    /// /usr/lib/openssh, /usr/libexec/openssh, /usr/libexec, /usr/local]
+    #[arg(long = "sshd-path", value_name = "PATH")]
+    pub sshd_paths: Option<Vec<String>>,
 }
 
 impl ProbeArgs {
@@ -165,6 +172,25 @@ pub struct RunArgs {
     /// The token is never logged or printed.
     #[arg(long, value_name = "PATH")]
     pub bearer_token_file: Option<PathBuf>,
+
+    /// Directory of the durable spool of events not yet exported (created
+    /// 0700). [default: /var/lib/sshlogin]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Most the spool may hold (K, M or G); when full, the oldest events are
+    /// dropped and counted. [default: 256M]
+    #[arg(long, value_name = "SIZE", value_parser = spool_size)]
+    pub spool_max_size: Option<u64>,
+
+    /// Serve OpenMetrics/Prometheus counters at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464. [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+fn spool_size(s: &str) -> Result<u64, String> {
+    crate::config::size(s)
 }
 
 impl RunArgs {
@@ -182,6 +208,10 @@ impl RunArgs {
             otlp_timeout: self.otlp_timeout,
             otlp_headers: self.otlp_headers.clone(),
             bearer_token_file: self.bearer_token_file.clone(),
+            sshd_paths: self.probes.sshd_paths.clone(),
+            state_dir: self.state_dir.clone(),
+            spool_max_size: self.spool_max_size,
+            metrics_listen: self.metrics_listen,
         }
     }
 }

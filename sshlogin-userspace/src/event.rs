@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Attribute names (OpenTelemetry semantic conventions where one exists).
 pub mod attr {
@@ -27,7 +27,7 @@ pub mod attr {
     pub const RECORD_UID: &str = "log.record.uid";
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventName {
     #[serde(rename = "ssh.session.open")]
     SessionOpen,
@@ -77,7 +77,7 @@ impl Severity {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     Str(String),
@@ -110,11 +110,12 @@ impl From<u16> for Value {
     }
 }
 
-pub type Attributes = BTreeMap<&'static str, Value>;
+pub type Attributes = BTreeMap<String, Value>;
 
 /// One event. `correlate` fills the name, the kernel time and the facts;
 /// `enrich` adds wall-clock times, looked-up facts, the body and the id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serialized as is into the spool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub name: EventName,
     /// When it happened, CLOCK_BOOTTIME nanoseconds.
@@ -139,8 +140,8 @@ impl Event {
         }
     }
 
-    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        self.attributes.insert(key, value.into());
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.attributes.insert(key.to_string(), value.into());
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {

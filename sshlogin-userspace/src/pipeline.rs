@@ -2,7 +2,7 @@
 //! free of I/O except the user-database and /proc look-ups behind traits, so
 //! the daemon, `sshlogin replay` and the tests run the same code.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -10,42 +10,31 @@ use crate::{
     correlate::{self, Correlator, process::ProcView},
     decode,
     enrich::{self, Enricher, UserDb},
-    event::{Event, EventName},
+    event::Event,
+    metrics::Metrics,
 };
-
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub records: u64,
-    pub decode_errors: u64,
-    pub events: BTreeMap<&'static str, u64>,
-}
 
 pub struct Pipeline<U: UserDb> {
     correlator: Correlator,
     enricher: Enricher<U>,
-    pub stats: Stats,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<U: UserDb> Pipeline<U> {
-    pub fn new(settings: correlate::Settings, view: Box<dyn ProcView + Send>, users: U) -> Self {
+    pub fn new(settings: correlate::Settings, view: Box<dyn ProcView + Send>, users: U, metrics: Arc<Metrics>) -> Self {
         let boot_id = settings.boot_id;
-        Pipeline {
-            correlator: Correlator::new(settings, view),
-            enricher: Enricher::new(users, boot_id),
-            stats: Stats::default(),
-        }
+        Pipeline { correlator: Correlator::new(settings, view), enricher: Enricher::new(users, boot_id), metrics }
     }
 
     /// Takes raw records; appends the finished events to `out`.
     pub fn records<I: IntoIterator<Item = Vec<u8>>>(&mut self, batch: I, out: &mut Vec<Event>) {
         let first = out.len();
         for raw in batch {
-            self.stats.records += 1;
+            self.metrics.records.inc();
             match decode::decode(&raw) {
                 Ok(record) => self.correlator.handle(record, out),
                 Err(e) => {
-                    self.stats.decode_errors += 1;
-                    if self.stats.decode_errors <= 10 {
+                    if self.metrics.decode_errors.inc() < 10 {
                         tracing::warn!(error = %e, len = raw.len(), "undecodable record dropped");
                     }
                 }
@@ -69,6 +58,10 @@ impl<U: UserDb> Pipeline<U> {
     }
 
     fn finish_events(&mut self, first: usize, out: &mut [Event]) {
+        let refused = std::mem::take(&mut self.correlator.refused);
+        if refused > 0 {
+            self.metrics.refused("exe", refused);
+        }
         if first == out.len() {
             return;
         }
@@ -76,7 +69,7 @@ impl<U: UserDb> Pipeline<U> {
         let now = enrich::unix_now_ns();
         for e in &mut out[first..] {
             self.enricher.enrich(e, offset, now);
-            *self.stats.events.entry(e.name.as_str()).or_default() += 1;
+            self.metrics.event(e.name.as_str());
         }
     }
 }
@@ -88,14 +81,4 @@ pub fn boot_id() -> Uuid {
         .ok()
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
         .unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, enrich::unix_now_ns().to_string().as_bytes()))
-}
-
-/// The count of each event name, for summaries.
-pub fn count_line(stats: &Stats) -> String {
-    let names = [EventName::SessionOpen, EventName::SessionClose, EventName::AuthFailure];
-    names
-        .iter()
-        .map(|n| format!("{}={}", n.as_str(), stats.events.get(n.as_str()).unwrap_or(&0)))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -89,3 +89,21 @@ fn help_explains_every_run_flag() {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
 }
+
+#[test]
+fn bad_endpoint_url_exits_2_naming_the_flag() {
+    usage_error(&sshlogin(&["run", "--otlp-endpoint", "collector:4318"], &[]), "--otlp-endpoint");
+    let f = config("[otlp]\nlogs_endpoint = \"ftp://x/v1/logs\"\n");
+    usage_error(&sshlogin(&["run", "--config", f.path().to_str().unwrap()], &[]), "otlp.logs_endpoint");
+}
+
+#[test]
+fn unreadable_token_file_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory cannot be read as a file, even by root.
+    let out = sshlogin(
+        &["run", "--otlp-endpoint", "http://127.0.0.1:4318", "--bearer-token-file", dir.path().to_str().unwrap()],
+        &[],
+    );
+    usage_error(&out, "otlp.bearer_token_file");
+}

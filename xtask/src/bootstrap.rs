@@ -72,6 +72,20 @@ fn apt(packages: &[&str]) -> Result<()> {
     run().map_err(|e| step_failed(&step, &manual, e))
 }
 
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the fuzz step of the tests.
+pub fn cargo_fuzz() -> Result<()> {
+    let out = Command::new("cargo").args(["fuzz", "--version"]).output();
+    if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    let manual = format!("cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked");
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
+        .map_err(|e| step_failed("cargo-fuzz", &manual, e))
+}
+
 fn rust_src() -> Result<()> {
     let out = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output();
     if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src"))) {

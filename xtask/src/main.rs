@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod build;
+mod fuzz;
 mod test;
 
 use std::{path::PathBuf, process::Command};
@@ -39,6 +40,17 @@ enum Task {
         /// Only the unit tests.
         #[arg(long)]
         unit_only: bool,
+        /// Seconds to run each fuzz target (0 skips fuzzing). [default: 60,
+        /// or SSHLOGIN_FUZZ_SECONDS]
+        #[arg(long, env = "SSHLOGIN_FUZZ_SECONDS", default_value_t = 60)]
+        fuzz_seconds: u64,
+    },
+    /// Run the cargo-fuzz targets (decoder, audit text, sshd log lines),
+    /// corpus seeded from the captured fixtures.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
 }
 
@@ -63,7 +75,13 @@ fn main() -> Result<()> {
             build::userspace()?;
             run(&args)
         }
-        Task::Test { unit_only } => test::all(unit_only),
+        Task::Test { unit_only, fuzz_seconds } => test::all(unit_only, fuzz_seconds),
+        Task::Fuzz { seconds } => {
+            bootstrap::build_tools()?;
+            let (_, failed) = fuzz::run(seconds)?;
+            anyhow::ensure!(failed.is_empty(), "fuzz targets failed: {}", failed.join(", "));
+            Ok(())
+        }
     }
 }
 

@@ -19,7 +19,7 @@ struct Totals {
     ignored: u64,
 }
 
-pub fn all(unit_only: bool) -> Result<()> {
+pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
     let started = Instant::now();
     bootstrap::build_tools()?;
     build::ebpf()?;
@@ -56,16 +56,27 @@ pub fn all(unit_only: bool) -> Result<()> {
             &mut e2e,
         )?
     };
+    // Fuzzing last; each target counts as one test, a crash as a failure.
+    let mut fuzz = Totals::default();
+    if unit_only || fuzz_seconds == 0 {
+        println!("xtask: fuzzing skipped");
+    } else {
+        let (clean, failed) = crate::fuzz::run(fuzz_seconds)?;
+        fuzz.passed = clean;
+        fuzz.failed = failed.len() as u64;
+    }
+    let fuzz_ok = fuzz.failed == 0;
     println!(
-        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}) in {:.0?}",
-        unit.passed + e2e.passed,
-        unit.failed + e2e.failed,
+        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}, fuzz targets {}) in {:.0?}",
+        unit.passed + e2e.passed + fuzz.passed,
+        unit.failed + e2e.failed + fuzz.failed,
         unit.ignored + e2e.ignored,
         unit.passed,
         e2e.passed,
+        fuzz.passed,
         started.elapsed()
     );
-    if !unit_ok || !e2e_ok {
+    if !unit_ok || !e2e_ok || !fuzz_ok {
         bail!("tests failed");
     }
     Ok(())

@@ -17,12 +17,30 @@ pub struct File {
     pub stdout: Stdout,
     #[serde(default)]
     pub otlp: Otlp,
+    #[serde(default)]
+    pub spool: Spool,
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spool {
+    pub dir: Option<PathBuf>,
+    pub max_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capture {
     pub sshd_comm: Option<Vec<String>>,
+    pub sshd_paths: Option<Vec<String>>,
     pub ring_buffer_size: Option<String>,
     pub privsep_user: Option<String>,
 }
@@ -60,6 +78,7 @@ pub struct Otlp {
     pub retry_initial_backoff: Option<String>,
     pub retry_max_backoff: Option<String>,
     pub retry_max_elapsed: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 /// Parses the text of a config file; the error names the key and line.

@@ -5,7 +5,7 @@
 mod env;
 mod file;
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// A setting that could not be used: which one, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,30 @@ pub struct Flags {
     pub otlp_timeout: Option<Duration>,
     pub otlp_headers: Vec<(String, String)>,
     pub bearer_token_file: Option<PathBuf>,
+    pub sshd_paths: Option<Vec<String>>,
+    pub state_dir: Option<PathBuf>,
+    pub spool_max_size: Option<u64>,
+    pub metrics_listen: Option<SocketAddr>,
 }
+
+/// Where OpenSSH's binaries live on the distributions sshlogin knows:
+/// Debian/Ubuntu (`/usr/lib/openssh`), Fedora/RHEL/SUSE (`/usr/libexec`),
+/// source builds (`/usr/local`).
+pub const DEFAULT_SSHD_PATHS: &[&str] = &[
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/lib/openssh/sshd-auth",
+    "/usr/libexec/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-auth",
+    "/usr/libexec/sshd-session",
+    "/usr/libexec/sshd-auth",
+    "/usr/local/sbin/sshd",
+    "/usr/local/libexec/sshd-session",
+    "/usr/local/libexec/sshd-auth",
+];
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sshlogin";
+pub const DEFAULT_SPOOL_MAX: u64 = 256 << 20;
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
 pub const DEFAULT_FAMILY: &[&str] = &["sshd", "sshd-session", "sshd-auth"];
 pub const DEFAULT_RING_BUFFER: u32 = 4 << 20;
@@ -51,6 +74,8 @@ pub const DEFAULT_RING_BUFFER: u32 = 4 << 20;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub capture: Capture,
+    pub spool: SpoolConfig,
+    pub metrics_listen: Option<SocketAddr>,
     /// User-configured resource attributes (service.name included when set).
     pub resource: BTreeMap<String, String>,
     pub stdout: bool,
@@ -62,6 +87,14 @@ pub struct Capture {
     pub family: Vec<String>,
     pub ring_buffer_bytes: u32,
     pub privsep_user: String,
+    /// sshd binaries; records from any other executable are refused.
+    pub sshd_paths: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,13 +125,16 @@ pub struct Otlp {
     pub batch_max_events: usize,
     pub batch_max_delay: Duration,
     pub retry: Retry,
+    /// How long shutdown may keep sending what the spool holds.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Give up on a batch after this long.
+    /// After retrying one batch this long, log that the endpoint is
+    /// unreachable; the batch stays spooled and retries go on.
     pub max_elapsed: Duration,
 }
 
@@ -229,7 +265,33 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
         ));
     }
     let privsep_user = flags.privsep_user.clone().or(f.capture.privsep_user.clone()).unwrap_or_else(|| "sshd".into());
-    let capture = Capture { family, ring_buffer_bytes, privsep_user };
+    let sshd_paths = match (&flags.sshd_paths, &f.capture.sshd_paths) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => DEFAULT_SSHD_PATHS.iter().map(|s| s.to_string()).collect(),
+    };
+    if sshd_paths.is_empty() || sshd_paths.iter().any(|p| !p.starts_with('/')) {
+        return Err(ConfigError::new("capture.sshd_paths", "one or more absolute paths of sshd binaries"));
+    }
+    let capture = Capture { family, ring_buffer_bytes, privsep_user, sshd_paths };
+    let spool = SpoolConfig {
+        dir: flags.state_dir.clone().or(f.spool.dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        max_bytes: match (flags.spool_max_size, &f.spool.max_size) {
+            (Some(b), _) => b,
+            (None, Some(text)) => size(text).map_err(|e| ConfigError::new("spool.max_size", e))?,
+            (None, None) => DEFAULT_SPOOL_MAX,
+        },
+    };
+    if spool.max_bytes < 4096 {
+        return Err(ConfigError::new("spool.max_size", "at least 4K"));
+    }
+    let metrics_listen = match (flags.metrics_listen, &f.metrics.listen) {
+        (Some(a), _) => Some(a),
+        (None, Some(text)) => Some(
+            text.parse().map_err(|_| ConfigError::new("metrics.listen", format!("{text:?} is not ADDRESS:PORT")))?,
+        ),
+        (None, None) => None,
+    };
 
     let mut resource: BTreeMap<String, String> = f.resource.attributes.clone();
     if let Some(name) = &f.resource.service_name {
@@ -318,6 +380,7 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
                 batch_max_delay: opt_duration("otlp.batch_max_delay", &o.batch_max_delay)?
                     .unwrap_or(DEFAULT_BATCH_MAX_DELAY),
                 retry,
+                drain_timeout: opt_duration("otlp.drain_timeout", &o.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
             })
         }
     };
@@ -331,7 +394,22 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     }
     // Events go to stdout when asked, or when they would go nowhere else.
     let stdout = flags.stdout || f.stdout.enabled.unwrap_or(false) || otlp.is_none();
-    Ok(Config { capture, resource, stdout, otlp })
+    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp })
+}
+
+/// A byte size: a number with an optional K, M or G (powers of 1024).
+pub fn size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "m" | "MiB" => 20,
+        "G" | "g" | "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?} (use K, M or G)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 256M"))?;
+    n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Duration>, ConfigError> {

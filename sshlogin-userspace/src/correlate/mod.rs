@@ -44,6 +44,8 @@ pub struct Settings {
     pub boot_id: Uuid,
     /// The sshd family's process names.
     pub family: Vec<String>,
+    /// The sshd binaries; a record from any other executable is refused.
+    pub sshd_paths: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -90,15 +92,30 @@ pub struct Correlator {
     procs: ProcessTable,
     conns: HashMap<u32, Conn>,
     settings: Settings,
+    /// Records refused because their process, or its listener, is not an
+    /// sshd binary; taken by the caller for its metrics.
+    pub refused: u64,
 }
 
 impl Correlator {
     pub fn new(settings: Settings, view: Box<dyn ProcView + Send>) -> Self {
-        Correlator { procs: ProcessTable::new(settings.family.clone(), view), conns: HashMap::new(), settings }
+        Correlator {
+            procs: ProcessTable::new(settings.family.clone(), view),
+            conns: HashMap::new(),
+            settings,
+            refused: 0,
+        }
     }
 
     /// Takes one record; pushes the events it completes.
     pub fn handle(&mut self, record: Record, out: &mut Vec<Event>) {
+        if let Record::Audit { meta, .. } | Record::Syslog { meta, .. } | Record::Setresuid { meta, .. } = &record
+            && !self.runs_sshd(meta.pid)
+        {
+            self.refused += 1;
+            tracing::warn!(pid = meta.pid, comm = %meta.comm, "refused a record from a process that is not sshd");
+            return;
+        }
         match record {
             Record::Fork { meta, child } => self.procs.on_fork(meta.pid, child, meta.ktime_ns),
             Record::Exit { meta } => self.on_exit(&meta, out),
@@ -137,6 +154,20 @@ impl Correlator {
     /// Reports everything still pending (at shutdown or the end of a replay).
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         self.tick(u64::MAX, out);
+    }
+
+    /// Whether `pid` and its listener run sshd binaries, as far as /proc
+    /// can still tell (a process that is gone is not held against it: only
+    /// root gets this far, and root is trusted).
+    fn runs_sshd(&mut self, pid: u32) -> bool {
+        let allowed = |exe: &str| self.settings.sshd_paths.iter().any(|p| p == exe);
+        if !self.procs.exe(pid).is_none_or(|exe| allowed(&exe)) {
+            return false;
+        }
+        match self.procs.listener_of(pid) {
+            Some(l) if l != pid => self.procs.exe(l).is_none_or(|exe| allowed(&exe)),
+            _ => true,
+        }
     }
 
     fn conn(&mut self, monitor: u32, ktime_ns: u64) -> &mut Conn {
@@ -245,6 +276,21 @@ impl Correlator {
                 }
             }
             types::USER_END if op == "PAM:session_close" => {
+                if let Session::None = conn.session {
+                    // Opened before sshlogin was watching (a restart): report
+                    // the close, without a duration it cannot know.
+                    if acct.is_some() {
+                        conn.user = acct;
+                    }
+                    let mut e = Event::new(EventName::SessionClose, meta.ktime_ns);
+                    let conn = &self.conns[&m];
+                    self.set_session(&mut e, conn, None, terminal.as_deref());
+                    out.push(e);
+                    if let Some(c) = self.conns.get_mut(&m) {
+                        c.session = Session::Closed;
+                    }
+                    return;
+                }
                 if let Session::Pending { .. } = conn.session {
                     self.open(m, None, None, out);
                 }

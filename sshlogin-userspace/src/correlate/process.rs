@@ -15,6 +15,8 @@ pub trait ProcView {
     fn parent(&self, pid: u32) -> Option<(u32, String)>;
     /// Process start, CLOCK_BOOTTIME nanoseconds.
     fn start_ns(&self, pid: u32) -> Option<u64>;
+    /// The executable's path, without the " (deleted)" of an upgraded binary.
+    fn exe(&self, pid: u32) -> Option<String>;
 }
 
 /// Reads `/proc/PID/stat`.
@@ -53,6 +55,12 @@ impl ProcView for ProcFs {
         let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
         Some(ticks.saturating_mul(1_000_000_000 / hz.max(1)))
     }
+
+    fn exe(&self, pid: u32) -> Option<String> {
+        let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let path = link.to_string_lossy();
+        Some(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
+    }
 }
 
 /// Knows nothing: replayed captures come from another host or another time.
@@ -65,6 +73,9 @@ impl ProcView for NoProc {
     fn start_ns(&self, _pid: u32) -> Option<u64> {
         None
     }
+    fn exe(&self, _pid: u32) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -75,6 +86,8 @@ struct Proc {
     start_ns: Option<u64>,
     first_child: Option<u32>,
     exited_ns: Option<u64>,
+    /// The executable, looked up once (`Some(None)`: it could not be read).
+    exe: Option<Option<String>>,
 }
 
 /// How long an exited process stays in the table, so that records of its
@@ -138,9 +151,9 @@ impl ProcessTable {
         }
     }
 
-    /// The monitor (connection) `pid` belongs to: itself or the ancestor
-    /// just below the listener. `None` for a listener.
-    pub fn monitor_of(&mut self, pid: u32) -> Option<u32> {
+    /// `pid`'s chain up to its listener: (the listener, the monitor). The
+    /// monitor is `None` when `pid` is the listener.
+    fn chain(&mut self, pid: u32) -> Option<(u32, Option<u32>)> {
         self.ensure(pid);
         let mut below = None;
         let mut current = pid;
@@ -153,10 +166,29 @@ impl ProcessTable {
                     current = parent;
                     self.ensure(current);
                 }
-                None => return below,
+                None => return Some((current, below)),
             }
         }
         None
+    }
+
+    /// The monitor (connection) `pid` belongs to: itself or the ancestor
+    /// just below the listener. `None` for a listener.
+    pub fn monitor_of(&mut self, pid: u32) -> Option<u32> {
+        self.chain(pid)?.1
+    }
+
+    /// The listener at the top of `pid`'s tree (`pid` itself for a listener).
+    pub fn listener_of(&mut self, pid: u32) -> Option<u32> {
+        Some(self.chain(pid)?.0)
+    }
+
+    /// `pid`'s executable, read from the host the first time it is asked.
+    pub fn exe(&mut self, pid: u32) -> Option<String> {
+        self.ensure(pid);
+        let view = &self.view;
+        let p = self.procs.get_mut(&pid)?;
+        p.exe.get_or_insert_with(|| view.exe(pid)).clone()
     }
 
     pub fn start_ns(&self, pid: u32) -> Option<u64> {
@@ -208,6 +240,9 @@ mod tests {
         fn start_ns(&self, pid: u32) -> Option<u64> {
             Some(u64::from(pid) * 10)
         }
+        fn exe(&self, pid: u32) -> Option<String> {
+            (pid == 100).then(|| "/usr/sbin/sshd".to_string())
+        }
     }
 
     #[test]
@@ -216,6 +251,9 @@ mod tests {
         assert_eq!(t.monitor_of(200), Some(200));
         assert_eq!(t.monitor_of(100), None);
         assert_eq!(t.start_ns(200), Some(2000));
+        assert_eq!(t.listener_of(200), Some(100));
+        assert_eq!(t.exe(100).as_deref(), Some("/usr/sbin/sshd"));
+        assert_eq!(t.exe(200), None);
         assert_eq!(t.first_child(200), None);
     }
 

@@ -8,6 +8,7 @@ use crate::{
     correlate::{Settings, process::NoProc},
     enrich::UserDb,
     event::{Event, EventName, attr},
+    metrics::Metrics,
     pipeline::Pipeline,
 };
 
@@ -29,16 +30,24 @@ impl UserDb for FixtureUsers {
     }
 }
 
+fn settings() -> Settings {
+    Settings {
+        privsep_uid: Some(102),
+        boot_id: Uuid::nil(),
+        family: vec!["sshd".into()],
+        sshd_paths: vec!["/usr/sbin/sshd".into()],
+    }
+}
+
 fn replay(fixture: &str) -> Vec<Event> {
     let path = format!("{}/tests/fixtures/captures/{fixture}.hex", env!("CARGO_MANIFEST_DIR"));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let records = capture::read_records(std::io::BufReader::new(file)).unwrap();
-    let settings = Settings { privsep_uid: Some(102), boot_id: Uuid::nil(), family: vec!["sshd".into()] };
-    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), FixtureUsers);
+    let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);
-    assert_eq!(pipeline.stats.decode_errors, 0);
+    assert_eq!(pipeline.metrics.decode_errors.get(), 0);
     events
 }
 
@@ -152,8 +161,7 @@ fn a_truncated_capture_still_reports_what_it_can() {
     // monitor's exit were never seen. Finishing still reports the open.
     let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
     let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
-    let settings = Settings { privsep_uid: Some(102), boot_id: Uuid::nil(), family: vec!["sshd".into()] };
-    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), FixtureUsers);
+    let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
     let user_start = records
         .iter()
@@ -162,4 +170,74 @@ fn a_truncated_capture_still_reports_what_it_can() {
     pipeline.records(records.into_iter().take(user_start + 1), &mut events);
     pipeline.finish(&mut events);
     assert_eq!(names(&events), [SessionOpen]);
+}
+
+/// /proc as a forger would leave it: the fixture's sshd listener (8193 in
+/// pam-wrong-key's parent chain) runs some other binary.
+struct ForgedExe;
+
+impl crate::correlate::process::ProcView for ForgedExe {
+    fn parent(&self, _pid: u32) -> Option<(u32, String)> {
+        None
+    }
+    fn start_ns(&self, _pid: u32) -> Option<u64> {
+        None
+    }
+    fn exe(&self, _pid: u32) -> Option<String> {
+        Some("/tmp/evil/sshd".into())
+    }
+}
+
+#[test]
+fn records_from_other_executables_are_refused_and_counted() {
+    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
+    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::new(settings(), Box::new(ForgedExe), FixtureUsers, metrics.clone());
+    let mut events = Vec::new();
+    pipeline.records(records, &mut events);
+    pipeline.finish(&mut events);
+    assert!(events.is_empty(), "{:?}", names(&events));
+    assert!(metrics.refused_count("exe") > 5);
+}
+
+/// The sshd tree of pam-key-login.hex as /proc shows it to a daemon that
+/// starts in the middle of the session: listener 13924, monitor 13929.
+struct MidSession;
+
+impl crate::correlate::process::ProcView for MidSession {
+    fn parent(&self, pid: u32) -> Option<(u32, String)> {
+        match pid {
+            13929 => Some((13924, "sshd".into())),
+            13935 => Some((13929, "sshd".into())),
+            13924 => Some((1, "init".into())),
+            _ => None,
+        }
+    }
+    fn start_ns(&self, _pid: u32) -> Option<u64> {
+        None
+    }
+    fn exe(&self, _pid: u32) -> Option<String> {
+        Some("/usr/sbin/sshd".into())
+    }
+}
+
+#[test]
+fn a_session_opened_before_the_daemon_started_still_closes() {
+    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
+    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    // Everything up to and including the session child's privilege drop
+    // happened before the (re)start.
+    let drop_at = records
+        .iter()
+        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Setresuid { uid: 1001, .. })))
+        .unwrap();
+    let mut pipeline = Pipeline::new(settings(), Box::new(MidSession), FixtureUsers, Metrics::new());
+    let mut events = Vec::new();
+    pipeline.records(records.into_iter().skip(drop_at + 1), &mut events);
+    pipeline.finish(&mut events);
+    assert_eq!(names(&events), [SessionClose]);
+    assert_eq!(events[0].str(attr::USER_NAME), Some("sl-alice"));
+    assert_eq!(events[0].str(attr::CLIENT_ADDRESS), Some("127.0.0.1"));
+    assert_eq!(events[0].int(attr::SESSION_DURATION_MS), None, "the daemon cannot know how long it lasted");
 }

@@ -45,6 +45,8 @@ pub struct KernelCounters {
     pub ringbuf_full: u64,
     pub read_failed: u64,
     pub pending_full: u64,
+    pub audit_not_root: u64,
+    pub syslog_not_root: u64,
 }
 
 impl Probes {
@@ -101,6 +103,8 @@ impl Probes {
             ringbuf_full: sum(stat::RINGBUF_FULL)?,
             read_failed: sum(stat::READ_FAILED)?,
             pending_full: sum(stat::PENDING_FULL)?,
+            audit_not_root: sum(stat::AUDIT_NOT_ROOT)?,
+            syslog_not_root: sum(stat::SYSLOG_NOT_ROOT)?,
         })
     }
 }

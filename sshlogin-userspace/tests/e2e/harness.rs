@@ -19,9 +19,22 @@ use serde_json::Value;
 /// The explicit opt-out. CI never sets it.
 pub const SKIP_VAR: &str = "SSHLOGIN_SKIP_PRIVILEGED";
 
-/// Returns false (and says so) when the opt-out is set; panics with the
-/// reason when the tests cannot run here.
-pub fn privileged() -> bool {
+/// Tests that count what a daemon saw host-wide (every sshd login on the
+/// machine reaches every daemon) run alone; the others share.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// `None` (and says so) when the opt-out is set; panics with the reason
+/// when the tests cannot run here. Hold the guard for the whole test.
+pub fn privileged() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    check_privileged().then(|| ALONE.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// As [`privileged`], for a test that must be the only one running.
+pub fn privileged_alone() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
+    check_privileged().then(|| ALONE.write().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn check_privileged() -> bool {
     if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
         eprintln!("skipped: {SKIP_VAR}=1");
         return false;
@@ -51,8 +64,10 @@ pub struct User {
 
 /// Users every test may use; each test logs in as its own so tests that run
 /// in parallel can tell their events apart.
-pub const USERS: &[&str] =
-    &["sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan"];
+pub const USERS: &[&str] = &[
+    "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
+    "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat",
+];
 
 struct Fixture {
     dir: PathBuf,
@@ -150,7 +165,7 @@ pub fn logged(needle: &str) -> Vec<String> {
     devlog().lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -243,6 +258,13 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         fixture();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.iter().any(|a| a == "--state-dir") {
+            // Each daemon its own spool: they run side by side.
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            args.extend(["--state-dir".into(), state_dir(&format!("daemon-{n}")).display().to_string()]);
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlogin"));
         // The tests say what to export; the environment they run in must not.
         for (k, _) in std::env::vars() {
@@ -330,6 +352,17 @@ impl Daemon {
         self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
     }
 
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM; the daemon must detach and exit 0.
     pub fn stop(mut self) -> Vec<String> {
         // SAFETY: kill with a pid we own and a valid signal number.
@@ -365,9 +398,15 @@ pub struct Receiver {
 impl Receiver {
     /// `script`: statuses (with optional `:RETRY_AFTER`) for the first requests.
     pub fn start(script: &[&str]) -> Self {
+        Self::start_on(0, script)
+    }
+
+    /// Listens on `port` (0: any).
+    pub fn start_on(port: u16, script: &[&str]) -> Self {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otlp_receiver.py");
         let mut child = Command::new("python3")
             .arg(path)
+            .args(["--port", &port.to_string()])
             .args(script)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -508,5 +547,66 @@ pub fn pki() -> Pki {
         server_key: p("server.key"),
         client_cert: p("client.pem"),
         client_key: p("client.key"),
+    }
+}
+
+/// A fresh directory for a daemon's spool.
+pub fn state_dir(name: &str) -> PathBuf {
+    let dir = fixture().dir.join("state").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The value of a metric line (`name{labels} value`), 0 when absent.
+pub fn metric(port: u16, series: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Polls `cond` every 100 ms for up to `secs`.
+pub fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    eventually_or(what, secs, cond, String::new);
+}
+
+/// As [`eventually`], adding `context()` to the failure message.
+pub fn eventually_or(what: &str, secs: u64, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s\n{}", context());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends one audit user message the way libaudit does.
+pub fn send_audit(msg_type: u16, text: &str) {
+    // SAFETY: plain socket calls with buffers that outlive them.
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT);
+        assert!(fd >= 0, "socket(NETLINK_AUDIT): {}", std::io::Error::last_os_error());
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + text.len() + 1) as u32).to_ne_bytes());
+        msg.extend_from_slice(&msg_type.to_ne_bytes());
+        msg.extend_from_slice(&5u16.to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
+        msg.extend_from_slice(&[0; 8]);
+        msg.extend_from_slice(text.as_bytes());
+        msg.push(0);
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let sent = libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
+        // The kernel may refuse the message (audit off); the probe has seen
+        // the call either way.
+        let _ = sent;
+        libc::close(fd);
     }
 }

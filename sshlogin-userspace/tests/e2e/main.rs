@@ -2,12 +2,14 @@
 //! Needs root; fails (does not skip) where that or eBPF is missing, unless
 //! SSHLOGIN_SKIP_PRIVILEGED=1.
 
+mod durability;
+mod forgery;
 mod harness;
 mod otlp;
 
 use std::time::Duration;
 
-use harness::{Daemon, Sshd, is, logged, privileged, ssh_key, ssh_password, user, wrong_key};
+use harness::{Daemon, Sshd, is, logged, privileged, send_audit, ssh_key, ssh_password, user, wrong_key};
 
 const OPEN: &str = "ssh.session.open";
 const CLOSE: &str = "ssh.session.close";
@@ -15,9 +17,7 @@ const FAILURE: &str = "ssh.auth.failure";
 
 #[test]
 fn key_login_opens_one_session_and_logout_closes_it() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let alice = user("sl-alice");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&["--stdout"]);
@@ -58,9 +58,7 @@ fn key_login_opens_one_session_and_logout_closes_it() {
 
 #[test]
 fn wrong_key_is_an_authentication_failure() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let dave = user("sl-dave");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -77,9 +75,7 @@ fn wrong_key_is_an_authentication_failure() {
 
 #[test]
 fn invalid_user_is_a_failure_naming_the_user() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let name = format!("sl-nobody{}", std::process::id() % 10_000);
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -95,9 +91,7 @@ fn invalid_user_is_a_failure_naming_the_user() {
 
 #[test]
 fn wrong_password_is_an_authentication_failure() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let bob = user("sl-bob");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -121,9 +115,7 @@ fn wrong_password_is_an_authentication_failure() {
 
 #[test]
 fn without_pam_the_privilege_drop_opens_the_session() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let carol = user("sl-carol");
     let sshd = Sshd::start(false, "");
     let mut daemon = Daemon::start(&[]);
@@ -143,9 +135,7 @@ fn without_pam_the_privilege_drop_opens_the_session() {
 
 #[test]
 fn audit_records_from_other_programs_are_ignored() {
-    if !privileged() {
-        return;
-    }
+    let Some(_guard) = privileged() else { return };
     let erin = user("sl-erin");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -174,34 +164,4 @@ fn audit_records_from_other_programs_are_ignored() {
         daemon.settle(Duration::ZERO).iter().filter(|e| e["attributes"]["user.name"] == forged).collect();
     assert!(leaked.is_empty(), "forged records became events: {leaked:?}");
     daemon.stop();
-}
-
-/// Sends one audit user message the way libaudit does.
-fn send_audit(msg_type: u16, text: &str) {
-    // SAFETY: plain socket calls with buffers that outlive them.
-    unsafe {
-        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT);
-        assert!(fd >= 0, "socket(NETLINK_AUDIT): {}", std::io::Error::last_os_error());
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&((16 + text.len() + 1) as u32).to_ne_bytes());
-        msg.extend_from_slice(&msg_type.to_ne_bytes());
-        msg.extend_from_slice(&5u16.to_ne_bytes()); // NLM_F_REQUEST | NLM_F_ACK
-        msg.extend_from_slice(&[0; 8]);
-        msg.extend_from_slice(text.as_bytes());
-        msg.push(0);
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let sent = libc::sendto(
-            fd,
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        );
-        // The kernel may refuse the message (audit off); the probe has seen
-        // the call either way.
-        let _ = sent;
-        libc::close(fd);
-    }
 }

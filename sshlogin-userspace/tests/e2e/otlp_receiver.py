@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 ARGS.add_argument("--client-ca")
+ARGS.add_argument("--port", type=int, default=0)
 ARGS.add_argument("script", nargs="*")
 OPTS = ARGS.parse_args()
 SCRIPT = [arg.split(":") for arg in OPTS.script]
@@ -126,7 +127,8 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, retry_after, ok)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ThreadingHTTPServer.allow_reuse_address = True
+server = ThreadingHTTPServer(("127.0.0.1", OPTS.port), Handler)
 if OPTS.tls:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*OPTS.tls)

@@ -1,5 +1,7 @@
-//! The OTLP/HTTP exporter: batches events by count and age, sends each batch
-//! as one request and retries as the specification says.
+//! The OTLP/HTTP exporter: takes the oldest events from the spool in
+//! batches, sends each as one request, retries as the specification says,
+//! and removes a batch from the spool once it was delivered or refused for
+//! good. While the endpoint is unreachable the events wait in the spool.
 
 pub mod encode;
 pub mod response;
@@ -7,55 +9,32 @@ pub mod retry;
 
 use std::{
     fs,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, watch};
 
 use crate::{
     config::{ConfigError, Otlp},
     event::Event,
+    metrics::Metrics,
     resource::Resource,
+    spool::Spool,
 };
 use retry::Decision;
-
-/// Counters an operator reads in the shutdown summary (and, later, metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub requests_ok: AtomicU64,
-    pub requests_dropped: AtomicU64,
-    pub retries: AtomicU64,
-    pub events_sent: AtomicU64,
-    pub events_dropped: AtomicU64,
-    pub events_rejected: AtomicU64,
-}
-
-impl Stats {
-    pub fn summary(&self) -> String {
-        format!(
-            "otlp: {} events sent in {} requests, {} retries, {} events dropped in {} requests, {} rejected by the receiver",
-            self.events_sent.load(Relaxed),
-            self.requests_ok.load(Relaxed),
-            self.retries.load(Relaxed),
-            self.events_dropped.load(Relaxed),
-            self.requests_dropped.load(Relaxed),
-            self.events_rejected.load(Relaxed),
-        )
-    }
-}
 
 /// How one batch ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Accepted; `rejected` of its records were refused (partial success).
     Delivered { rejected: i64 },
-    /// Refused for good, or retries ran out of time.
+    /// Refused for good (a status that must not be retried).
     Dropped { reason: String },
+    /// Not delivered yet: retries ran out of time or shutdown began. The
+    /// batch stays in the spool.
+    Retryable { reason: String },
 }
 
 pub struct Exporter {
@@ -63,7 +42,7 @@ pub struct Exporter {
     headers: HeaderMap,
     config: Otlp,
     resource: Resource,
-    pub stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 fn read(key: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
@@ -72,7 +51,7 @@ fn read(key: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
 
 impl Exporter {
     /// Builds the HTTP client: TLS roots, client certificate, headers, token.
-    pub fn new(config: &Otlp, resource: Resource) -> Result<Exporter, ConfigError> {
+    pub fn new(config: &Otlp, resource: Resource, metrics: Arc<Metrics>) -> Result<Exporter, ConfigError> {
         // reqwest is built without a default crypto provider; use ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
@@ -122,57 +101,96 @@ impl Exporter {
                 tracing::warn!("the bearer token file replaces the Authorization header given in the headers");
             }
         }
-        Ok(Exporter { client, headers, config: config.clone(), resource, stats: Arc::default() })
+        Ok(Exporter { client, headers, config: config.clone(), resource, metrics })
     }
 
-    /// Sends batches until the sending side closes, then flushes what is
-    /// left, retrying until `drain_deadline` after the close at most.
-    pub async fn run(self, mut rx: mpsc::Receiver<Event>, drain_deadline: Duration) {
+    /// Sends what the spool holds, oldest first, as it arrives (`arrived`
+    /// is notified on each append) until `stop` turns true; then keeps
+    /// sending for at most `drain` and returns, leaving the rest spooled.
+    pub async fn run(self, spool: Arc<Spool>, arrived: Arc<Notify>, mut stop: watch::Receiver<bool>, drain: Duration) {
         let max = self.config.batch_max_events;
-        let mut batch = Vec::with_capacity(max);
-        let mut closed_at: Option<Instant> = None;
-        while closed_at.is_none() {
-            match rx.recv().await {
-                Some(e) => batch.push(e),
-                None => break,
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() && *stop.borrow() {
+                deadline = Some(Instant::now() + drain);
             }
-            let flush_at = tokio::time::Instant::now() + self.config.batch_max_delay;
-            while batch.len() < max {
+            let stopping = deadline.is_some();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let batch = match read_spool(&spool, max).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("cannot read the spool: {e:#}");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
                 tokio::select! {
-                    e = rx.recv() => match e {
-                        Some(e) => batch.push(e),
-                        None => { closed_at = Some(Instant::now()); break; }
-                    },
-                    _ = tokio::time::sleep_until(flush_at) => break,
+                    _ = arrived.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                // Let a batch fill before sending: bounded by the delay.
+                if !*stop.borrow() {
+                    tokio::time::sleep(self.config.batch_max_delay).await;
+                }
+                continue;
+            }
+            let (ids, events): (Vec<u64>, Vec<Option<Event>>) = batch.into_iter().unzip();
+            let events: Vec<Event> = events.into_iter().flatten().collect();
+            if events.len() < ids.len() {
+                tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
+                self.metrics.export_events("dropped", (ids.len() - events.len()) as u64);
+            }
+            let give_up_at = deadline.unwrap_or_else(|| Instant::now() + self.config.retry.max_elapsed);
+            match self.export(&events, give_up_at, &mut stop).await {
+                Outcome::Retryable { reason } => {
+                    if stopping || *stop.borrow() {
+                        continue;
+                    }
+                    tracing::warn!(
+                        waiting = spool.depth().events,
+                        "the endpoint is unreachable ({reason}); events stay in the spool and are retried"
+                    );
+                }
+                Outcome::Delivered { .. } | Outcome::Dropped { .. } => {
+                    let spool2 = spool.clone();
+                    let removed = tokio::task::spawn_blocking(move || spool2.remove(&ids)).await;
+                    if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
+                        tracing::error!("cannot remove delivered events from the spool: {e:#}");
+                        return;
+                    }
+                    self.metrics.set_spool(spool.depth());
                 }
             }
-            let deadline = closed_at.map(|t| t + drain_deadline);
-            self.export(&batch, deadline).await;
-            batch.clear();
         }
-        // The channel closed while idle: nothing left.
     }
 
-    /// Sends one batch, retrying; gives up at `deadline` if one is given.
-    pub async fn export(&self, events: &[Event], deadline: Option<Instant>) -> Outcome {
+    /// Sends one batch, retrying until `give_up_at` or until `stop` turns.
+    pub async fn export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let n = events.len() as u64;
-        let outcome = self.try_export(events, deadline).await;
+        let outcome = self.try_export(events, give_up_at, stop).await;
         match &outcome {
             Outcome::Delivered { rejected } => {
-                self.stats.requests_ok.fetch_add(1, Relaxed);
-                self.stats.events_sent.fetch_add(n, Relaxed);
-                self.stats.events_rejected.fetch_add((*rejected).max(0) as u64, Relaxed);
+                self.metrics.export_request(if *rejected > 0 { "partial" } else { "ok" });
+                let rejected = (*rejected).clamp(0, n as i64) as u64;
+                self.metrics.export_events("sent", n - rejected);
+                self.metrics.export_events("rejected", rejected);
             }
             Outcome::Dropped { reason } => {
-                self.stats.requests_dropped.fetch_add(1, Relaxed);
-                self.stats.events_dropped.fetch_add(n, Relaxed);
+                self.metrics.export_request("dropped");
+                self.metrics.export_events("dropped", n);
                 tracing::warn!(events = n, url = %self.config.url, "export dropped: {reason}");
             }
+            Outcome::Retryable { .. } => self.metrics.export_request("failed_retryable"),
         }
         outcome
     }
 
-    async fn try_export(&self, events: &[Event], deadline: Option<Instant>) -> Outcome {
+    async fn try_export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let request = encode::request(&self.resource, events);
         let body = match encode::body(&request, self.config.protocol, self.config.compression) {
             Ok(b) => b,
@@ -184,8 +202,6 @@ impl Exporter {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
         }
         let started = Instant::now();
-        let budget_end = started + self.config.retry.max_elapsed;
-        let give_up_at = deadline.map_or(budget_end, |d| d.min(budget_end));
         let mut attempt = 0u32;
         loop {
             let sent =
@@ -227,11 +243,14 @@ impl Exporter {
             };
             let wait = wait.unwrap_or_else(|| retry::backoff(&self.config.retry, attempt, rand::random::<f64>()));
             if Instant::now() + wait > give_up_at {
-                return Outcome::Dropped { reason: format!("{why}; gave up retrying after {:.1?}", started.elapsed()) };
+                return Outcome::Retryable { reason: format!("{why}; retried for {:.1?}", started.elapsed()) };
             }
-            self.stats.retries.fetch_add(1, Relaxed);
+            self.metrics.export_retries.inc();
             tracing::info!(attempt = attempt + 1, "export failed ({why}); retrying in {wait:.1?}");
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return Outcome::Retryable { reason: format!("{why}; shutting down") },
+            }
             attempt += 1;
         }
     }
@@ -247,6 +266,11 @@ fn transport_error(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<Event>)>> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.oldest(max)).await?
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {

@@ -19,6 +19,17 @@ use crate::{
     event::{EventName, attr},
 };
 
+fn exporter(cfg: &Otlp) -> (Exporter, Arc<Metrics>) {
+    let metrics = Metrics::new();
+    (Exporter::new(cfg, Resource::new(), metrics.clone()).unwrap(), metrics)
+}
+
+/// One batch through `export`, with a 5 s budget and no shutdown.
+async fn send(ex: &Exporter, events: &[Event]) -> Outcome {
+    let (_keep, mut stop) = watch::channel(false);
+    ex.export(events, Instant::now() + ex.config.retry.max_elapsed, &mut stop).await
+}
+
 #[derive(Clone, Debug)]
 struct Received {
     headers: Vec<(String, String)>,
@@ -104,6 +115,7 @@ fn config(url: &str) -> Otlp {
             max_backoff: Duration::from_millis(100),
             max_elapsed: Duration::from_secs(5),
         },
+        drain_timeout: Duration::from_secs(2),
     }
 }
 
@@ -125,8 +137,8 @@ async fn success_sends_headers_and_one_request() {
     std::fs::write(&token, "s3cret\n").unwrap();
     let mut cfg = config(&url);
     cfg.bearer_token_file = Some(token);
-    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
-    assert_eq!(ex.export(&[event("a"), event("b")], None).await, Outcome::Delivered { rejected: 0 });
+    let (ex, _) = exporter(&cfg);
+    assert_eq!(send(&ex, &[event("a"), event("b")]).await, Outcome::Delivered { rejected: 0 });
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 1);
     let r = &got[0];
@@ -142,43 +154,44 @@ async fn success_sends_headers_and_one_request() {
 async fn retries_503_honouring_retry_after_then_succeeds() {
     let retry_after = vec![("retry-after", "0".to_string())];
     let (url, got) = server(vec![(503, retry_after.clone(), vec![]), (503, retry_after, vec![])]).await;
-    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
-    assert_eq!(ex.export(&[event("a")], None).await, Outcome::Delivered { rejected: 0 });
+    let (ex, m) = exporter(&config(&url));
+    assert_eq!(send(&ex, &[event("a")]).await, Outcome::Delivered { rejected: 0 });
     assert_eq!(got.lock().unwrap().len(), 3);
-    assert_eq!(ex.stats.retries.load(Relaxed), 2);
-    assert_eq!(ex.stats.events_sent.load(Relaxed), 1);
+    assert_eq!(m.export_retries.get(), 2);
+    assert_eq!(m.exported("sent"), 1);
 }
 
 #[tokio::test]
 async fn bad_request_is_not_retried() {
     let body = br#"{"code":3,"message":"unknown field"}"#.to_vec();
     let (url, got) = server(vec![(400, vec![("content-type", "application/json".into())], body)]).await;
-    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
-    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
+    let (ex, m) = exporter(&config(&url));
+    let Outcome::Dropped { reason } = send(&ex, &[event("a")]).await else { panic!() };
     assert_eq!(reason, "HTTP 400: unknown field");
     assert_eq!(got.lock().unwrap().len(), 1);
-    assert_eq!(ex.stats.events_dropped.load(Relaxed), 1);
+    assert_eq!(m.exported("dropped"), 1);
 }
 
 #[tokio::test]
 async fn partial_success_is_counted_not_retried() {
     let body = br#"{"partialSuccess":{"rejectedLogRecords":"1","errorMessage":"too old"}}"#.to_vec();
     let (url, got) = server(vec![(200, vec![("content-type", "application/json".into())], body)]).await;
-    let ex = Exporter::new(&config(&url), Resource::new()).unwrap();
-    assert_eq!(ex.export(&[event("a"), event("b")], None).await, Outcome::Delivered { rejected: 1 });
+    let (ex, m) = exporter(&config(&url));
+    assert_eq!(send(&ex, &[event("a"), event("b")]).await, Outcome::Delivered { rejected: 1 });
     assert_eq!(got.lock().unwrap().len(), 1);
-    assert_eq!(ex.stats.events_rejected.load(Relaxed), 1);
+    assert_eq!((m.exported("rejected"), m.exported("sent")), (1, 1));
 }
 
 #[tokio::test]
-async fn retries_stop_when_the_budget_is_spent() {
+async fn a_spent_retry_budget_leaves_the_batch_retryable() {
     let script = (0..50).map(|_| (503, vec![], vec![])).collect();
     let (url, _) = server(script).await;
     let mut cfg = config(&url);
     cfg.retry.max_elapsed = Duration::from_millis(300);
-    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
-    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
-    assert!(reason.starts_with("HTTP 503; gave up retrying"), "{reason}");
+    let (ex, m) = exporter(&cfg);
+    let Outcome::Retryable { reason } = send(&ex, &[event("a")]).await else { panic!() };
+    assert!(reason.starts_with("HTTP 503; retried for"), "{reason}");
+    assert_eq!(m.exported("dropped"), 0, "nothing is dropped: the spool keeps it");
 }
 
 #[tokio::test]
@@ -187,29 +200,32 @@ async fn connection_errors_are_retried() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cfg = config(&format!("http://127.0.0.1:{port}/v1/logs"));
     cfg.retry.max_elapsed = Duration::from_millis(200);
-    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
-    let Outcome::Dropped { reason } = ex.export(&[event("a")], None).await else { panic!() };
-    assert!(reason.contains("gave up retrying"), "{reason}");
-    assert!(ex.stats.retries.load(Relaxed) >= 1);
+    let (ex, m) = exporter(&cfg);
+    let Outcome::Retryable { reason } = send(&ex, &[event("a")]).await else { panic!() };
+    assert!(reason.contains("retried for"), "{reason}");
+    assert!(m.export_retries.get() >= 1);
 }
 
 #[tokio::test]
-async fn batches_by_count_and_delay_and_flushes_on_close() {
+async fn sends_the_spool_in_batches_and_empties_it() {
     let (url, got) = server(vec![]).await;
     let mut cfg = config(&url);
     cfg.protocol = Protocol::HttpJson;
     cfg.compression = Compression::Gzip;
-    let ex = Exporter::new(&cfg, Resource::new()).unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(ex.run(rx, Duration::from_secs(2)));
-    for u in ["a", "b", "c", "d"] {
-        tx.send(event(u)).await.unwrap();
-    }
-    // Three fill a batch at once; the fourth waits for the delay.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    tx.send(event("e")).await.unwrap();
-    drop(tx);
+    let (ex, _) = exporter(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    spool.append(&["a", "b", "c", "d"].map(event)).unwrap();
+    let arrived = Arc::new(Notify::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), arrived.clone(), stop_rx, Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    spool.append(&[event("e")]).unwrap();
+    arrived.notify_one();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
     task.await.unwrap();
+    assert_eq!(spool.depth().events, 0);
     let got = got.lock().unwrap();
     let sizes: Vec<usize> = got
         .iter()
@@ -222,14 +238,31 @@ async fn batches_by_count_and_delay_and_flushes_on_close() {
             req.resource_logs[0].scope_logs[0].log_records.len()
         })
         .collect();
-    assert_eq!(sizes, [3, 1, 1]);
+    assert_eq!(sizes, [3, 1, 1], "what was spooled first goes first, in batches of at most 3");
+}
+
+#[tokio::test]
+async fn shutdown_leaves_undeliverable_events_in_the_spool() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (ex, _) = exporter(&config(&format!("http://127.0.0.1:{port}/v1/logs")));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    spool.append(&[event("a"), event("b")]).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_millis(300)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(2), "shutdown took {:?}", asked.elapsed());
+    assert_eq!(spool.depth().events, 2);
 }
 
 #[test]
 fn missing_token_file_names_the_key() {
     let mut cfg = config("http://127.0.0.1:1/v1/logs");
     cfg.bearer_token_file = Some("/nonexistent/token".into());
-    let err = Exporter::new(&cfg, Resource::new()).err().unwrap();
+    let err = Exporter::new(&cfg, Resource::new(), Metrics::new()).err().unwrap();
     assert_eq!(err.key, "otlp.bearer_token_file");
 }
 

@@ -1,0 +1,264 @@
+//! The durable spool between the pipeline and the network exporter.
+//!
+//! An event is committed here (fsync'd) before the exporter may take it,
+//! and removed only once the endpoint accepted it or refused it for good.
+//! So an endpoint outage or a daemon restart loses nothing; a crash between
+//! a send and its removal sends that batch again (at-least-once, each event
+//! keeping its `log.record.uid` for de-duplication). The spool is bounded
+//! by bytes: when full, the oldest events go first and each is counted. The
+//! batch the exporter is sending is never evicted (it may yet be delivered,
+//! and then it was not lost), so the bound can be exceeded by one batch.
+//!
+//! Storage is redb: an embedded, crash-safe (copy-on-write B-tree with
+//! checksummed commits), pure-Rust key-value store; sshlogin needs ordered
+//! keys, atomic batches and durability, and nothing more.
+
+use std::{
+    collections::HashSet,
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use anyhow::{Context, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::event::Event;
+
+/// Sequence number → the event as JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("otlp_events");
+
+/// Depth and size, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+pub struct Spool {
+    db: Database,
+    path: PathBuf,
+    max_bytes: u64,
+    /// Next sequence number, the current depth and the batch in flight,
+    /// kept in step with the table under the one write transaction redb
+    /// allows at a time.
+    state: Mutex<State>,
+}
+
+struct State {
+    next: u64,
+    depth: Depth,
+    in_flight: HashSet<u64>,
+}
+
+impl Spool {
+    /// Opens (creating it 0700 if needed) `dir` and the spool file in it.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+        }
+        let meta = fs::metadata(dir).with_context(|| format!("state directory {}", dir.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), "the state directory is readable by others; making it 0700");
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        }
+        let path = dir.join("spool.redb");
+        let db = Database::create(&path).with_context(|| format!("opening the spool {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(EVENTS)?;
+        txn.commit()?;
+        let read = db.begin_read()?;
+        let table = read.open_table(EVENTS)?;
+        let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let mut depth = Depth { events: table.len()?, bytes: 0 };
+        for item in table.iter()? {
+            depth.bytes += item?.1.value().len() as u64;
+        }
+        drop(table);
+        if depth.events > 0 {
+            tracing::info!(
+                events = depth.events,
+                bytes = depth.bytes,
+                "the spool holds events from before; they go first"
+            );
+        }
+        Ok(Spool { db, path, max_bytes, state: Mutex::new(State { next, depth, in_flight: HashSet::new() }) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn depth(&self) -> Depth {
+        self.state.lock().expect("spool state").depth
+    }
+
+    /// Commits `events` durably. Returns how many old events were dropped
+    /// to stay within the size bound.
+    pub fn append(&self, events: &[Event]) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.state.lock().expect("spool state");
+        let (mut next, mut depth) = (state.next, state.depth);
+        let txn = self.db.begin_write()?;
+        let mut dropped = 0;
+        {
+            let mut table = txn.open_table(EVENTS)?;
+            for e in events {
+                let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
+                table.insert(next, json.as_slice())?;
+                next += 1;
+                depth.events += 1;
+                depth.bytes += json.len() as u64;
+            }
+            if depth.bytes > self.max_bytes {
+                let mut victims = Vec::new();
+                let mut freed = 0;
+                for item in table.iter()? {
+                    let (k, v) = item?;
+                    if state.in_flight.contains(&k.value()) {
+                        continue;
+                    }
+                    victims.push(k.value());
+                    freed += v.value().len() as u64;
+                    if depth.bytes - freed <= self.max_bytes {
+                        break;
+                    }
+                }
+                for k in victims {
+                    if let Some(v) = table.remove(k)? {
+                        depth.bytes -= v.value().len() as u64;
+                        depth.events -= 1;
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        txn.commit().context("committing to the spool")?;
+        state.next = next;
+        state.depth = depth;
+        Ok(dropped)
+    }
+
+    /// Up to `max` of the oldest events with their sequence numbers: the
+    /// batch in flight, safe from eviction until [`Spool::remove`] or the
+    /// next call. An entry that no longer parses (a format change) is
+    /// returned as `None` so the caller can remove it rather than retry it
+    /// forever.
+    pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Option<Event>)>> {
+        let mut state = self.state.lock().expect("spool state");
+        let read = self.db.begin_read()?;
+        let table = read.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(max.min(1024));
+        for item in table.iter()?.take(max) {
+            let (k, v) = item?;
+            out.push((k.value(), serde_json::from_slice(v.value()).ok()));
+        }
+        state.in_flight = out.iter().map(|(k, _)| *k).collect();
+        Ok(out)
+    }
+
+    /// Removes what was delivered or refused for good.
+    pub fn remove(&self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.state.lock().expect("spool state");
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(EVENTS)?;
+            for id in ids {
+                state.in_flight.remove(id);
+                if let Some(v) = table.remove(id)? {
+                    state.depth.bytes -= v.value().len() as u64;
+                    state.depth.events -= 1;
+                }
+            }
+        }
+        txn.commit().context("committing to the spool")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventName, attr};
+
+    fn event(i: u64) -> Event {
+        let mut e = Event::new(EventName::AuthFailure, i);
+        e.set(attr::USER_NAME, format!("user{i}"));
+        e
+    }
+
+    #[test]
+    fn survives_reopening_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        {
+            let s = Spool::open(&state, 1 << 20).unwrap();
+            assert_eq!(s.append(&[event(1), event(2), event(3)]).unwrap(), 0);
+            let first = s.oldest(1).unwrap();
+            s.remove(&[first[0].0]).unwrap();
+        }
+        let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let s = Spool::open(&state, 1 << 20).unwrap();
+        let left = s.oldest(10).unwrap();
+        let names: Vec<u64> = left.iter().map(|(_, e)| e.as_ref().unwrap().ktime_ns).collect();
+        assert_eq!(names, [2, 3]);
+        assert_eq!(s.depth().events, 2);
+        s.append(&[event(4)]).unwrap();
+        let ids: Vec<u64> = s.oldest(10).unwrap().iter().map(|(k, _)| *k).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "new events sort after old ones: {ids:?}");
+    }
+
+    #[test]
+    fn full_spool_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&event(1)).unwrap().len() as u64;
+        let s = Spool::open(dir.path(), one * 3 + one / 2).unwrap();
+        let mut dropped = 0;
+        for i in 0..10 {
+            dropped += s.append(&[event(i)]).unwrap();
+        }
+        assert_eq!(dropped, 7);
+        let kept: Vec<u64> = s.oldest(10).unwrap().iter().map(|(_, e)| e.as_ref().unwrap().ktime_ns).collect();
+        assert_eq!(kept, [7, 8, 9]);
+        let d = s.depth();
+        assert_eq!(d.events, 3);
+        assert!(d.bytes <= one * 3 + one / 2);
+    }
+
+    #[test]
+    fn the_batch_in_flight_is_not_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&event(1)).unwrap().len() as u64;
+        let s = Spool::open(dir.path(), one * 3 + one / 2).unwrap();
+        s.append(&[event(0), event(1), event(2)]).unwrap();
+        let batch = s.oldest(2).unwrap();
+        assert_eq!(s.append(&[event(3), event(4)]).unwrap(), 2, "2 and then 3 go, not the batch");
+        let left: Vec<u64> = s.oldest(10).unwrap().iter().map(|(_, e)| e.as_ref().unwrap().ktime_ns).collect();
+        assert_eq!(left, [0, 1, 4]);
+        s.remove(&batch.iter().map(|(k, _)| *k).collect::<Vec<_>>()).unwrap();
+        assert_eq!(s.depth().events, 1);
+    }
+
+    #[test]
+    fn depth_follows_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.append(&[event(1), event(2)]).unwrap();
+        let ids: Vec<u64> = s.oldest(10).unwrap().iter().map(|(k, _)| *k).collect();
+        s.remove(&ids).unwrap();
+        s.remove(&ids).unwrap();
+        assert_eq!(s.depth(), Depth::default());
+    }
+}

@@ -1,0 +1,250 @@
+//! Nothing lost: receiver outages, 503s, kill -9, a full spool, a burst.
+
+use std::{
+    collections::HashMap,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::harness::{
+    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, metric, privileged, privileged_alone,
+    scratch_file, ssh_key, ssh_password, state_dir, user,
+};
+
+/// Fast retries so tests do not wait out production backoffs.
+fn quick_retries(name: &str) -> String {
+    scratch_file(
+        name,
+        "[otlp]\nretry_initial_backoff = \"200ms\"\nretry_max_backoff = \"1s\"\nretry_max_elapsed = \"3s\"\n",
+    )
+    .display()
+    .to_string()
+}
+
+/// log.record.uid -> how many requests answered 200 carried it, for
+/// `user`'s events.
+fn delivered(receiver: &mut Receiver, user: &str) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for req in receiver.settle(Duration::ZERO) {
+        if req["status"] != 200 {
+            continue;
+        }
+        for rec in req["records"].as_array().into_iter().flatten() {
+            if rec["attributes"]["user.name"] == user {
+                let id = rec["attributes"]["log.record.uid"].as_str().unwrap().to_string();
+                *ids.entry(id).or_default() += 1;
+            }
+        }
+    }
+    ids
+}
+
+fn logins(sshd: &Sshd, name: &str, n: usize) {
+    let u = user(Box::leak(name.to_string().into_boxed_str()));
+    for _ in 0..n {
+        let out = ssh_key(sshd.port, u.name, &u.key, "true");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn assert_each_once(ids: &HashMap<String, usize>, want: usize) {
+    assert_eq!(ids.len(), want, "distinct events delivered");
+    let dup: Vec<_> = ids.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dup.is_empty(), "delivered more than once: {dup:?}");
+}
+
+#[test]
+fn a_30_second_outage_loses_nothing() {
+    let Some(_guard) = privileged() else { return };
+    let sshd = Sshd::start(true, "");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = quick_retries("outage.toml");
+    let daemon = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint]);
+    let down = Instant::now();
+    logins(&sshd, "sl-judy", 20);
+    thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    let mut receiver = Receiver::start_on(port, &[]);
+    eventually("40 events of sl-judy delivered", 60, || delivered(&mut receiver, "sl-judy").len() >= 40);
+    receiver.settle(Duration::from_secs(2));
+    assert_each_once(&delivered(&mut receiver, "sl-judy"), 40);
+    daemon.stop();
+}
+
+#[test]
+fn answers_of_503_then_200_lose_nothing() {
+    let Some(_guard) = privileged() else { return };
+    let sshd = Sshd::start(true, "");
+    let mut receiver = Receiver::start(&["503", "503", "503"]);
+    let endpoint = receiver.endpoint();
+    let config = quick_retries("503.toml");
+    let daemon = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint]);
+    logins(&sshd, "sl-kate", 5);
+    eventually("10 events of sl-kate delivered", 30, || delivered(&mut receiver, "sl-kate").len() >= 10);
+    receiver.settle(Duration::from_secs(1));
+    assert_each_once(&delivered(&mut receiver, "sl-kate"), 10);
+    assert!(receiver.seen.iter().any(|r| r["status"] == 503));
+    daemon.stop();
+}
+
+#[test]
+fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
+    // Alone: the spool depth it waits for must be sl-leo's events only, or
+    // the kill could come before the last of them were committed.
+    let Some(_guard) = privileged_alone() else { return };
+    let sshd = Sshd::start(true, "");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let state = state_dir("kill9").display().to_string();
+    let config = quick_retries("kill9.toml");
+    let metrics = free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let first = Daemon::start(&[
+        "--config",
+        &config,
+        "--otlp-endpoint",
+        &endpoint,
+        "--state-dir",
+        &state,
+        "--metrics-listen",
+        &listen,
+    ]);
+    logins(&sshd, "sl-leo", 5);
+    eventually("10 events spooled", 20, || metric(metrics, "sshlogin_spool_events") >= 10);
+    first.kill9();
+    let second = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint, "--state-dir", &state]);
+    let mut receiver = Receiver::start_on(port, &[]);
+    eventually_or(
+        "10 events of sl-leo delivered",
+        30,
+        || delivered(&mut receiver, "sl-leo").len() >= 10,
+        || format!("restarted daemon's log:\n{}", second.log()),
+    );
+    receiver.settle(Duration::from_secs(1));
+    assert_each_once(&delivered(&mut receiver, "sl-leo"), 10);
+    second.stop();
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_counts_them() {
+    let Some(_guard) = privileged_alone() else { return };
+    let sshd = Sshd::start(true, "");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = quick_retries("full.toml");
+    let metrics = free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let mut daemon = Daemon::start(&[
+        "--config",
+        &config,
+        "--otlp-endpoint",
+        &endpoint,
+        "--stdout",
+        "--spool-max-size",
+        "8K",
+        "--metrics-listen",
+        &listen,
+    ]);
+    logins(&sshd, "sl-mia", 10);
+    let mine = |e: &Value| e["attributes"]["user.name"] == "sl-mia";
+    eventually("20 events of sl-mia produced", 20, || {
+        daemon.settle(Duration::from_millis(100)).iter().filter(|e| mine(e)).count() >= 20
+    });
+    let produced: Vec<String> = daemon
+        .settle(Duration::from_millis(500))
+        .iter()
+        .filter(|e| mine(e))
+        .map(|e| e["attributes"]["log.record.uid"].as_str().unwrap().to_string())
+        .collect();
+    // Alone on the host, every event is sl-mia's: all are spooled or dropped.
+    eventually("every event spooled or dropped", 10, || {
+        metric(metrics, "sshlogin_spool_events") + metric(metrics, "sshlogin_spool_dropped_total")
+            == produced.len() as u64
+    });
+    let dropped = metric(metrics, "sshlogin_spool_dropped_total");
+    let waiting = metric(metrics, "sshlogin_spool_events");
+    assert!(dropped > 0, "8K cannot hold 20 events");
+    let mut receiver = Receiver::start_on(port, &[]);
+    eventually("the spool drained", 30, || metric(metrics, "sshlogin_spool_events") == 0);
+    receiver.settle(Duration::from_secs(1));
+    let got = delivered(&mut receiver, "sl-mia");
+    assert_eq!(got.len() as u64, waiting, "everything that stayed in the spool arrived");
+    assert_eq!(produced.len() as u64 - got.len() as u64, dropped, "the counter equals what was lost");
+    // The oldest went, except the batch the exporter held in flight: the
+    // dropped ones are one run in the order produced, and the newest arrived.
+    let lost: Vec<usize> = (0..produced.len()).filter(|i| !got.contains_key(&produced[*i])).collect();
+    assert!(lost.windows(2).all(|w| w[1] == w[0] + 1), "dropped out of order: {lost:?}");
+    assert!(got.contains_key(produced.last().unwrap()), "the newest event survived");
+    daemon.stop();
+}
+
+#[test]
+fn a_burst_of_200_failed_logins_is_reported_whole() {
+    let Some(_guard) = privileged_alone() else { return };
+    let ned = user("sl-ned");
+    let sshd = Sshd::start(true, "MaxStartups 400\nMaxAuthTries 6\n");
+    let metrics = free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    let before = logged(&format!("Failed password for {} from", ned.name)).len();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let port = sshd.port;
+            thread::spawn(move || ssh_password(port, "sl-ned", "wrong-password", "true"))
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(!out.status.success());
+    }
+    let sshd_logged = logged(&format!("Failed password for {} from", ned.name)).len() - before;
+    assert!(sshd_logged >= 150, "sshd logged only {sshd_logged} failures: the burst did not happen");
+    eventually("as many failures as sshd logged", 60, || {
+        daemon.settle(Duration::from_millis(200));
+        daemon.events_for("ssh.auth.failure", ned.name).len() >= sshd_logged
+    });
+    daemon.settle(Duration::from_secs(2));
+    assert_eq!(daemon.events_for("ssh.auth.failure", ned.name).len(), sshd_logged);
+    assert!(daemon.events_for("ssh.session.open", ned.name).is_empty());
+    for reason in ["ringbuf_full", "read_failed", "pending_full"] {
+        assert_eq!(metric(metrics, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")), 0, "{reason}");
+    }
+    assert!(daemon.settle(Duration::ZERO).iter().all(|e| !is(e, "ssh.session.open", ned.name)));
+    daemon.stop();
+}
+
+#[test]
+fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
+    let Some(_guard) = privileged() else { return };
+    let sshd = Sshd::start(true, "");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let state = state_dir("sigterm").display().to_string();
+    let config = quick_retries("sigterm.toml");
+    let metrics = free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let first = Daemon::start(&[
+        "--config",
+        &config,
+        "--otlp-endpoint",
+        &endpoint,
+        "--state-dir",
+        &state,
+        "--metrics-listen",
+        &listen,
+    ]);
+    logins(&sshd, "sl-pat", 3);
+    eventually("6 events spooled", 20, || metric(metrics, "sshlogin_spool_events") >= 6);
+    let asked = Instant::now();
+    let log = first.stop();
+    assert!(asked.elapsed() < Duration::from_secs(15), "shutdown took {:?} (drain is 5 s)", asked.elapsed());
+    assert!(log.iter().any(|l| l.contains("spool:") && l.contains("waiting")), "summary logged: {log:?}");
+    let mut receiver = Receiver::start_on(port, &[]);
+    let second = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint, "--state-dir", &state]);
+    eventually("6 events of sl-pat delivered after the restart", 30, || delivered(&mut receiver, "sl-pat").len() >= 6);
+    receiver.settle(Duration::from_secs(1));
+    assert_each_once(&delivered(&mut receiver, "sl-pat"), 6);
+    second.stop();
+}

@@ -1,0 +1,68 @@
+//! `cargo xtask fuzz`: the cargo-fuzz targets, each for a fixed time, with
+//! the corpus seeded from the captures of real sshd runs.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context, Result};
+use sshlogin_common::{kind, layout};
+
+use crate::{bootstrap, sh, workspace_root};
+
+pub const TARGETS: &[&str] = &["decode_record", "audit_text", "syslog_line"];
+
+/// Runs every target; returns how many ran clean and which did not.
+pub fn run(seconds: u64) -> Result<(u64, Vec<String>)> {
+    bootstrap::cargo_fuzz()?;
+    let root = workspace_root();
+    seed(&root.join("sshlogin-userspace/tests/fixtures/captures"), &root.join("fuzz/corpus"))?;
+    let (mut clean, mut failed) = (0, Vec::new());
+    for target in TARGETS {
+        println!("xtask: fuzzing {target} for {seconds} s");
+        let ran = sh(Command::new("cargo")
+            .current_dir(&root)
+            .args(["+nightly", "fuzz", "run", target, &format!("fuzz/corpus/{target}")])
+            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"]));
+        match ran {
+            Ok(()) => clean += 1,
+            Err(e) => {
+                println!("xtask: fuzz target {target} failed (crash input under fuzz/artifacts/{target}): {e:#}");
+                failed.push(target.to_string());
+            }
+        }
+    }
+    Ok((clean, failed))
+}
+
+/// One corpus file per fixture record for decode_record, and the message
+/// bytes of audit and syslog records for the text targets.
+fn seed(captures: &Path, corpus: &Path) -> Result<()> {
+    for target in TARGETS {
+        fs::create_dir_all(corpus.join(target))?;
+    }
+    for entry in fs::read_dir(captures).with_context(|| format!("reading {}", captures.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "hex") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let text = fs::read_to_string(&path)?;
+        for (i, line) in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).enumerate() {
+            let bytes: Vec<u8> =
+                (0..line.len() / 2).filter_map(|j| u8::from_str_radix(line.get(2 * j..2 * j + 2)?, 16).ok()).collect();
+            fs::write(corpus.join("decode_record").join(format!("{stem}-{i}")), &bytes)?;
+            let record_kind = bytes.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            let copied = bytes
+                .get(layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            let target = match record_kind {
+                Some(kind::AUDIT) => "audit_text",
+                Some(kind::SYSLOG) => "syslog_line",
+                _ => continue,
+            };
+            if let Some(data) = copied.and_then(|c| bytes.get(layout::MESSAGE_DATA..layout::MESSAGE_DATA + c)) {
+                fs::write(corpus.join(target).join(format!("{stem}-{i}")), data)?;
+            }
+        }
+    }
+    Ok(())
+}
