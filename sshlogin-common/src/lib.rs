@@ -31,7 +31,13 @@ pub mod kind {
     pub const FORK: u32 = 4;
     /// A process (thread group leader) of the family exited.
     pub const EXIT: u32 = 5;
+    /// A non-root process of the family connected a socket to an IPv4 or
+    /// IPv6 address: a session's forwarding (ProxyJump, `-W`, `-L`).
+    pub const CONNECT: u32 = 6;
 }
+
+/// Bytes of a `sockaddr_in6`, the largest address a CONNECT carries.
+pub const SOCKADDR_CAP: usize = 28;
 
 /// Indices of the per-CPU counters in the `STATS` map.
 pub mod stat {
@@ -114,6 +120,19 @@ pub struct ExitRecord {
     pub header: Header,
 }
 
+/// `connect(fd, addr, addr_len)` by a non-root process of the family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectRecord {
+    pub header: Header,
+    pub fd: u32,
+    /// The `addrlen` argument.
+    pub addr_len: u32,
+    /// The first `min(addr_len, SOCKADDR_CAP)` bytes of the address.
+    pub addr: [u8; SOCKADDR_CAP],
+    pub _pad: u32,
+}
+
 /// Byte offsets and sizes the decoder relies on.
 pub mod layout {
     use super::*;
@@ -125,6 +144,10 @@ pub mod layout {
     pub const SETRESUID_SIZE: usize = core::mem::size_of::<SetresuidRecord>();
     pub const FORK_SIZE: usize = core::mem::size_of::<ForkRecord>();
     pub const EXIT_SIZE: usize = core::mem::size_of::<ExitRecord>();
+    pub const CONNECT_FD: usize = HEADER_SIZE;
+    pub const CONNECT_ADDR_LEN: usize = HEADER_SIZE + 4;
+    pub const CONNECT_ADDR: usize = HEADER_SIZE + 8;
+    pub const CONNECT_SIZE: usize = core::mem::size_of::<ConnectRecord>();
 }
 
 /// The process names the in-kernel filter accepts, written into the object
@@ -177,6 +200,8 @@ mod tests {
         assert_eq!(offset_of!(ForkRecord, child_pid), 48);
         assert_eq!(layout::FORK_SIZE, 56);
         assert_eq!(layout::EXIT_SIZE, 48);
+        assert_eq!(offset_of!(ConnectRecord, addr), layout::CONNECT_ADDR);
+        assert_eq!(layout::CONNECT_SIZE, 48 + 8 + SOCKADDR_CAP + 4);
         assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
     }
 }

@@ -7,7 +7,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sshlogin_common::{COMM_LEN, ExitRecord, ForkRecord, MessageRecord, SetresuidRecord, TEXT_CAP, kind, stat};
+use sshlogin_common::{
+    COMM_LEN, ConnectRecord, ExitRecord, ForkRecord, MessageRecord, SOCKADDR_CAP, SetresuidRecord, TEXT_CAP, kind, stat,
+};
 
 use crate::filter::{EVENTS, PENDING_SETRESUID, count, current_uid, family_comm, header, offsets};
 
@@ -195,4 +197,56 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         count(stat::RINGBUF_FULL);
     }
     0
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// `connect(fd, addr, addrlen)` by a non-root process of the family to an
+/// IPv4 or IPv6 address: the session child opening a forwarded connection
+/// (ProxyJump, `-W`, `-L`). User space tells TCP from DNS look-ups.
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let Some(comm) = family_comm() else { return 0 };
+    if current_uid() == 0 {
+        return 0;
+    }
+    let _ = try_connect(&ctx, comm);
+    0
+}
+
+#[inline(always)]
+fn try_connect(ctx: &TracePointContext, comm: [u8; COMM_LEN]) -> Result<(), i64> {
+    // SAFETY: reads of the tracepoint record and, through the probe-read
+    // helper, of the caller's sockaddr.
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }?;
+    let addr = unsafe { ctx.read_at::<u64>(ARG1) }? as *const u8;
+    let addr_len = unsafe { ctx.read_at::<u64>(ARG2) }?;
+    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.map_err(i64::from)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        count(stat::RINGBUF_FULL);
+        return Ok(());
+    };
+    let record = entry.as_mut_ptr();
+    let len = if family == AF_INET6 { SOCKADDR_CAP as u32 } else { 16 };
+    // SAFETY: `record` is a reserved, exclusively owned ring-buffer slot;
+    // `len` is at most the size of `addr`.
+    let ok = unsafe {
+        (*record).header = header(kind::CONNECT, comm);
+        (*record).fd = fd as u32;
+        (*record).addr_len = addr_len as u32;
+        (*record).addr = [0; SOCKADDR_CAP];
+        (*record)._pad = 0;
+        read_user_raw((*record).addr.as_mut_ptr().cast(), len, addr.cast()) == 0
+    };
+    if ok {
+        entry.submit(0);
+    } else {
+        count(stat::READ_FAILED);
+        entry.discard(0);
+    }
+    Ok(())
 }

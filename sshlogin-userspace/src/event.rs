@@ -11,9 +11,19 @@ pub mod attr {
     pub const USER_ID: &str = "user.id";
     pub const CLIENT_ADDRESS: &str = "client.address";
     pub const CLIENT_PORT: &str = "client.port";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
     pub const AUTH_METHOD: &str = "ssh.auth.method";
     pub const KEY_TYPE: &str = "ssh.key.type";
     pub const KEY_FINGERPRINT: &str = "ssh.key.fingerprint";
+    pub const CERT_ID: &str = "ssh.cert.id";
+    pub const CERT_SERIAL: &str = "ssh.cert.serial";
+    pub const CERT_CA_TYPE: &str = "ssh.cert.ca.type";
+    pub const CERT_CA_FINGERPRINT: &str = "ssh.cert.ca.fingerprint";
+    pub const AUDIT_LOGIN_UID: &str = "linux.audit.login_uid";
+    pub const AUDIT_SESSION_ID: &str = "linux.audit.session_id";
+    pub const FORWARD_ADDRESS: &str = "ssh.forward.address";
+    pub const FORWARD_PORT: &str = "ssh.forward.port";
     pub const TERMINAL: &str = "ssh.terminal";
     /// The session's pseudo-terminal, once sshd has allocated one.
     pub const TTY: &str = "ssh.tty";
@@ -35,6 +45,8 @@ pub enum EventName {
     SessionClose,
     #[serde(rename = "ssh.auth.failure")]
     AuthFailure,
+    #[serde(rename = "ssh.forward")]
+    Forward,
 }
 
 impl EventName {
@@ -43,12 +55,13 @@ impl EventName {
             EventName::SessionOpen => "ssh.session.open",
             EventName::SessionClose => "ssh.session.close",
             EventName::AuthFailure => "ssh.auth.failure",
+            EventName::Forward => "ssh.forward",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            EventName::SessionOpen | EventName::SessionClose => Severity::Info,
+            EventName::SessionOpen | EventName::SessionClose | EventName::Forward => Severity::Info,
             EventName::AuthFailure => Severity::Warn,
         }
     }
@@ -183,6 +196,13 @@ impl Event {
                 let why =
                     self.str(attr::FAILURE_REASON).map(|r| format!(": {}", r.replace('_', " "))).unwrap_or_default();
                 format!("failed login for {user}{from}{why}")
+            }
+            EventName::Forward => {
+                let to = match (self.str(attr::FORWARD_ADDRESS), self.int(attr::FORWARD_PORT)) {
+                    (Some(a), Some(p)) => format!("{a} port {p}"),
+                    _ => "somewhere".to_string(),
+                };
+                format!("{user} forwarded a connection to {to} (session{from})")
             }
         }
     }

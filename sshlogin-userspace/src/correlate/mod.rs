@@ -10,10 +10,11 @@
 
 mod attempt;
 pub mod process;
+pub mod procfs;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use attempt::{Attempt, Fact, Source};
 use process::{ProcView, ProcessTable};
@@ -32,9 +33,11 @@ use crate::{
 /// is reported without one.
 const OPEN_WAIT_NS: u64 = 1_000_000_000;
 /// An attempt not completed by sshd's USER_LOGIN (sshd built without audit
-/// support) is reported after this much quiet. Longer than PAM's 2 s delay
-/// between USER_AUTH and sshd's "Failed password" line.
-const ATTEMPT_WAIT_NS: u64 = 5_000_000_000;
+/// support) is reported after this much quiet, if neither the next attempt
+/// nor the end of the connection reported it first. Far longer than PAM's
+/// 2 s delay between USER_AUTH and sshd's "Failed password" line, which a
+/// login storm on a busy host stretches.
+const ATTEMPT_WAIT_NS: u64 = 30_000_000_000;
 const MAX_CONNS: usize = 1 << 16;
 
 pub struct Settings {
@@ -83,6 +86,10 @@ struct Conn {
     invalid_user: Option<String>,
     /// The pseudo-terminal sshd allocated (its USER_LOGIN `res=success`).
     tty: Option<String>,
+    /// (server, client) ends of the connection, from the monitor's socket.
+    socket: Option<(SocketAddr, SocketAddr)>,
+    /// The session's audit login uid and session id.
+    audit_ids: (Option<u32>, Option<u32>),
     attempt: Option<Attempt>,
     failures: u32,
     session: Session,
@@ -122,6 +129,7 @@ impl Correlator {
             Record::Setresuid { meta, uid } => self.on_setresuid(&meta, uid, out),
             Record::Audit { meta, audit } => self.on_audit(&meta, &audit, out),
             Record::Syslog { meta, line } => self.on_syslog(&meta, line.parsed, out),
+            Record::Connect { meta, fd, addr } => self.on_connect(&meta, fd, addr, out),
         }
     }
 
@@ -171,13 +179,39 @@ impl Correlator {
     }
 
     fn conn(&mut self, monitor: u32, ktime_ns: u64) -> &mut Conn {
-        let start = self.procs.start_ns(monitor).unwrap_or(ktime_ns);
-        let boot_id = self.settings.boot_id;
-        self.conns.entry(monitor).or_insert_with(|| Conn {
-            monitor,
-            id: Uuid::new_v5(&boot_id, format!("conn/{monitor}/{start}").as_bytes()).to_string(),
-            ..Conn::default()
-        })
+        if !self.conns.contains_key(&monitor) {
+            let start = self.procs.start_ns(monitor).unwrap_or(ktime_ns);
+            let id = Uuid::new_v5(&self.settings.boot_id, format!("conn/{monitor}/{start}").as_bytes()).to_string();
+            // While the monitor lives, its socket names both ends.
+            let socket = self.procs.tcp_connection(monitor);
+            self.conns.insert(monitor, Conn { monitor, id, socket, ..Conn::default() });
+        }
+        self.conns.get_mut(&monitor).expect("inserted above")
+    }
+
+    /// A session's process connected somewhere: a forward, unless it is a
+    /// name look-up (UDP, port 53) or glibc probing a source address
+    /// (a UDP connect to port 0).
+    fn on_connect(&mut self, meta: &Meta, fd: u32, addr: SocketAddr, out: &mut Vec<Event>) {
+        if addr.port() == 0 || addr.port() == 53 || self.procs.is_udp(meta.pid, fd) == Some(true) {
+            return;
+        }
+        if !self.runs_sshd(meta.pid) {
+            self.refused += 1;
+            return;
+        }
+        let Some(m) = self.procs.monitor_of(meta.pid) else { return };
+        let Some(conn) = self.conns.get(&m) else { return };
+        let child = match conn.session {
+            Session::Open { child, .. } => child,
+            _ => return,
+        };
+        let mut e = Event::new(EventName::Forward, meta.ktime_ns);
+        self.set_session(&mut e, conn, child.or(Some(meta.pid)), None);
+        e.set(attr::PROCESS_PID, meta.pid);
+        e.set(attr::FORWARD_ADDRESS, client_address(&addr.ip()));
+        e.set(attr::FORWARD_PORT, addr.port());
+        out.push(e);
     }
 
     fn on_exit(&mut self, meta: &Meta, out: &mut Vec<Event>) {
@@ -448,6 +482,15 @@ impl Correlator {
     }
 
     fn emit_open(&mut self, m: u32, out: &mut Vec<Event>) {
+        // pam_loginuid set them in the monitor; the child inherited them.
+        let ids = match self.conns[&m].session {
+            Session::Open { child: Some(c), .. } => self.procs.audit_ids(c),
+            _ => (None, None),
+        };
+        let ids = if ids.0.is_some() { ids } else { self.procs.audit_ids(m) };
+        if let Some(conn) = self.conns.get_mut(&m) {
+            conn.audit_ids = ids;
+        }
         let conn = &self.conns[&m];
         let Session::Open { ktime_ns, child, ref terminal, .. } = conn.session else { return };
         let mut e = Event::new(EventName::SessionOpen, ktime_ns);
@@ -487,20 +530,36 @@ impl Correlator {
         if let Some(tty) = &conn.tty {
             e.set(attr::TTY, tty.as_str());
         }
+        if let Some(uid) = conn.audit_ids.0 {
+            e.set(attr::AUDIT_LOGIN_UID, uid.to_string());
+        }
+        if let Some(id) = conn.audit_ids.1 {
+            e.set(attr::AUDIT_SESSION_ID, id.to_string());
+        }
         self.set_process(e, conn, child);
     }
 
+    /// The client from sshd's own words, else from the monitor's socket,
+    /// else the audit record's address; the server end from the socket.
     fn set_client(&self, e: &mut Event, conn: &Conn, peer: Option<&Peer>) {
-        match peer.or(conn.peer.as_ref()) {
-            Some(peer) => {
+        match (peer.or(conn.peer.as_ref()), conn.socket) {
+            (Some(peer), _) => {
                 e.set(attr::CLIENT_ADDRESS, client_address(&peer.addr));
                 e.set(attr::CLIENT_PORT, peer.port);
             }
-            None => {
+            (None, Some((_, client))) => {
+                e.set(attr::CLIENT_ADDRESS, client_address(&client.ip()));
+                e.set(attr::CLIENT_PORT, client.port());
+            }
+            (None, None) => {
                 if let Some(addr) = &conn.addr {
                     e.set(attr::CLIENT_ADDRESS, addr.as_str());
                 }
             }
+        }
+        if let Some((server, _)) = conn.socket {
+            e.set(attr::SERVER_ADDRESS, client_address(&server.ip()));
+            e.set(attr::SERVER_PORT, server.port());
         }
     }
 
@@ -523,9 +582,20 @@ impl Correlator {
 }
 
 fn set_key(e: &mut Event, key: Option<&KeyInfo>) {
-    if let Some(k) = key {
-        e.set(attr::KEY_TYPE, k.key_type.as_str());
-        e.set(attr::KEY_FINGERPRINT, k.fingerprint.as_str());
+    let Some(k) = key else { return };
+    e.set(attr::KEY_TYPE, k.key_type.as_str());
+    e.set(attr::KEY_FINGERPRINT, k.fingerprint.as_str());
+    if let Some(c) = &k.cert {
+        e.set(attr::CERT_ID, c.id.as_str());
+        if let Some(serial) = c.serial.and_then(|s| i64::try_from(s).ok()) {
+            e.set(attr::CERT_SERIAL, serial);
+        }
+        if let Some(t) = &c.ca_type {
+            e.set(attr::CERT_CA_TYPE, t.as_str());
+        }
+        if let Some(fp) = &c.ca_fingerprint {
+            e.set(attr::CERT_CA_FINGERPRINT, fp.as_str());
+        }
     }
 }
 

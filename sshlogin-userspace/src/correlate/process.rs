@@ -6,77 +6,9 @@
 //! session child. The listener is the sshd-family process whose parent is not
 //! in the family; a connection is named by its monitor, the listener's child.
 
-use std::{collections::HashMap, fs};
+use std::collections::HashMap;
 
-/// What sshlogin may ask the host about a process. `/proc` in the daemon,
-/// nothing at all when replaying a capture.
-pub trait ProcView {
-    /// Parent pid and the parent's comm.
-    fn parent(&self, pid: u32) -> Option<(u32, String)>;
-    /// Process start, CLOCK_BOOTTIME nanoseconds.
-    fn start_ns(&self, pid: u32) -> Option<u64>;
-    /// The executable's path, without the " (deleted)" of an upgraded binary.
-    fn exe(&self, pid: u32) -> Option<String>;
-}
-
-/// Reads `/proc/PID/stat`.
-pub struct ProcFs;
-
-impl ProcFs {
-    /// (comm, ppid, starttime in clock ticks) of a live process.
-    fn stat(pid: u32) -> Option<(String, u32, u64)> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_stat(&stat)
-    }
-}
-
-/// Parses `/proc/PID/stat`; comm is in parentheses and may itself contain
-/// spaces and parentheses, so the fields are counted after the last `)`.
-pub fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // After comm: state(0) ppid(1) ... starttime(19).
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((comm, ppid, start))
-}
-
-impl ProcView for ProcFs {
-    fn parent(&self, pid: u32) -> Option<(u32, String)> {
-        let (_, ppid, _) = Self::stat(pid)?;
-        let (comm, _, _) = Self::stat(ppid)?;
-        Some((ppid, comm))
-    }
-
-    fn start_ns(&self, pid: u32) -> Option<u64> {
-        let (_, _, ticks) = Self::stat(pid)?;
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
-        Some(ticks.saturating_mul(1_000_000_000 / hz.max(1)))
-    }
-
-    fn exe(&self, pid: u32) -> Option<String> {
-        let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let path = link.to_string_lossy();
-        Some(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
-    }
-}
-
-/// Knows nothing: replayed captures come from another host or another time.
-pub struct NoProc;
-
-impl ProcView for NoProc {
-    fn parent(&self, _pid: u32) -> Option<(u32, String)> {
-        None
-    }
-    fn start_ns(&self, _pid: u32) -> Option<u64> {
-        None
-    }
-    fn exe(&self, _pid: u32) -> Option<String> {
-        None
-    }
-}
+pub use super::procfs::{NoProc, ProcFs, ProcView};
 
 #[derive(Clone, Debug, Default)]
 struct Proc {
@@ -183,6 +115,19 @@ impl ProcessTable {
         Some(self.chain(pid)?.0)
     }
 
+    /// (local, remote) of `pid`'s established TCP connection, from the host.
+    pub fn tcp_connection(&self, pid: u32) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.view.tcp_connection(pid)
+    }
+
+    pub fn is_udp(&self, pid: u32, fd: u32) -> Option<bool> {
+        self.view.is_udp(pid, fd)
+    }
+
+    pub fn audit_ids(&self, pid: u32) -> (Option<u32>, Option<u32>) {
+        self.view.audit_ids(pid)
+    }
+
     /// `pid`'s executable, read from the host the first time it is asked.
     pub fn exe(&mut self, pid: u32) -> Option<String> {
         self.ensure(pid);
@@ -266,14 +211,6 @@ mod tests {
         assert_eq!(t.parent(200), Some(100));
         t.gc(10 + EXITED_GRACE_NS);
         assert_eq!(t.parent(200), None);
-    }
-
-    #[test]
-    fn stat_with_odd_comm() {
-        let stat = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 100";
-        assert_eq!(parse_stat(stat), Some(("a) b (c)".to_string(), 17, 98765)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S"), None);
     }
 
     #[test]

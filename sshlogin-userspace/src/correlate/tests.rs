@@ -241,3 +241,65 @@ fn a_session_opened_before_the_daemon_started_still_closes() {
     assert_eq!(events[0].str(attr::CLIENT_ADDRESS), Some("127.0.0.1"));
     assert_eq!(events[0].int(attr::SESSION_DURATION_MS), None, "the daemon cannot know how long it lasted");
 }
+
+#[test]
+fn openssh_10_layout_from_a_real_capture() {
+    // sshd (listener) -> sshd-session (monitor) -> sshd-auth (pre-auth, drops
+    // to its own uid 997 in that root, not the host's 102) and the session child.
+    let ev = replay("openssh10-key-login");
+    assert_eq!(names(&ev), [SessionOpen, SessionClose]);
+    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-alice"));
+    assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("publickey"));
+    assert_eq!(ev[0].str(attr::PROCESS_EXE), Some("/usr/lib/openssh/sshd-session"));
+    assert!(ev[1].int(attr::SESSION_DURATION_MS).unwrap() >= 500);
+}
+
+/// A connect record as the kernel half writes it.
+fn connect(pid: u32, fd: u32, addr: std::net::SocketAddr) -> Vec<u8> {
+    use sshlogin_common::{kind, layout};
+    let mut r = vec![0u8; layout::CONNECT_SIZE];
+    r[..4].copy_from_slice(&kind::CONNECT.to_ne_bytes());
+    r[4..8].copy_from_slice(&pid.to_ne_bytes());
+    r[8..12].copy_from_slice(&pid.to_ne_bytes());
+    r[12..16].copy_from_slice(&1001u32.to_ne_bytes());
+    r[24..32].copy_from_slice(&u64::MAX.to_ne_bytes());
+    r[32..36].copy_from_slice(b"sshd");
+    r[layout::CONNECT_FD..layout::CONNECT_FD + 4].copy_from_slice(&fd.to_ne_bytes());
+    let a = layout::CONNECT_ADDR;
+    let std::net::SocketAddr::V4(v4) = addr else { panic!("v4 only here") };
+    r[a..a + 2].copy_from_slice(&2u16.to_ne_bytes());
+    r[a + 2..a + 4].copy_from_slice(&v4.port().to_be_bytes());
+    r[a + 4..a + 8].copy_from_slice(&v4.ip().octets());
+    r
+}
+
+#[test]
+fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
+    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
+    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    // Stop right after the session child (13935) dropped to sl-alice.
+    let drop_at = records
+        .iter()
+        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Setresuid { uid: 1001, .. })))
+        .unwrap();
+    let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
+    let mut events = Vec::new();
+    pipeline.records(records.into_iter().take(drop_at + 1), &mut events);
+    let session = |n: &str| n.parse().unwrap();
+    pipeline.records(
+        [
+            connect(13935, 5, session("10.0.0.53:53")),
+            connect(13935, 5, session("10.0.0.9:0")),
+            connect(13935, 6, session("10.213.2.2:22")),
+        ],
+        &mut events,
+    );
+    assert_eq!(names(&events), [SessionOpen, EventName::Forward]);
+    let f = &events[1];
+    assert_eq!(f.str(attr::FORWARD_ADDRESS), Some("10.213.2.2"));
+    assert_eq!(f.int(attr::FORWARD_PORT), Some(22));
+    assert_eq!(f.str(attr::USER_NAME), Some("sl-alice"));
+    assert_eq!(f.str(attr::CONNECTION_ID), events[0].str(attr::CONNECTION_ID));
+    assert_eq!(f.int(attr::PROCESS_PID), Some(13935));
+    assert_eq!(f.body, "sl-alice forwarded a connection to 10.213.2.2 port 22 (session from 127.0.0.1 port 57284)");
+}

@@ -5,7 +5,7 @@
 pub mod audit;
 pub mod syslog;
 
-use sshlogin_common::{COMM_LEN, TEXT_CAP, kind, layout};
+use sshlogin_common::{COMM_LEN, SOCKADDR_CAP, TEXT_CAP, kind, layout};
 
 /// Who sent a record and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Record {
     Fork { meta: Meta, child: u32 },
     /// `meta.pid` exited.
     Exit { meta: Meta },
+    /// A non-root process of the family connected socket `fd` to `addr`.
+    Connect { meta: Meta, fd: u32, addr: std::net::SocketAddr },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +47,21 @@ pub enum DecodeError {
     BadLength { copied: usize, cap: usize },
     #[error("audit message: {0}")]
     Audit(#[from] audit::AuditError),
+    #[error("connect record without an IPv4 or IPv6 address")]
+    BadAddress,
+}
+
+/// `sockaddr_in` or `sockaddr_in6` (family in host order, port and address
+/// in network order).
+fn sockaddr(raw: &[u8]) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let family = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    match family {
+        2 => Some(SocketAddr::from((Ipv4Addr::from(<[u8; 4]>::try_from(raw.get(4..8)?).ok()?), port))),
+        10 => Some(SocketAddr::from((Ipv6Addr::from(<[u8; 16]>::try_from(raw.get(8..24)?).ok()?), port))),
+        _ => None,
+    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
@@ -120,6 +137,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             Ok(Record::Fork { meta, child })
         }
         kind::EXIT => Ok(Record::Exit { meta }),
+        kind::CONNECT => {
+            need(bytes, kind, layout::CONNECT_SIZE)?;
+            let fd = u32_at(bytes, layout::CONNECT_FD).unwrap_or_default();
+            let raw = bytes.get(layout::CONNECT_ADDR..layout::CONNECT_ADDR + SOCKADDR_CAP).unwrap_or_default();
+            let addr = sockaddr(raw).ok_or(DecodeError::BadAddress)?;
+            Ok(Record::Connect { meta, fd, addr })
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -183,6 +207,24 @@ mod tests {
         assert!(matches!(decode(&m), Err(DecodeError::Audit(_))));
         let short_fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 48]].concat();
         assert!(matches!(decode(&short_fork), Err(DecodeError::Short { kind: kind::FORK, .. })));
+    }
+
+    #[test]
+    fn connect_addresses() {
+        let mut r = vec![0u8; layout::CONNECT_SIZE];
+        r[..4].copy_from_slice(&kind::CONNECT.to_ne_bytes());
+        let a = layout::CONNECT_ADDR;
+        r[a..a + 2].copy_from_slice(&2u16.to_ne_bytes());
+        r[a + 2..a + 4].copy_from_slice(&22u16.to_be_bytes());
+        r[a + 4..a + 8].copy_from_slice(&[10, 200, 2, 2]);
+        let Ok(Record::Connect { addr, .. }) = decode(&r) else { panic!() };
+        assert_eq!(addr, "10.200.2.2:22".parse().unwrap());
+        r[a..a + 2].copy_from_slice(&10u16.to_ne_bytes());
+        r[a + 8..a + 24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        let Ok(Record::Connect { addr, .. }) = decode(&r) else { panic!() };
+        assert_eq!(addr, "[::1]:22".parse().unwrap());
+        r[a..a + 2].copy_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(decode(&r), Err(DecodeError::BadAddress));
     }
 
     #[test]

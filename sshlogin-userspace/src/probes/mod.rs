@@ -22,6 +22,7 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
     ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
 /// Load-time settings.

@@ -66,7 +66,8 @@ pub struct User {
 /// in parallel can tell their events apart.
 pub const USERS: &[&str] = &[
     "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
-    "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat",
+    "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
+    "sl-vic", "sl-wes",
 ];
 
 struct Fixture {
@@ -132,6 +133,16 @@ pub fn wrong_key() -> PathBuf {
     fixture().dir.join("wrongkey")
 }
 
+/// The fixture directory (keys, configs), for tests that add files.
+pub fn fixture_dir() -> PathBuf {
+    fixture().dir.clone()
+}
+
+/// Output of a command that must succeed.
+pub fn must(cmd: &mut Command) -> Output {
+    run(cmd)
+}
+
 /// sshd sends its log lines to /dev/log only when something listens there.
 /// Use the host's listener if it has one; otherwise listen, and keep every
 /// line so tests can compare with what sshd logged.
@@ -176,34 +187,48 @@ pub struct Sshd {
     _config: PathBuf,
 }
 
+/// sshd_config text for a test sshd.
+pub fn sshd_config(listen: &str, port: u16, host_key: &str, use_pam: bool, extra: &str) -> String {
+    format!(
+        "Port {port}\nListenAddress {listen}\nHostKey {host_key}\nUsePAM {}\nPasswordAuthentication yes\n\
+         KbdInteractiveAuthentication no\nPidFile none\nLogLevel INFO\nSubsystem sftp internal-sftp\n{extra}\n",
+        if use_pam { "yes" } else { "no" }
+    )
+}
+
 impl Sshd {
+    /// /usr/sbin/sshd on 127.0.0.1.
     pub fn start(use_pam: bool, extra: &str) -> Sshd {
+        Self::start_on("127.0.0.1", "/usr/sbin/sshd", use_pam, extra)
+    }
+
+    /// `binary` (an sshd) listening on `listen`, a loopback address.
+    pub fn start_on(listen: &str, binary: &str, use_pam: bool, extra: &str) -> Sshd {
         let f = fixture();
         let port = free_port();
         let config = f.dir.join(format!("sshd_config_{port}"));
-        fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nUsePAM {}\nPasswordAuthentication yes\n\
-                 KbdInteractiveAuthentication no\nPidFile none\nLogLevel INFO\n{extra}\n",
-                f.dir.join("hostkey").display(),
-                if use_pam { "yes" } else { "no" }
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sshd");
+        let host_key = f.dir.join("hostkey").display().to_string();
+        fs::write(&config, sshd_config(listen, port, &host_key, use_pam, extra)).unwrap();
+        let mut cmd = Command::new(binary);
+        cmd.args(["-D", "-f"]).arg(&config);
+        let ip: std::net::IpAddr = listen.parse().unwrap();
+        Self::launch(cmd, port, config, move || TcpStream::connect((ip, port)).is_ok())
+    }
+
+    /// Runs `cmd` (an sshd in the foreground, possibly wrapped in chroot or
+    /// ip netns exec) and waits until `ready`.
+    pub fn launch(mut cmd: Command, port: u16, config: PathBuf, ready: impl Fn() -> bool) -> Sshd {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start sshd");
+        let mut sshd = Sshd { port, child, _config: config };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !ready() {
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                panic!("sshd exited with {status} before listening on port {port}");
+            }
             assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
             thread::sleep(Duration::from_millis(20));
         }
-        Sshd { port, child, _config: config }
+        sshd
     }
 }
 
@@ -227,13 +252,21 @@ const CLIENT_OPTS: &[&str] = &[
 
 /// `ssh -i KEY user@127.0.0.1 -p PORT COMMAND` with public keys only.
 pub fn ssh_key(port: u16, user: &str, key: &Path, command: &str) -> Output {
-    Command::new("ssh")
-        .args(CLIENT_OPTS)
+    ssh_key_to("127.0.0.1", port, user, key, command)
+}
+
+/// As [`ssh_key`], to `host`.
+pub fn ssh_key_to(host: &str, port: u16, user: &str, key: &Path, command: &str) -> Output {
+    key_client(key).args(["-p", &port.to_string(), "-l", user, host, command]).output().expect("run ssh")
+}
+
+/// An ssh command with the test options and only `key`.
+pub fn key_client(key: &Path) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args(CLIENT_OPTS)
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no", "-i"])
-        .arg(key)
-        .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), command])
-        .output()
-        .expect("run ssh")
+        .arg(key);
+    cmd
 }
 
 /// A password login through sshpass.
@@ -608,5 +641,129 @@ pub fn send_audit(msg_type: u16, text: &str) {
         // the call either way.
         let _ = sent;
         libc::close(fd);
+    }
+}
+
+/// The Debian 13 ("trixie") root with OpenSSH 10, built once with
+/// debootstrap from the Debian registry and cached under target/; rebuilt
+/// when the recipe changes.
+pub fn trixie_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        // Canonical: /proc shows the chroot's binaries under this path.
+        let target = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"));
+        fs::create_dir_all(&target).unwrap();
+        let target = fs::canonicalize(target).unwrap();
+        let root = target.join("trixie-root");
+        let stamp = target.join("trixie-root.recipe");
+        let recipe =
+            "debootstrap --variant=minbase --include=openssh-server,openssh-client trixie http://deb.debian.org/debian";
+        if fs::read_to_string(&stamp).is_ok_and(|s| s == recipe) && root.join("usr/sbin/sshd").exists() {
+            return root;
+        }
+        assert!(
+            Path::new("/usr/sbin/debootstrap").exists(),
+            "debootstrap is missing: apt-get install debootstrap (cargo xtask bootstrap does it)"
+        );
+        unmount_under(&root);
+        let _ = fs::remove_dir_all(&root);
+        eprintln!("e2e: building the trixie root in {} (about a minute, once)", root.display());
+        let mut args: Vec<&str> = recipe.split_whitespace().skip(1).collect();
+        let root_str = root.to_str().unwrap().to_string();
+        args.insert(args.len() - 1, &root_str);
+        run(Command::new("debootstrap").args(&args));
+        fs::write(&stamp, recipe).unwrap();
+        root
+    })
+    .clone()
+}
+
+/// Lazily unmounts whatever is mounted below `root` (deepest first), so
+/// removing it can never reach the host's /dev or /proc.
+fn unmount_under(root: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| Path::new(p).starts_with(root) && Path::new(p) != root)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}
+
+/// An sshd running in a chroot of `root`, with proc, the host's ptys and the
+/// host's /dev/log mounted in; unmounted on drop.
+pub struct ChrootSshd {
+    pub sshd: Option<Sshd>,
+    root: PathBuf,
+}
+
+impl ChrootSshd {
+    /// Test users are created in the root with the host's uids.
+    pub fn start(root: &Path, users: &[&'static str]) -> ChrootSshd {
+        fixture();
+        unmount_under(root);
+        let chroot = |args: &[&str]| run(Command::new("chroot").arg(root).args(args));
+        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")));
+        run(Command::new("mount").args(["--bind", "/dev/pts"]).arg(root.join("dev/pts")));
+        fs::write(root.join("dev/log"), "").unwrap();
+        run(Command::new("mount").args(["--bind", "/dev/log"]).arg(root.join("dev/log")));
+        // From here on, a failure unmounts on the way out.
+        let mut guard = ChrootSshd { sshd: None, root: root.to_path_buf() };
+        fs::create_dir_all(root.join("run/sshd")).unwrap();
+        if !root.join("etc/ssh/ssh_host_ed25519_key").exists() {
+            chroot(&["ssh-keygen", "-A"]);
+        }
+        for name in users {
+            let u = user(name);
+            let id = String::from_utf8_lossy(&run(Command::new("id").args(["-u", name])).stdout).trim().to_string();
+            if !Command::new("chroot").arg(root).args(["id", name]).output().is_ok_and(|o| o.status.success()) {
+                chroot(&["useradd", "--create-home", "--shell", "/bin/bash", "--uid", &id, name]);
+            }
+            let mut chpasswd = Command::new("chroot").arg(root).arg("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+            use std::io::Write;
+            writeln!(chpasswd.stdin.take().unwrap(), "{name}:{}", u.password).unwrap();
+            assert!(chpasswd.wait().unwrap().success());
+            let ssh = root.join(format!("home/{name}/.ssh"));
+            fs::create_dir_all(&ssh).unwrap();
+            fs::copy(u.key.with_extension("pub"), ssh.join("authorized_keys")).unwrap();
+            chroot(&["chown", "-R", &format!("{name}:{name}"), &format!("/home/{name}/.ssh")]);
+        }
+        let port = free_port();
+        let inside = format!("/etc/ssh/sshd_config_sltest_{port}");
+        fs::write(
+            root.join(inside.trim_start_matches('/')),
+            sshd_config("127.0.0.1", port, "/etc/ssh/ssh_host_ed25519_key", true, ""),
+        )
+        .unwrap();
+        let mut cmd = Command::new("chroot");
+        cmd.arg(root).args(["/usr/sbin/sshd", "-D", "-f", &inside]);
+        let sshd = Sshd::launch(cmd, port, root.join(inside.trim_start_matches('/')), move || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        guard.sshd = Some(sshd);
+        guard
+    }
+
+    /// The binaries as /proc shows them from the host, for --sshd-path.
+    pub fn sshd_paths(&self) -> Vec<String> {
+        ["usr/sbin/sshd", "usr/lib/openssh/sshd-session", "usr/lib/openssh/sshd-auth"]
+            .iter()
+            .map(|p| self.root.join(p).display().to_string())
+            .collect()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.sshd.as_ref().unwrap().port
+    }
+}
+
+impl Drop for ChrootSshd {
+    fn drop(&mut self) {
+        self.sshd.take();
+        thread::sleep(Duration::from_millis(100));
+        unmount_under(&self.root);
     }
 }

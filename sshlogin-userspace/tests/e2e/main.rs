@@ -3,9 +3,12 @@
 //! SSHLOGIN_SKIP_PRIVILEGED=1.
 
 mod durability;
+mod facts;
 mod forgery;
 mod harness;
+mod layouts;
 mod otlp;
+mod proxyjump;
 
 use std::time::Duration;
 

@@ -1,0 +1,197 @@
+//! Every fact an auditor asks for: ports, method, key and certificate,
+//! audit ids, IPv6, every kind of session, every binary name.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::harness::{
+    Daemon, Sshd, fixture_dir, is, key_client, logged, must, privileged, ssh_key, ssh_key_to, user, wrong_key,
+};
+
+const OPEN: &str = "ssh.session.open";
+const CLOSE: &str = "ssh.session.close";
+const FAILURE: &str = "ssh.auth.failure";
+
+/// `ssh-keygen -lf`'s fingerprint (second field) of a public key file.
+fn fingerprint(pub_key: &std::path::Path) -> String {
+    let out = must(Command::new("ssh-keygen").arg("-lf").arg(pub_key));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+}
+
+fn uid(name: &str) -> String {
+    String::from_utf8_lossy(&must(Command::new("id").args(["-u", name])).stdout).trim().to_string()
+}
+
+#[test]
+fn a_key_login_names_its_key_ports_and_audit_session() {
+    let Some(_guard) = privileged() else { return };
+    let rita = user("sl-rita");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_key(sshd.port, rita.name, &rita.key, "sleep 0.3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-rita", |e| is(e, OPEN, rita.name));
+    let a = &open["attributes"];
+    assert_eq!(a["ssh.auth.method"], "publickey");
+    assert_eq!(a["ssh.key.type"], "ED25519");
+    assert_eq!(a["ssh.key.fingerprint"], fingerprint(&rita.key.with_extension("pub")));
+    let port = a["client.port"].as_i64().unwrap();
+    if !logged("").is_empty() {
+        assert_eq!(
+            logged(&format!("for {} from 127.0.0.1 port {port} ssh2", rita.name)).len(),
+            1,
+            "the port sshd logged"
+        );
+    }
+    assert_eq!(a["server.address"], "127.0.0.1");
+    assert_eq!(a["server.port"], sshd.port);
+    assert_eq!(a["linux.audit.login_uid"], uid(rita.name));
+    assert!(a["linux.audit.session_id"].as_str().unwrap().parse::<u32>().is_ok(), "{a}");
+    assert!(a["process.parent_pid"].as_i64().unwrap() > 1);
+    assert_eq!(a["process.executable.path"], "/usr/sbin/sshd");
+    let close = daemon.wait_for("close for sl-rita", |e| is(e, CLOSE, rita.name));
+    for key in ["ssh.connection.id", "linux.audit.session_id", "client.port", "server.port"] {
+        assert_eq!(close["attributes"][key], a[key], "{key} is the same at close");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn a_certificate_login_names_the_certificate_and_its_ca() {
+    let Some(_guard) = privileged() else { return };
+    let sam = user("sl-sam");
+    let dir = fixture_dir().join("userca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca");
+    let _ = std::fs::remove_file(&ca);
+    must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test user CA", "-f"]).arg(&ca));
+    let key = dir.join("id_sam");
+    let _ = std::fs::remove_file(&key);
+    must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args(["-I", "sam@test", "-n", sam.name, "-z", "4242"])
+            .arg(key.with_extension("pub")),
+    );
+    let sshd = Sshd::start(true, &format!("TrustedUserCAKeys {}", ca.with_extension("pub").display()));
+    let mut daemon = Daemon::start(&[]);
+    let out = key_client(&key)
+        .args(["-o", &format!("CertificateFile={}-cert.pub", key.display())])
+        .args(["-p", &sshd.port.to_string(), "-l", sam.name, "127.0.0.1", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-sam", |e| is(e, OPEN, sam.name));
+    let a = &open["attributes"];
+    assert_eq!(a["ssh.key.type"], "ED25519-CERT");
+    assert_eq!(a["ssh.key.fingerprint"], fingerprint(&key.with_extension("pub")));
+    assert_eq!(a["ssh.cert.id"], "sam@test");
+    assert_eq!(a["ssh.cert.serial"], 4242);
+    assert_eq!(a["ssh.cert.ca.type"], "ED25519");
+    assert_eq!(a["ssh.cert.ca.fingerprint"], fingerprint(&ca.with_extension("pub")));
+    daemon.stop();
+}
+
+#[test]
+fn an_ipv6_login_over_loopback() {
+    let Some(_guard) = privileged() else { return };
+    let tess = user("sl-tess");
+    let sshd = Sshd::start_on("::1", "/usr/sbin/sshd", true, "");
+    let mut daemon = Daemon::start(&[]);
+    let out = ssh_key_to("::1", sshd.port, tess.name, &tess.key, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-tess", |e| is(e, OPEN, tess.name));
+    assert_eq!(open["attributes"]["client.address"], "::1");
+    assert_eq!(open["attributes"]["server.address"], "::1");
+    assert!(open["body"].as_str().unwrap().contains("from ::1 port"));
+    let out = ssh_key_to("::1", sshd.port, tess.name, &wrong_key(), "true");
+    assert!(!out.status.success());
+    let failure = daemon.wait_for("failure for sl-tess", |e| is(e, FAILURE, tess.name));
+    assert_eq!(failure["attributes"]["client.address"], "::1");
+    assert!(
+        failure["attributes"]["client.port"].as_i64().is_some(),
+        "the port of a rejected key comes from the socket"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn commands_sftp_and_forward_only_sessions_open_and_close() {
+    let Some(_guard) = privileged() else { return };
+    let uma = user("sl-uma");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&[]);
+    let count = |daemon: &Daemon, name: &str| daemon.events_for(name, uma.name).len();
+
+    let out = ssh_key(sshd.port, uma.name, &uma.key, "true");
+    assert!(out.status.success());
+    daemon.wait_for("close after ssh host true", |e| is(e, CLOSE, uma.name));
+
+    let mut sftp = Command::new("sftp")
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&uma.key)
+        .args(["-b", "-", "-P", &sshd.port.to_string(), &format!("{}@127.0.0.1", uma.name)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sftp.stdin.take().unwrap().write_all(b"pwd\nls\n").unwrap();
+    assert!(sftp.wait().unwrap().success());
+    crate::harness::eventually("sftp's open and close", 20, || {
+        daemon.settle(Duration::from_millis(100));
+        count(&daemon, CLOSE) >= 2
+    });
+
+    let mut forward_only = key_client(&uma.key)
+        .args(["-N", "-p", &sshd.port.to_string(), "-l", uma.name, "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::harness::eventually("ssh -N's open", 20, || {
+        daemon.settle(Duration::from_millis(100));
+        count(&daemon, OPEN) >= 3
+    });
+    forward_only.kill().unwrap();
+    forward_only.wait().unwrap();
+    crate::harness::eventually("ssh -N's close", 20, || {
+        daemon.settle(Duration::from_millis(100));
+        count(&daemon, CLOSE) >= 3
+    });
+    daemon.settle(Duration::from_millis(500));
+    assert_eq!((count(&daemon, OPEN), count(&daemon, CLOSE)), (3, 3));
+    let ids: std::collections::HashSet<&Value> =
+        daemon.settle(Duration::ZERO).iter().map(|e| &e["attributes"]["ssh.connection.id"]).collect();
+    assert!(ids.len() >= 3, "three connections, three ids");
+    daemon.stop();
+}
+
+#[test]
+fn sshd_installed_as_sshd_session_is_reported_the_same() {
+    let Some(_guard) = privileged() else { return };
+    let vic = user("sl-vic");
+    let bin = fixture_dir().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let copy = bin.join("sshd-session");
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy("/usr/sbin/sshd", &copy).unwrap();
+    let sshd = Sshd::start_on("127.0.0.1", copy.to_str().unwrap(), true, "");
+    let mut daemon = Daemon::start(&["--sshd-path", copy.to_str().unwrap(), "--sshd-path", "/usr/sbin/sshd"]);
+    let out = ssh_key(sshd.port, vic.name, &vic.key, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-vic", |e| is(e, OPEN, vic.name));
+    assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
+    daemon.wait_for("close for sl-vic", |e| is(e, CLOSE, vic.name));
+    let out = ssh_key(sshd.port, vic.name, &wrong_key(), "true");
+    assert!(!out.status.success());
+    daemon.wait_for("failure for sl-vic", |e| is(e, FAILURE, vic.name));
+    daemon.stop();
+}
