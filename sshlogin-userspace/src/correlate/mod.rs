@@ -124,7 +124,15 @@ impl Correlator {
             return;
         }
         match record {
-            Record::Fork { meta, child } => self.procs.on_fork(meta.pid, child, meta.ktime_ns),
+            Record::Fork { meta, child } => {
+                self.procs.on_fork(meta.pid, child, meta.ktime_ns);
+                // A listener forked a monitor: note the connection now, while
+                // its socket surely exists (a rejected client may be gone by
+                // the time its first audit record is read).
+                if self.procs.monitor_of(child) == Some(child) {
+                    self.conn(child, meta.ktime_ns);
+                }
+            }
             Record::Exit { meta } => self.on_exit(&meta, out),
             Record::Setresuid { meta, uid } => self.on_setresuid(&meta, uid, out),
             Record::Audit { meta, audit } => self.on_audit(&meta, &audit, out),
