@@ -174,11 +174,34 @@ pub struct TraceOffsets {
     pub _pad: u32,
 }
 
+/// For the raw `sys_enter` tracepoint, which fires for every syscall and
+/// passes the syscall number and the caller's registers: the numbers of the
+/// syscalls sshlogin follows and where each argument sits in `struct
+/// pt_regs` (the architecture's ABI, `asm/ptrace.h`). Written by the daemon,
+/// which knows its architecture; the object itself is the same for all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawSyscalls {
+    pub sendto: u32,
+    pub setresuid: u32,
+    pub connect: u32,
+    pub _pad: u32,
+    /// Byte offsets of arguments 0..6 in `struct pt_regs`.
+    pub args: [u32; 6],
+}
+
+impl RawSyscalls {
+    /// Matches no syscall: the raw program does nothing until configured.
+    pub const NONE: RawSyscalls =
+        RawSyscalls { sendto: u32::MAX, setresuid: u32::MAX, connect: u32::MAX, _pad: 0, args: [0; 6] };
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays without padding.
     unsafe impl aya::Pod for super::Family {}
     unsafe impl aya::Pod for super::TraceOffsets {}
+    unsafe impl aya::Pod for super::RawSyscalls {}
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_ktime_get_boot_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_comm as raw_get_current_comm, bpf_ktime_get_boot_ns},
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use sshlogin_common::{COMM_LEN, Family, Header, MAX_FAMILY, TraceOffsets, stat};
+use sshlogin_common::{COMM_LEN, Family, Header, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
 
 /// Process names whose calls are recorded; written by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -16,6 +17,16 @@ static FAMILY: Family = Family::EMPTY;
 /// Tracepoint field offsets read from tracefs by the daemon at load time.
 #[unsafe(no_mangle)]
 static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, _pad: 0 };
+
+/// Syscall numbers and register offsets for the raw `sys_enter` program.
+#[unsafe(no_mangle)]
+static RAW_SYSCALLS: RawSyscalls = RawSyscalls::NONE;
+
+#[inline(always)]
+pub fn raw_syscalls() -> RawSyscalls {
+    // SAFETY: a plain read of a load-time constant.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RAW_SYSCALLS)) }
+}
 
 /// The one channel to user space. Its size is a load-time setting.
 #[map]
@@ -30,25 +41,27 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map]
 pub static PENDING_SETRESUID: LruHashMap<u64, [u32; 4]> = LruHashMap::with_max_entries(1024, 0);
 
-#[inline(always)]
-fn as_words(comm: &[u8; COMM_LEN]) -> [u64; 2] {
-    // SAFETY: same size, every bit pattern is valid for both types.
-    unsafe { core::mem::transmute::<[u8; COMM_LEN], [u64; 2]>(*comm) }
-}
-
 /// The caller's comm when it belongs to the sshd family, `None` otherwise.
 /// This is the whole cost of a probe for every other process.
 #[inline(always)]
 pub fn family_comm() -> Option<[u8; COMM_LEN]> {
-    let comm = bpf_get_current_comm().ok()?;
-    let words = as_words(&comm);
-    // SAFETY: FAMILY is 8-aligned and made of u64-sized name halves; the
-    // volatile read keeps the compiler from folding the all-zero default.
-    let names = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(FAMILY).cast::<[[u64; 2]; MAX_FAMILY]>()) };
+    // Straight into two u64s the helper fills (it may take uninitialised
+    // memory): no byte-wise reassembly, no memset call.
+    let mut buf = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+    // SAFETY: the helper writes exactly 16 bytes, NUL padded, on success.
+    if unsafe { raw_get_current_comm(buf.as_mut_ptr().cast(), COMM_LEN as u32) } != 0 {
+        return None;
+    }
+    // SAFETY: written by the helper above.
+    let words = unsafe { buf.assume_init() };
     let mut i = 0;
     while i < MAX_FAMILY {
-        if names[i][0] == words[0] && names[i][1] == words[1] {
-            return Some(comm);
+        // SAFETY: FAMILY is 8-aligned and made of u64-sized name halves; the
+        // volatile read keeps the compiler from folding the all-zero default.
+        let name = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(FAMILY.names[i]).cast::<[u64; 2]>()) };
+        if name[0] == words[0] && name[1] == words[1] {
+            // SAFETY: same size, every bit pattern is valid for both.
+            return Some(unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) });
         }
         i += 1;
     }

@@ -11,7 +11,11 @@
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]
-mod probes;
+mod raw;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod tracepoints;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

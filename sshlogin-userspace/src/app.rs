@@ -24,9 +24,9 @@ use crate::{
     probes, resource, source,
 };
 
-/// How often timers run and kernel counters are read; also the most the
-/// daemon wakes when idle.
-const TICK: Duration = Duration::from_secs(1);
+/// When nothing is pending, the daemon wakes this often (to read the kernel
+/// counters and forget exited processes); otherwise when a timer is due.
+const IDLE_TICK: Duration = Duration::from_secs(10);
 
 pub async fn main(command: cli::Command) -> Result<()> {
     match command {
@@ -37,7 +37,11 @@ pub async fn main(command: cli::Command) -> Result<()> {
 }
 
 fn probe_settings(capture: &config::Capture) -> probes::Settings {
-    probes::Settings { family: capture.family.clone(), ring_buffer_bytes: capture.ring_buffer_bytes }
+    probes::Settings {
+        family: capture.family.clone(),
+        ring_buffer_bytes: capture.ring_buffer_bytes,
+        syscall_probes: capture.syscall_probes,
+    }
 }
 
 /// Configuration for the commands that take no config file.
@@ -46,6 +50,7 @@ fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<con
         family: probes.family.clone(),
         ring_buffer_size: probes.ring_buffer_size,
         sshd_paths: probes.sshd_paths.clone(),
+        syscall_probes: probes.syscall_probes.clone(),
         privsep_user: pipeline.privsep_user.clone(),
         ..config::Flags::default()
     };
@@ -98,21 +103,31 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(1024);
     let reader = tokio::spawn(source::run(ring, tx, stop.clone()));
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kernel = probes::KernelCounters::default();
+    let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
     tracing::info!("reporting SSH logins");
     loop {
+        let wait = pipeline
+            .next_due()
+            .map(|due| Duration::from_nanos(due.saturating_sub(enrich::boot_now_ns())))
+            .unwrap_or(IDLE_TICK)
+            .min(IDLE_TICK);
         tokio::select! {
             batch = rx.recv() => match batch {
                 Some(batch) => pipeline.records(batch, &mut events),
                 None => break,
             },
-            _ = tick.tick() => {
-                pipeline.tick(enrich::boot_now_ns(), &mut events);
-                kernel = kernel_counters(&probes, kernel, &metrics);
-            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // Timers and counters also run while records keep arriving.
+        let now = enrich::boot_now_ns();
+        if pipeline.next_due().is_some_and(|due| due <= now) || counters_read.elapsed() >= IDLE_TICK {
+            pipeline.tick(now, &mut events);
+        }
+        if counters_read.elapsed() >= IDLE_TICK {
+            kernel = kernel_counters(&probes, kernel, &metrics);
+            counters_read = std::time::Instant::now();
         }
         exporters.send(&events)?;
         events.clear();

@@ -69,6 +69,13 @@ pub struct ProbeArgs {
     /// /usr/lib/openssh, /usr/libexec/openssh, /usr/libexec, /usr/local]
     #[arg(long = "sshd-path", value_name = "PATH")]
     pub sshd_paths: Option<Vec<String>>,
+
+    /// How syscall entries are seen: `tracepoints` (one tracepoint per
+    /// syscall sshlogin follows) or `raw` (one raw sys_enter tracepoint for
+    /// all, cheaper on the calls followed, a little dearer on the others).
+    /// See docs/performance.md. [default: tracepoints]
+    #[arg(long, value_name = "MODE")]
+    pub syscall_probes: Option<String>,
 }
 
 impl ProbeArgs {
@@ -209,6 +216,7 @@ impl RunArgs {
             otlp_headers: self.otlp_headers.clone(),
             bearer_token_file: self.bearer_token_file.clone(),
             sshd_paths: self.probes.sshd_paths.clone(),
+            syscall_probes: self.probes.syscall_probes.clone(),
             state_dir: self.state_dir.clone(),
             spool_max_size: self.spool_max_size,
             metrics_listen: self.metrics_listen,

@@ -47,9 +47,9 @@ impl<U: UserDb> Enricher<U> {
     /// Completes `e`. `boot_to_unix_ns` maps CLOCK_BOOTTIME to Unix time;
     /// `now_unix_ns` is the observation time.
     pub fn enrich(&mut self, e: &mut Event, boot_to_unix_ns: i128, now_unix_ns: u64) {
-        match (e.str(attr::USER_NAME).map(str::to_string), e.str(attr::USER_ID).is_some()) {
+        match (e.str(attr::USER_NAME), e.str(attr::USER_ID).is_some()) {
             (Some(name), false) => {
-                if let Some(uid) = self.uid_of(&name) {
+                if let Some(uid) = self.uid_of(name) {
                     e.set(attr::USER_ID, uid.to_string());
                 }
             }

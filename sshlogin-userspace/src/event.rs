@@ -1,7 +1,7 @@
 //! The event sshlogin reports: one per session opened or closed and per
 //! failed authentication, with OpenTelemetry-style attributes.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,7 +123,9 @@ impl From<u16> for Value {
     }
 }
 
-pub type Attributes = BTreeMap<String, Value>;
+/// Keys are the `attr` constants (borrowed, no allocation per event), or
+/// owned when read back from the spool.
+pub type Attributes = BTreeMap<Cow<'static, str>, Value>;
 
 /// One event. `correlate` fills the name, the kernel time and the facts;
 /// `enrich` adds wall-clock times, looked-up facts, the body and the id.
@@ -153,8 +155,8 @@ impl Event {
         }
     }
 
-    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
-        self.attributes.insert(key.to_string(), value.into());
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.attributes.insert(Cow::Borrowed(key), value.into());
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {

@@ -4,6 +4,11 @@
 
 use std::process::ExitCode;
 
+/// Records become a few small strings each; mimalloc serves those faster
+/// than glibc's allocator (docs/performance.md, pipeline throughput).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use sshlogin::{app, cli};
 

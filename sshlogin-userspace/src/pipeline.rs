@@ -27,11 +27,12 @@ impl<U: UserDb> Pipeline<U> {
     }
 
     /// Takes raw records; appends the finished events to `out`.
-    pub fn records<I: IntoIterator<Item = Vec<u8>>>(&mut self, batch: I, out: &mut Vec<Event>) {
+    pub fn records<R: AsRef<[u8]>, I: IntoIterator<Item = R>>(&mut self, batch: I, out: &mut Vec<Event>) {
         let first = out.len();
         for raw in batch {
+            let raw = raw.as_ref();
             self.metrics.records.inc();
-            match decode::decode(&raw) {
+            match decode::decode(raw) {
                 Ok(record) => self.correlator.handle(record, out),
                 Err(e) => {
                     if self.metrics.decode_errors.inc() < 10 {
@@ -48,6 +49,11 @@ impl<U: UserDb> Pipeline<U> {
         let first = out.len();
         self.correlator.tick(now_ns, out);
         self.finish_events(first, out);
+    }
+
+    /// When the next timer is due (CLOCK_BOOTTIME ns), if one is pending.
+    pub fn next_due(&self) -> Option<u64> {
+        self.correlator.next_due()
     }
 
     /// Everything still pending.

@@ -28,6 +28,11 @@ pub fn test_tools() -> Result<()> {
     python_package("opentelemetry-proto", OTEL_PROTO_PY)
 }
 
+/// What the benchmark compares against.
+pub fn bench_tools() -> Result<()> {
+    apt(&["auditd"])
+}
+
 fn python_package(name: &str, version: &str) -> Result<()> {
     let probe = format!("import importlib.metadata as m; print(m.version('{name}'))");
     let have = Command::new("python3").args(["-c", &probe]).output();

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <command>`. Each builds what it needs and
 //! installs the toolchain pieces that are missing, saying what it does.
 
+mod bench;
 mod bootstrap;
 mod build;
 mod fuzz;
@@ -45,6 +46,17 @@ enum Task {
         #[arg(long, env = "SSHLOGIN_FUZZ_SECONDS", default_value_t = 60)]
         fuzz_seconds: u64,
     },
+    /// Measure what sshlogin costs against nothing and against auditd, and
+    /// write docs/performance.md (root; about 10 minutes).
+    Bench {
+        /// One short repetition of everything (the CI smoke run); the report
+        /// goes to target/performance-smoke.md unless --out says otherwise.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the report.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run the cargo-fuzz targets (decoder, audit text, sshd log lines),
     /// corpus seeded from the captured fixtures.
     Fuzz {
@@ -76,6 +88,7 @@ fn main() -> Result<()> {
             run(&args)
         }
         Task::Test { unit_only, fuzz_seconds } => test::all(unit_only, fuzz_seconds),
+        Task::Bench { quick, out } => bench::run(quick, out),
         Task::Fuzz { seconds } => {
             bootstrap::build_tools()?;
             let (_, failed) = fuzz::run(seconds)?;

@@ -41,6 +41,7 @@ pub struct Metrics {
 pub struct Capture {
     pub sshd_comm: Option<Vec<String>>,
     pub sshd_paths: Option<Vec<String>>,
+    pub syscall_probes: Option<String>,
     pub ring_buffer_size: Option<String>,
     pub privsep_user: Option<String>,
 }

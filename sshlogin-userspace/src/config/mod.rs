@@ -47,6 +47,7 @@ pub struct Flags {
     pub state_dir: Option<PathBuf>,
     pub spool_max_size: Option<u64>,
     pub metrics_listen: Option<SocketAddr>,
+    pub syscall_probes: Option<String>,
 }
 
 /// Where OpenSSH's binaries live on the distributions sshlogin knows:
@@ -89,6 +90,7 @@ pub struct Capture {
     pub privsep_user: String,
     /// sshd binaries; records from any other executable are refused.
     pub sshd_paths: Vec<String>,
+    pub syscall_probes: crate::probes::SyscallProbes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +142,7 @@ pub struct Retry {
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 512;
-pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(100);
+pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(10);
 pub const DEFAULT_RETRY: Retry = Retry {
     initial_backoff: Duration::from_secs(1),
     max_backoff: Duration::from_secs(30),
@@ -163,6 +165,17 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim())
         .map_err(|e| ConfigError::new(key, format!("{text:?} is not a duration like 500ms or 10s: {e}")))
+}
+
+/// Chosen by measurement: docs/performance.md.
+pub const DEFAULT_SYSCALL_PROBES: crate::probes::SyscallProbes = crate::probes::SyscallProbes::Tracepoints;
+
+fn syscall_probes(key: &str, text: &str) -> Result<crate::probes::SyscallProbes, ConfigError> {
+    match text {
+        "tracepoints" => Ok(crate::probes::SyscallProbes::Tracepoints),
+        "raw" => Ok(crate::probes::SyscallProbes::Raw),
+        other => Err(ConfigError::new(key, format!("{other:?} is not tracepoints or raw"))),
+    }
 }
 
 fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
@@ -273,7 +286,12 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     if sshd_paths.is_empty() || sshd_paths.iter().any(|p| !p.starts_with('/')) {
         return Err(ConfigError::new("capture.sshd_paths", "one or more absolute paths of sshd binaries"));
     }
-    let capture = Capture { family, ring_buffer_bytes, privsep_user, sshd_paths };
+    let syscall_probes = match (&flags.syscall_probes, &f.capture.syscall_probes) {
+        (Some(v), _) => syscall_probes("--syscall-probes", v)?,
+        (None, Some(v)) => syscall_probes("capture.syscall_probes", v)?,
+        (None, None) => DEFAULT_SYSCALL_PROBES,
+    };
+    let capture = Capture { family, ring_buffer_bytes, privsep_user, sshd_paths, syscall_probes };
     let spool = SpoolConfig {
         dir: flags.state_dir.clone().or(f.spool.dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         max_bytes: match (flags.spool_max_size, &f.spool.max_size) {

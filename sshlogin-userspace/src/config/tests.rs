@@ -59,7 +59,7 @@ fn defaults() {
     assert_eq!(c.capture.ring_buffer_bytes, 4 << 20);
     let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], "").unwrap().unwrap();
     assert_eq!((o.protocol, o.compression, o.timeout), (Protocol::HttpProtobuf, Compression::Gzip, DEFAULT_TIMEOUT));
-    assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::from_millis(100)));
+    assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::from_millis(10)));
     let c = resolve(&Flags::default(), &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), file("")).unwrap();
     assert!(!c.stdout, "an endpoint replaces stdout unless asked for");
     let c = resolve(

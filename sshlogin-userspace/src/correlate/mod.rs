@@ -14,10 +14,10 @@ pub mod procfs;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{borrow::Cow, net::SocketAddr};
 
 use attempt::{Attempt, Fact, Source};
-use process::{ProcView, ProcessTable};
+use process::{PidMap, ProcView, ProcessTable};
 use uuid::Uuid;
 
 use crate::{
@@ -97,7 +97,7 @@ struct Conn {
 
 pub struct Correlator {
     procs: ProcessTable,
-    conns: HashMap<u32, Conn>,
+    conns: PidMap<Conn>,
     settings: Settings,
     /// Records refused because their process, or its listener, is not an
     /// sshd binary; taken by the caller for its metrics.
@@ -108,7 +108,7 @@ impl Correlator {
     pub fn new(settings: Settings, view: Box<dyn ProcView + Send>) -> Self {
         Correlator {
             procs: ProcessTable::new(settings.family.clone(), view),
-            conns: HashMap::new(),
+            conns: PidMap::default(),
             settings,
             refused: 0,
         }
@@ -165,6 +165,23 @@ impl Correlator {
                 self.conns.remove(&m);
             }
         }
+    }
+
+    /// When (CLOCK_BOOTTIME ns) the next timer of [`Correlator::tick`] is due,
+    /// if any is pending.
+    pub fn next_due(&self) -> Option<u64> {
+        self.conns
+            .values()
+            .flat_map(|c| {
+                let attempt = c.attempt.as_ref().map(|a| a.last_ns.saturating_add(ATTEMPT_WAIT_NS));
+                let open = match c.session {
+                    Session::Pending { ktime_ns, .. } => Some(ktime_ns.saturating_add(OPEN_WAIT_NS)),
+                    _ => None,
+                };
+                [attempt, open]
+            })
+            .flatten()
+            .min()
     }
 
     /// Reports everything still pending (at shutdown or the end of a replay).
@@ -297,16 +314,17 @@ impl Correlator {
     fn on_audit(&mut self, meta: &Meta, audit: &AuditMessage, out: &mut Vec<Event>) {
         let Some(m) = self.procs.monitor_of(meta.pid) else { return };
         let conn = self.conn(m, meta.ktime_ns);
+        let f = audit.summary();
         if conn.exe.is_none() {
-            conn.exe = audit.get("exe").map(str::to_string);
+            conn.exe = f.exe.map(Cow::into_owned);
         }
         if conn.addr.is_none() {
-            conn.addr = audit.addr().map(str::to_string);
+            conn.addr = f.addr.map(Cow::into_owned);
         }
-        let acct = audit.acct().map(str::to_string);
-        let terminal = audit.terminal().map(str::to_string);
-        let op = audit.op().unwrap_or_default();
-        let ok = audit.success();
+        let acct = f.acct.map(Cow::into_owned);
+        let terminal = f.terminal.map(Cow::into_owned);
+        let op = f.op.unwrap_or_default();
+        let ok = f.res;
         match audit.msg_type {
             types::USER_ACCT if ok == Some(true) => conn.user = acct,
             types::USER_START if ok == Some(true) && op == "PAM:session_open" => {
@@ -363,7 +381,7 @@ impl Correlator {
                     conn.tty = terminal;
                 }
                 if conn.uid.is_none() {
-                    conn.uid = audit.get("id").and_then(|id| id.parse().ok());
+                    conn.uid = f.id;
                 }
             }
             _ => {}

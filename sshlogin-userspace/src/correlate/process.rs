@@ -6,9 +6,34 @@
 //! session child. The listener is the sshd-family process whose parent is not
 //! in the family; a connection is named by its monitor, the listener's child.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+};
 
 pub use super::procfs::{NoProc, ProcFs, ProcView};
+
+/// Pids are small integers the kernel hands out: a multiplicative hash is
+/// enough, and far cheaper than SipHash on a path taken for every record.
+#[derive(Default)]
+pub struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by pid.
+pub type PidMap<V> = HashMap<u32, V, BuildHasherDefault<PidHasher>>;
 
 #[derive(Clone, Debug, Default)]
 struct Proc {
@@ -28,14 +53,14 @@ const EXITED_GRACE_NS: u64 = 60_000_000_000;
 const MAX_PROCS: usize = 1 << 16;
 
 pub struct ProcessTable {
-    procs: HashMap<u32, Proc>,
+    procs: PidMap<Proc>,
     family: Vec<String>,
     view: Box<dyn ProcView + Send>,
 }
 
 impl ProcessTable {
     pub fn new(family: Vec<String>, view: Box<dyn ProcView + Send>) -> Self {
-        ProcessTable { procs: HashMap::new(), family, view }
+        ProcessTable { procs: PidMap::default(), family, view }
     }
 
     pub fn on_fork(&mut self, parent: u32, child: u32, ktime_ns: u64) {

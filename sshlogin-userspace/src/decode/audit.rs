@@ -13,6 +13,8 @@ pub mod types {
     pub const USER_LOGIN: u16 = 1112;
 }
 
+use std::borrow::Cow;
+
 const NLMSG_HDRLEN: usize = 16;
 
 /// Fields libaudit hex-encodes when their value is not printable as is.
@@ -25,27 +27,35 @@ pub enum AuditError {
     NoHeader(usize),
 }
 
-/// One audit message.
+/// One audit message. Fields are read from the text when asked for, without
+/// copying it apart: most records are looked at for three or four keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditMessage {
     pub msg_type: u16,
     /// The text after the netlink header, NULs stripped, invalid UTF-8 replaced.
     pub text: String,
-    /// `key=value` pairs in order, values unquoted and hex-decoded.
-    pub fields: Vec<(String, String)>,
     /// The sender's message was longer than what the probe copied.
     pub truncated: bool,
 }
 
+fn known(v: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!v.is_empty() && v != "?").then_some(v)
+}
+
 impl AuditMessage {
+    /// `key=value` pairs in order, values unquoted and hex-decoded.
+    pub fn fields(&self) -> Fields<'_> {
+        fields(&self.text)
+    }
+
     /// The first value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pub fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// `res=success` → `Some(true)`, `res=failed` → `Some(false)`.
     pub fn success(&self) -> Option<bool> {
-        match self.get("res")? {
+        match self.get("res")?.as_ref() {
             "success" | "yes" | "1" => Some(true),
             "failed" | "no" | "0" => Some(false),
             _ => None,
@@ -53,21 +63,66 @@ impl AuditMessage {
     }
 
     /// The account: `None` when absent or unknown (`?`).
-    pub fn acct(&self) -> Option<&str> {
-        self.get("acct").filter(|a| !a.is_empty() && *a != "?")
+    pub fn acct(&self) -> Option<Cow<'_, str>> {
+        known(self.get("acct")?)
     }
 
-    /// `hostname`/`addr` value, `None` when unknown (`?`).
-    pub fn addr(&self) -> Option<&str> {
-        self.get("addr").filter(|a| !a.is_empty() && *a != "?")
+    /// The client address, `None` when unknown (`?`).
+    pub fn addr(&self) -> Option<Cow<'_, str>> {
+        known(self.get("addr")?)
     }
 
-    pub fn terminal(&self) -> Option<&str> {
-        self.get("terminal").filter(|a| !a.is_empty() && *a != "?")
+    pub fn terminal(&self) -> Option<Cow<'_, str>> {
+        known(self.get("terminal")?)
     }
 
-    pub fn op(&self) -> Option<&str> {
+    pub fn op(&self) -> Option<Cow<'_, str>> {
         self.get("op")
+    }
+}
+
+/// The fields the correlator reads, picked in one pass over the text.
+#[derive(Debug, Default)]
+pub struct Summary<'a> {
+    pub op: Option<Cow<'a, str>>,
+    pub acct: Option<Cow<'a, str>>,
+    pub exe: Option<Cow<'a, str>>,
+    pub addr: Option<Cow<'a, str>>,
+    pub terminal: Option<Cow<'a, str>>,
+    pub res: Option<bool>,
+    pub id: Option<u32>,
+}
+
+impl AuditMessage {
+    /// [`Summary`] of this message; unknown values (`?`) are `None`.
+    pub fn summary(&self) -> Summary<'_> {
+        let mut s = Summary::default();
+        for (k, v) in self.fields() {
+            let slot = match k {
+                "op" => &mut s.op,
+                "acct" => &mut s.acct,
+                "exe" => &mut s.exe,
+                "addr" => &mut s.addr,
+                "terminal" => &mut s.terminal,
+                "res" => {
+                    s.res = s.res.or(match v.as_ref() {
+                        "success" | "yes" | "1" => Some(true),
+                        "failed" | "no" | "0" => Some(false),
+                        _ => None,
+                    });
+                    continue;
+                }
+                "id" => {
+                    s.id = s.id.or(v.parse().ok());
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = if k == "op" { Some(v) } else { known(v) };
+            }
+        }
+        s
     }
 }
 
@@ -87,42 +142,61 @@ pub fn parse_netlink(data: &[u8], truncated: bool) -> Result<AuditMessage, Audit
         None => body,
     };
     let text = String::from_utf8_lossy(body).trim_end().to_string();
-    let fields = parse_fields(&text);
-    Ok(AuditMessage { msg_type, text, fields, truncated: truncated || nlmsg_len > data.len() })
+    Ok(AuditMessage { msg_type, text, truncated: truncated || nlmsg_len > data.len() })
 }
 
-/// Splits audit text into `key=value` pairs. Words without `=` are skipped.
+/// The `key=value` pairs of audit text. Words without `=` are skipped.
+pub fn fields(text: &str) -> Fields<'_> {
+    Fields { rest: text.trim_start() }
+}
+
+/// Owned pairs, for when the text does not stay around.
 pub fn parse_fields(text: &str) -> Vec<(String, String)> {
-    let mut fields = Vec::new();
-    let mut rest = text.trim_start();
-    while !rest.is_empty() {
-        let word_end = rest.find(' ').unwrap_or(rest.len());
-        let Some(eq) = rest[..word_end].find('=') else {
-            rest = rest[word_end..].trim_start();
-            continue;
-        };
-        let key = &rest[..eq];
-        let after = &rest[eq + 1..];
-        let (value, consumed) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(close) => (quoted[..close].to_string(), eq + 1 + close + 2),
-                // An unterminated quote (a truncated message): take the rest.
-                None => (quoted.to_string(), rest.len()),
+    fields(text).map(|(k, v)| (k.to_string(), v.into_owned())).collect()
+}
+
+pub struct Fields<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a str, Cow<'a, str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Byte searches: every delimiter is ASCII, so slicing at one is
+        // always at a char boundary.
+        let find = |s: &str, b: u8| s.as_bytes().iter().position(|&c| c == b);
+        loop {
+            let rest = self.rest;
+            if rest.is_empty() {
+                return None;
             }
-        } else {
-            let end = after.find(' ').unwrap_or(after.len());
-            let raw = &after[..end];
-            let value = if ENCODED_FIELDS.contains(&key) {
-                decode_hex(raw).unwrap_or_else(|| raw.to_string())
-            } else {
-                raw.to_string()
+            let word_end = find(rest, b' ').unwrap_or(rest.len());
+            let Some(eq) = find(&rest[..word_end], b'=') else {
+                self.rest = rest[word_end..].trim_start();
+                continue;
             };
-            (value, eq + 1 + end)
-        };
-        fields.push((key.to_string(), value));
-        rest = rest.get(consumed..).unwrap_or("").trim_start();
+            let key = &rest[..eq];
+            let after = &rest[eq + 1..];
+            let (value, consumed) = if let Some(quoted) = after.strip_prefix('"') {
+                match find(quoted, b'"') {
+                    Some(close) => (Cow::Borrowed(&quoted[..close]), eq + 1 + close + 2),
+                    // An unterminated quote (a truncated message): take the rest.
+                    None => (Cow::Borrowed(quoted), rest.len()),
+                }
+            } else {
+                let end = find(after, b' ').unwrap_or(after.len());
+                let raw = &after[..end];
+                let value = match ENCODED_FIELDS.contains(&key).then(|| decode_hex(raw)).flatten() {
+                    Some(decoded) => Cow::Owned(decoded),
+                    None => Cow::Borrowed(raw),
+                };
+                (value, eq + 1 + end)
+            };
+            self.rest = rest.get(consumed..).unwrap_or("").trim_start();
+            return Some((key, value));
+        }
     }
-    fields
 }
 
 /// Hex text (upper or lower case, even length) to a string; `None` if it is
@@ -169,12 +243,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.msg_type, types::USER_LOGIN);
-        assert_eq!(m.acct(), Some("(invalid user)"));
-        assert_eq!(m.get("exe"), Some("/usr/sbin/sshd"));
-        assert_eq!(m.get("hostname"), Some("?"));
-        assert_eq!(m.addr(), Some("127.0.0.1"));
+        assert_eq!(m.acct().as_deref(), Some("(invalid user)"));
+        assert_eq!(m.get("exe").as_deref(), Some("/usr/sbin/sshd"));
+        assert_eq!(m.get("hostname").as_deref(), Some("?"));
+        assert_eq!(m.addr().as_deref(), Some("127.0.0.1"));
         assert_eq!(m.success(), Some(false));
         assert!(!m.truncated);
+    }
+
+    #[test]
+    fn summary_agrees_with_get() {
+        let m = parse_netlink(
+            &netlink(
+                types::USER_LOGIN,
+                "op=login id=1001 exe=\"/usr/sbin/sshd\" hostname=127.0.0.1 addr=? terminal=/dev/pts/0 res=success",
+            ),
+            false,
+        )
+        .unwrap();
+        let s = m.summary();
+        assert_eq!(s.op.as_deref(), m.op().as_deref());
+        assert_eq!(s.exe.as_deref(), Some("/usr/sbin/sshd"));
+        assert_eq!(s.addr, None, "? is unknown");
+        assert_eq!(s.terminal.as_deref(), Some("/dev/pts/0"));
+        assert_eq!(s.res, m.success());
+        assert_eq!(s.id, Some(1001));
+        assert_eq!(s.acct, None);
     }
 
     #[test]
@@ -193,7 +287,7 @@ mod tests {
         let mut long = netlink(types::USER_START, "op=PAM:session_open acct=\"al");
         long.truncate(long.len() - 1);
         let m = parse_netlink(&long, true).unwrap();
-        assert_eq!(m.acct(), Some("al"));
+        assert_eq!(m.acct().as_deref(), Some("al"));
         assert!(m.truncated);
         // A header that claims more than is there.
         let mut lying = netlink(types::USER_START, "res=success");

@@ -17,7 +17,46 @@ pub struct Meta {
     pub gid: u32,
     /// CLOCK_BOOTTIME, nanoseconds.
     pub ktime_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
+}
+
+/// A task's `comm` as the kernel stores it: at most 15 bytes, NUL padded.
+/// Kept inline: a record is decoded per syscall of interest, and a String
+/// here would be an allocation each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm([u8; COMM_LEN]);
+
+impl Comm {
+    pub fn new(raw: &[u8]) -> Comm {
+        let mut c = [0u8; COMM_LEN];
+        let n = raw.len().min(COMM_LEN);
+        c[..n].copy_from_slice(&raw[..n]);
+        Comm(c)
+    }
+
+    /// The bytes up to the first NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.0[..end]
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
 }
 
 /// One record from the kernel.
@@ -79,12 +118,6 @@ fn need(bytes: &[u8], kind: u32, size: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The comm as text: up to the first NUL, invalid UTF-8 replaced.
-fn comm(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
 fn meta(bytes: &[u8]) -> Meta {
     // Callers have checked the header length; the unwraps cannot fail, but
     // defaulting keeps this function total without relying on that.
@@ -94,7 +127,7 @@ fn meta(bytes: &[u8]) -> Meta {
         uid: u32_at(bytes, 12).unwrap_or_default(),
         gid: u32_at(bytes, 16).unwrap_or_default(),
         ktime_ns: u64_at(bytes, 24).unwrap_or_default(),
-        comm: comm(bytes.get(32..32 + COMM_LEN).unwrap_or_default()),
+        comm: Comm::new(bytes.get(32..32 + COMM_LEN).unwrap_or_default()),
     }
 }
 
@@ -174,7 +207,7 @@ mod tests {
         };
         assert_eq!(meta.comm, "sshd");
         assert_eq!(meta.uid, 0);
-        assert_eq!(audit.acct(), Some("sl-alice"));
+        assert_eq!(audit.acct().as_deref(), Some("sl-alice"));
         assert_eq!(audit.success(), Some(true));
         assert!(!audit.truncated);
     }

@@ -8,22 +8,59 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
-use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, TraceOffsets, stat};
+use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sshlogin.bpf.o"));
 
-/// Every program in the object: (program name, tracepoint category, tracepoint).
-pub const PROGRAMS: &[(&str, &str, &str)] = &[
-    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("sys_enter_setresuid", "syscalls", "sys_enter_setresuid"),
+/// How the entry of sendto, setresuid and connect is seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallProbes {
+    /// `syscalls:sys_enter_*` for each: only those calls run a program, but
+    /// each pays for the kernel copying its arguments into a record.
+    Tracepoints,
+    /// One raw `sys_enter` tracepoint: every syscall runs a program that
+    /// returns at once unless the number matches; matching calls are
+    /// cheaper. docs/performance.md compares them.
+    Raw,
+}
+
+/// Programs attached in every mode: (program, tracepoint category, name).
+const ALWAYS: &[(&str, &str, &str)] = &[
     ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+/// The per-syscall entry tracepoints, replaced by `raw_sys_enter` in raw mode.
+const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_setresuid", "syscalls", "sys_enter_setresuid"),
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
+
+/// Syscall numbers and `struct pt_regs` argument offsets of this
+/// architecture (`asm/ptrace.h`), for the raw `sys_enter` program.
+fn raw_syscalls() -> Option<RawSyscalls> {
+    let args = if cfg!(target_arch = "x86_64") {
+        // di, si, dx, r10, r8, r9
+        [112, 104, 96, 56, 72, 64]
+    } else if cfg!(target_arch = "aarch64") {
+        // regs[0..6]
+        [0, 8, 16, 24, 32, 40]
+    } else {
+        return None;
+    };
+    Some(RawSyscalls {
+        sendto: libc::SYS_sendto as u32,
+        setresuid: libc::SYS_setresuid as u32,
+        connect: libc::SYS_connect as u32,
+        _pad: 0,
+        args,
+    })
+}
 
 /// Load-time settings.
 #[derive(Clone, Debug)]
@@ -32,6 +69,7 @@ pub struct Settings {
     pub family: Vec<String>,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
+    pub syscall_probes: SyscallProbes,
 }
 
 /// The loaded, attached programs. Keep it alive as long as records are wanted.
@@ -70,23 +108,46 @@ impl Probes {
             _pad: 0,
         };
         check_ring_size(settings.ring_buffer_bytes)?;
+        let raw = match (settings.syscall_probes, raw_syscalls()) {
+            (SyscallProbes::Raw, None) => bail!(
+                "capture.syscall_probes = \"raw\" is not supported on {}; use \"tracepoints\"",
+                std::env::consts::ARCH
+            ),
+            (_, cfg) => cfg.unwrap_or(RawSyscalls::NONE),
+        };
 
         let mut ebpf = EbpfLoader::new()
             .override_global("FAMILY", &family, true)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("RAW_SYSCALLS", &raw, true)
             .map_max_entries("EVENTS", settings.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the eBPF object into the kernel (maps and programs)")?;
 
-        for (program, category, name) in PROGRAMS {
+        let mut attached = 0;
+        for (program, category, name) in ALWAYS {
             attach(&mut ebpf, program, category, name)?;
+            attached += 1;
+        }
+        match settings.syscall_probes {
+            SyscallProbes::Tracepoints => {
+                for (program, category, name) in ENTRY_TRACEPOINTS {
+                    attach(&mut ebpf, program, category, name)?;
+                    attached += 1;
+                }
+            }
+            SyscallProbes::Raw => {
+                attach_raw(&mut ebpf, "raw_sys_enter", "sys_enter")?;
+                attached += 1;
+            }
         }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing from the object")?)
             .context("map EVENTS is not a ring buffer")?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
         tracing::info!(
-            programs = PROGRAMS.len(),
+            programs = attached,
+            syscall_probes = ?settings.syscall_probes,
             family = ?settings.family,
             ring_buffer_bytes = settings.ring_buffer_bytes,
             "probes attached"
@@ -110,6 +171,26 @@ impl Probes {
     }
 }
 
+/// The object's `calibrate` program (it does nothing) attached to one
+/// tracepoint, for benchmarks that measure what BPF statistics add to each
+/// program run. Detached on drop.
+pub struct Calibration {
+    _ebpf: Ebpf,
+}
+
+impl Calibration {
+    pub fn attach(category: &str, name: &str) -> Result<Calibration> {
+        if OBJECT.is_empty() {
+            bail!("this build has no eBPF object; build with `cargo xtask build`");
+        }
+        tracefs::ensure_mounted()?;
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the eBPF object")?;
+        attach(&mut ebpf, "calibrate", category, name)?;
+        Ok(Calibration { _ebpf: ebpf })
+    }
+}
+
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
     let what = || format!("program {program} at tracepoint {category}:{name}");
     let tp: &mut TracePoint = ebpf
@@ -119,6 +200,18 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
         .with_context(|| format!("{} is not a tracepoint program", what()))?;
     tp.load().with_context(|| format!("loading {} (verifier or permissions)", what()))?;
     tp.attach(category, name).with_context(|| format!("attaching {}", what()))?;
+    Ok(())
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
+    let what = || format!("program {program} at raw tracepoint {name}");
+    let tp: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("{} is missing from the eBPF object", what()))?
+        .try_into()
+        .with_context(|| format!("{} is not a raw tracepoint program", what()))?;
+    tp.load().with_context(|| format!("loading {} (verifier or permissions)", what()))?;
+    tp.attach(name).with_context(|| format!("attaching {}", what()))?;
     Ok(())
 }
 

@@ -385,6 +385,10 @@ impl Daemon {
         self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().join("\n")

@@ -1,0 +1,168 @@
+//! What the probes do with a syscall's arguments, however they were read:
+//! from a per-syscall tracepoint's record or from the registers the raw
+//! `sys_enter` tracepoint passes.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+};
+use sshlogin_common::{COMM_LEN, ConnectRecord, MessageRecord, SOCKADDR_CAP, TEXT_CAP, kind, stat};
+
+use crate::filter::{EVENTS, PENDING_SETRESUID, count, current_uid, family_comm, header};
+
+const AF_NETLINK: u16 = 16;
+const SOCKADDR_NL_LEN: u64 = 12;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[repr(C)]
+struct SockaddrNl {
+    family: u16,
+    _pad: u16,
+    pid: u32,
+    groups: u32,
+}
+
+#[repr(C)]
+struct NlMsgHdr {
+    len: u32,
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+/// Audit user-message ranges (AUDIT_FIRST_USER_MSG..LAST, and ..._MSG2).
+#[inline(always)]
+fn is_user_audit_type(ty: u16) -> bool {
+    (1100..=1199).contains(&ty) || (2100..=2999).contains(&ty)
+}
+
+/// `sendto(fd, buf, len, flags, addr, addr_len)`: PAM's and sshd's audit
+/// records (to the kernel over NETLINK_AUDIT) and sshd's syslog lines (to a
+/// connected `/dev/log`, so no address). Only root's count: anyone can name
+/// a process `sshd`, but only root's records are the real thing; the others
+/// are counted.
+#[inline(always)]
+pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u64) {
+    let Some(comm) = family_comm() else { return };
+    let _ = try_sendto(comm, buf, len, addr, addr_len);
+}
+
+#[inline(always)]
+fn try_sendto(comm: [u8; COMM_LEN], buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
+    // SAFETY (all reads below): reads of user memory through the probe-read
+    // helpers, which fail instead of fault.
+    let record_kind = if addr == 0 {
+        let first: u8 = unsafe { bpf_probe_read_user(buf) }.map_err(i64::from)?;
+        if first != b'<' {
+            return Ok(());
+        }
+        kind::SYSLOG
+    } else {
+        if addr_len < SOCKADDR_NL_LEN || len < 16 {
+            return Ok(());
+        }
+        let sa: SockaddrNl = unsafe { bpf_probe_read_user(addr as *const SockaddrNl) }.map_err(i64::from)?;
+        if sa.family != AF_NETLINK || sa.pid != 0 {
+            return Ok(());
+        }
+        let nl: NlMsgHdr = unsafe { bpf_probe_read_user(buf as *const NlMsgHdr) }.map_err(i64::from)?;
+        if !is_user_audit_type(nl.ty) {
+            return Ok(());
+        }
+        kind::AUDIT
+    };
+    if current_uid() != 0 {
+        count(if record_kind == kind::AUDIT { stat::AUDIT_NOT_ROOT } else { stat::SYSLOG_NOT_ROOT });
+        return Ok(());
+    }
+    emit_message(record_kind, comm, buf, len);
+    Ok(())
+}
+
+#[inline(always)]
+fn emit_message(record_kind: u32, comm: [u8; COMM_LEN], buf: *const u8, len: u64) {
+    let Some(mut entry) = EVENTS.reserve::<MessageRecord>(0) else {
+        count(stat::RINGBUF_FULL);
+        return;
+    };
+    let copied = if len > TEXT_CAP as u64 { TEXT_CAP as u32 } else { len as u32 };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, exclusively owned slot of the
+    // ring buffer; `copied` is at most TEXT_CAP, the size of `data`.
+    let ok = unsafe {
+        (*record).header = header(record_kind, comm);
+        (*record).len = len as u32;
+        (*record).copied = copied;
+        read_user_raw((*record).data.as_mut_ptr().cast(), copied, buf.cast()) == 0
+    };
+    if ok {
+        entry.submit(0);
+    } else {
+        count(stat::READ_FAILED);
+        entry.discard(0);
+    }
+}
+
+/// `setresuid(r, e, s)` entry: remember a root caller's permanent drop to one
+/// uid (all three ids equal) for the exit probe. Temporary switches
+/// (`seteuid`, which glibc implements as `setresuid(-1, e, -1)`) are not
+/// session starts.
+#[inline(always)]
+pub fn setresuid_enter(r: u32, e: u32, s: u32) {
+    // The arguments first: cheaper than the comm, and they rule out almost
+    // every call (a permanent drop is rare).
+    if r != e || e != s || r == 0 || r == u32::MAX {
+        return;
+    }
+    if family_comm().is_none() || current_uid() != 0 {
+        return;
+    }
+    if PENDING_SETRESUID.insert(&bpf_get_current_pid_tgid(), &[r, e, s, 0], 0).is_err() {
+        count(stat::PENDING_FULL);
+    }
+}
+
+/// `connect(fd, addr, addrlen)` by a non-root process of the family to an
+/// IPv4 or IPv6 address: the session child opening a forwarded connection
+/// (ProxyJump, `-W`, `-L`). User space tells TCP from DNS look-ups.
+#[inline(always)]
+pub fn connect(fd: u64, addr: *const u8, addr_len: u64) {
+    let Some(comm) = family_comm() else { return };
+    if current_uid() == 0 {
+        return;
+    }
+    let _ = try_connect(comm, fd, addr, addr_len);
+}
+
+#[inline(always)]
+fn try_connect(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
+    // SAFETY: a read of the caller's sockaddr through the probe-read helper.
+    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.map_err(i64::from)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        count(stat::RINGBUF_FULL);
+        return Ok(());
+    };
+    let record = entry.as_mut_ptr();
+    let len = if family == AF_INET6 { SOCKADDR_CAP as u32 } else { 16 };
+    // SAFETY: `record` is a reserved, exclusively owned ring-buffer slot;
+    // `len` is at most the size of `addr`.
+    let ok = unsafe {
+        (*record).header = header(kind::CONNECT, comm);
+        (*record).fd = fd as u32;
+        (*record).addr_len = addr_len as u32;
+        (*record).addr = [0; SOCKADDR_CAP];
+        (*record)._pad = 0;
+        read_user_raw((*record).addr.as_mut_ptr().cast(), len, addr.cast()) == 0
+    };
+    if ok {
+        entry.submit(0);
+    } else {
+        count(stat::READ_FAILED);
+        entry.discard(0);
+    }
+    Ok(())
+}

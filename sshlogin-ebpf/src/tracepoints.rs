@@ -1,0 +1,117 @@
+//! Tracepoint programs. Field offsets of `syscalls:*` events are the syscall
+//! ABI (8-byte argument slots after a 16-byte common header); the one
+//! `sched:*` offset that differs between kernels comes from the daemon.
+
+use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use sshlogin_common::{ExitRecord, ForkRecord, SetresuidRecord, kind, stat};
+
+use crate::{
+    filter::{EVENTS, PENDING_SETRESUID, count, family_comm, header, offsets},
+    syscalls,
+};
+
+// sys_enter_* argument slots.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const ARG4: usize = 48;
+const ARG5: usize = 56;
+// sys_exit_* return value.
+const RET: usize = 16;
+
+/// A syscall argument slot read straight from the tracepoint record: the
+/// verifier allows constant-offset loads from a tracepoint's context, and
+/// they cost a load instead of a probe-read helper call.
+#[inline(always)]
+fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: `offset` is a constant inside the syscall tracepoint record
+    // (16-byte header, then 8-byte argument slots) and 8-aligned.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    syscalls::sendto(arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2), arg(&ctx, ARG4), arg(&ctx, ARG5));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_setresuid(ctx: TracePointContext) -> u32 {
+    syscalls::setresuid_enter(
+        arg::<u64>(&ctx, ARG0) as u32,
+        arg::<u64>(&ctx, ARG1) as u32,
+        arg::<u64>(&ctx, ARG2) as u32,
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    syscalls::connect(arg(&ctx, ARG0), arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2));
+    0
+}
+
+/// `setresuid` exit: report the drop if it succeeded.
+#[tracepoint]
+pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
+    // Only calls the entry probe kept have anything to report.
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(ids) = (unsafe { PENDING_SETRESUID.get(&key) }).copied() else {
+        return 0;
+    };
+    let Some(comm) = family_comm() else { return 0 };
+    let _ = PENDING_SETRESUID.remove(&key);
+    // SAFETY: read of the tracepoint record.
+    if arg::<i64>(&ctx, RET) != 0 {
+        return 0;
+    }
+    let record =
+        SetresuidRecord { header: header(kind::SETRESUID, comm), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
+    if EVENTS.output(record, 0).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
+    0
+}
+
+/// `sched_process_fork`, run in the parent: gives user space the sshd
+/// process tree (listener -> monitor -> pre-auth and session children).
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let Some(comm) = family_comm() else { return 0 };
+    let offset = offsets().fork_child_pid as usize;
+    // SAFETY: read of the tracepoint record at an offset taken from tracefs.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
+        return 0;
+    };
+    let record = ForkRecord { header: header(kind::FORK, comm), child_pid: child as u32, _pad: 0 };
+    if EVENTS.output(record, 0).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
+    0
+}
+
+/// `sched_process_exit`, run in the exiting task: the end of a monitor, a
+/// pre-auth child or a session child. Threads other than the leader are
+/// skipped so one process gives one record.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let Some(comm) = family_comm() else { return 0 };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    let record = ExitRecord { header: header(kind::EXIT, comm) };
+    if EVENTS.output(record, 0).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
+    0
+}
+
+/// Does nothing. Not attached by the daemon: `cargo xtask bench` attaches it
+/// to a syscall nothing else uses to measure what BPF run-time statistics
+/// add to every program run, and subtracts that from the others.
+#[tracepoint]
+pub fn calibrate(_ctx: TracePointContext) -> u32 {
+    0
+}

@@ -1,0 +1,94 @@
+//! Userspace throughput: decode → correlate → enrich → OTLP protobuf encode
+//! of recorded logins on one core. The records are the captures of real
+//! sshd runs, repeated with their pids moved so each copy is a connection
+//! of its own.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sshlogin::{
+    capture,
+    config::{Compression, Protocol},
+    correlate::{Settings, process::NoProc},
+    enrich::UserDb,
+    export::otlp::encode,
+    metrics::Metrics,
+    pipeline::Pipeline,
+    resource,
+};
+
+/// The allocator the daemon uses (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const FIXTURES: &[&str] = &["pam-key-login", "pam-password-fail-then-ok", "pam-wrong-key", "pam-invalid-user"];
+const COPIES: u32 = 250;
+
+struct Users;
+
+impl UserDb for Users {
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        name.starts_with("sl-").then_some(1001)
+    }
+    fn name_of(&self, _uid: u32) -> Option<String> {
+        Some("sl-alice".into())
+    }
+}
+
+fn records() -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    for copy in 0..COPIES {
+        for f in FIXTURES {
+            let path = format!("{}/tests/fixtures/captures/{f}.hex", env!("CARGO_MANIFEST_DIR"));
+            let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+            for mut r in capture::read_records(file).unwrap() {
+                let shift = |bytes: &mut [u8], at: usize| {
+                    let v = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+                    bytes[at..at + 4].copy_from_slice(&(v + copy * 100_000).to_ne_bytes());
+                };
+                shift(&mut r, 4);
+                shift(&mut r, 8);
+                if u32::from_ne_bytes(r[..4].try_into().unwrap()) == sshlogin_common::kind::FORK {
+                    shift(&mut r, sshlogin_common::layout::HEADER_SIZE);
+                }
+                // What the ring-buffer reader hands on.
+                r.truncate(sshlogin::source::used_len(&r));
+                all.push(r);
+            }
+        }
+    }
+    all
+}
+
+fn run(records: &[Vec<u8>], resource: &resource::Resource) -> usize {
+    let settings = Settings {
+        privsep_uid: Some(102),
+        boot_id: uuid::Uuid::nil(),
+        family: vec!["sshd".into()],
+        sshd_paths: vec!["/usr/sbin/sshd".into()],
+    };
+    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), Users, Metrics::new());
+    let mut events = Vec::new();
+    pipeline.records(records, &mut events);
+    pipeline.finish(&mut events);
+    for batch in events.chunks(512) {
+        let body = encode::body(&encode::request(resource, batch), Protocol::HttpProtobuf, Compression::None).unwrap();
+        black_box(body.bytes.len());
+    }
+    events.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let records = records();
+    let resource = resource::detect();
+    let events = run(&records, &resource);
+    assert!(events > 0);
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(events as u64));
+    group.sample_size(20);
+    group.bench_function("replay", |b| b.iter(|| run(black_box(&records), &resource)));
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

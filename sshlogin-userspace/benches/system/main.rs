@@ -1,0 +1,188 @@
+//! `cargo xtask bench`: what sshlogin costs, measured side by side in one
+//! run against nothing and against auditd, on real syscalls, real logins and
+//! a real burst. Needs root. Writes a Markdown report (`--out`).
+//!
+//! `--quick`: one short repetition of everything (CI's smoke run; no
+//! targets are judged).
+
+#[allow(dead_code)] // the end-to-end tests' helpers; the bench uses some
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
+
+mod delivery;
+mod report;
+mod stats;
+mod syscalls;
+
+use std::{collections::BTreeMap, fs, path::PathBuf, process::Command, thread, time::Duration};
+
+use syscalls::{Call, Condition};
+
+struct Plan {
+    quick: bool,
+    reps: usize,
+    calls: u64,
+    forks: u64,
+    logins: usize,
+    burst: usize,
+    idle: Duration,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let pipeline = args.iter().position(|a| a == "--pipeline").and_then(|i| args.get(i + 1)).cloned();
+    if args.iter().any(|a| a == "--list") {
+        return; // cargo bench asks the harness for its benchmarks
+    }
+    let Some(_guard) = harness::privileged_alone() else { return };
+    let plan = if quick {
+        Plan { quick, reps: 1, calls: 100_000, forks: 300, logins: 5, burst: 40, idle: Duration::from_secs(3) }
+    } else {
+        Plan { quick, reps: 5, calls: 2_000_000, forks: 4_000, logins: 100, burst: 300, idle: Duration::from_secs(10) }
+    };
+    let bin = env!("CARGO_BIN_EXE_sshlogin");
+    let mut r = report::Report::new(plan.quick);
+
+    eprintln!("bench: syscall costs ({} repetitions)", plan.reps);
+    let auditd = Command::new("auditd").arg("-v").output().is_ok();
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut costs: BTreeMap<(Condition, Call), Vec<f64>> = BTreeMap::new();
+    for _ in 0..plan.reps {
+        for cond in Condition::ALL {
+            if cond == Condition::Auditd && !auditd {
+                continue;
+            }
+            let setup = syscalls::Setup::start(cond, bin);
+            thread::sleep(Duration::from_millis(300));
+            let work: Vec<(Call, u64)> =
+                Call::ALL.iter().map(|&c| (c, if c == Call::ForkExit { plan.forks } else { plan.calls })).collect();
+            for (call, ns) in Call::ALL.iter().zip(syscalls::measure_in_child(&work, cpus - 1)) {
+                costs.entry((cond, *call)).or_default().push(ns);
+            }
+            drop(setup);
+        }
+    }
+    let default_raw = sshlogin::config::DEFAULT_SYSCALL_PROBES == sshlogin::probes::SyscallProbes::Raw;
+    r.syscalls(&costs, auditd, default_raw);
+
+    eprintln!("bench: in-kernel cost per program");
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time statistics");
+    let floor = {
+        let _cal = sshlogin::probes::Calibration::attach("syscalls", "sys_enter_getppid").expect("attach calibrate");
+        let before = syscalls::program_stats();
+        for _ in 0..plan.calls {
+            // SAFETY: getppid has no arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
+    };
+    let mut programs: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
+    for (mode, cond) in [("tracepoints", Condition::Sshlogin), ("raw", Condition::SshloginRaw)] {
+        let daemon = syscalls::Setup::start(cond, bin);
+        for (label, work) in [
+            (
+                "filtered out: sendto",
+                Box::new(|| {
+                    syscalls::ns_per_call(Call::Sendto, plan.calls);
+                }) as Box<dyn Fn()>,
+            ),
+            (
+                "filtered out: setresuid",
+                Box::new(|| {
+                    syscalls::ns_per_call(Call::Setresuid, plan.calls);
+                }),
+            ),
+            (
+                "filtered out: getpid",
+                Box::new(|| {
+                    syscalls::ns_per_call(Call::Getpid, plan.calls);
+                }),
+            ),
+            (
+                "filtered out: fork + exit",
+                Box::new(|| {
+                    syscalls::ns_per_call(Call::ForkExit, plan.forks);
+                }),
+            ),
+            ("emit path: sendto by sshd", Box::new(|| syscalls::emit_path(plan.calls / 10))),
+        ] {
+            let before = syscalls::program_stats();
+            work();
+            programs.push((format!("{mode}: {label}"), syscalls::per_run(&before, &syscalls::program_stats())));
+        }
+        drop(daemon);
+    }
+    drop(stats_fd);
+    r.programs(floor, &programs);
+
+    eprintln!("bench: login to delivery ({} logins)", plan.logins);
+    let rita = harness::user("sl-rita");
+    let sshd = harness::Sshd::start(true, "");
+    let (port, arrivals) = delivery::receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let daemon = syscalls::Setup::Sshlogin(syscalls::start_sshlogin(bin, &["--otlp-endpoint", &endpoint]));
+    let login = || {
+        let out = harness::ssh_key(sshd.port, rita.name, &rita.key, "true");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (from_connect, from_kernel) = delivery::logins(plan.logins, login, rita.name, &arrivals);
+    drop(daemon);
+    drop(sshd);
+    r.delivery(&from_connect, &from_kernel);
+
+    eprintln!("bench: footprint and a burst of {} failed logins", plan.burst);
+    let metrics_port = harness::free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut daemon = harness::Daemon::start(&["--metrics-listen", &listen]);
+    thread::sleep(Duration::from_secs(1));
+    let pid = daemon.pid();
+    let rss_idle = report::rss_kib(pid);
+    let ctx0 = report::context_switches(pid);
+    thread::sleep(plan.idle);
+    let wakeups = (report::context_switches(pid) - ctx0) as f64 / plan.idle.as_secs_f64();
+    let ned = harness::user("sl-ned");
+    let sshd = harness::Sshd::start(true, "MaxStartups 2000\nMaxAuthTries 6\n");
+    let logged_before = harness::logged(&format!("Failed password for {} from", ned.name)).len();
+    let cpu0 = report::cpu_ticks(pid);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..plan.burst)
+        .map(|_| {
+            let port = sshd.port;
+            thread::spawn(move || harness::ssh_password(port, "sl-ned", "wrong-password", "true"))
+        })
+        .collect();
+    for c in clients {
+        let _ = c.join();
+    }
+    let elapsed = started.elapsed();
+    let logged = harness::logged(&format!("Failed password for {} from", ned.name)).len() - logged_before;
+    harness::eventually("the burst's failures reported", 120, || {
+        daemon.settle(Duration::from_millis(200));
+        daemon.events_for("ssh.auth.failure", ned.name).len() >= logged
+    });
+    daemon.settle(Duration::from_secs(2));
+    let events = daemon.events_for("ssh.auth.failure", ned.name).len();
+    let cpu = report::cpu_ticks(pid) - cpu0;
+    let rss_after = report::rss_kib(pid);
+    let dropped: u64 = ["ringbuf_full", "read_failed", "pending_full"]
+        .iter()
+        .map(|reason| harness::metric(metrics_port, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")))
+        .sum();
+    let records = harness::metric(metrics_port, "sshlogin_records_decoded_total");
+    daemon.stop();
+    drop(sshd);
+    r.burst(plan.burst, logged, events, elapsed, dropped, records);
+    r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
+
+    if let Some(path) = pipeline {
+        r.pipeline(&path);
+    }
+    let text = r.finish();
+    println!("{text}");
+    if let Some(out) = out {
+        fs::write(&out, &text).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+        eprintln!("bench: wrote {}", out.display());
+    }
+}

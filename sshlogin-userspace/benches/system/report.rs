@@ -1,0 +1,287 @@
+//! The Markdown report: the machine, each figure with its spread, and the
+//! targets met or missed.
+
+use std::{collections::BTreeMap, fs, time::Duration};
+
+use crate::{
+    stats::{median, percentile, show},
+    syscalls::{Call, Condition},
+};
+
+pub struct Report {
+    quick: bool,
+    text: String,
+    verdicts: Vec<(String, bool, String)>,
+}
+
+fn read(path: &str) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(quick: bool) -> Report {
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mem_kib: u64 = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or(0);
+        let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_default();
+        let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
+        let date = date.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let ssh = std::process::Command::new("/usr/sbin/sshd").arg("-V").output();
+        let ssh = ssh
+            .map(|o| String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let text = format!(
+            "# Performance\n\n{}Measured by `cargo xtask bench` on {date}, every figure side by side in one run.\n\n\
+             | machine | |\n| --- | --- |\n| CPU | {cpu} |\n| cores | {cores} |\n| memory | {} GiB |\n| kernel | {kernel} |\n\
+             | OS | {os} |\n| sshd | {ssh} |\n\n\
+             Figures are the median of the repetitions with (min–max).\n\n",
+            if quick { "**Smoke run (`--quick`): one short repetition; no target is judged.**\n\n" } else { "" },
+            mem_kib / 1024 / 1024,
+        );
+        Report { quick, text, verdicts: Vec::new() }
+    }
+
+    fn target(&mut self, what: &str, met: bool, detail: String) {
+        self.verdicts.push((what.to_string(), met, detail));
+    }
+
+    pub fn syscalls(&mut self, costs: &BTreeMap<(Condition, Call), Vec<f64>>, auditd: bool, default_raw: bool) {
+        let t = &mut self.text;
+        t.push_str("## 1–2. Syscalls of processes that are not sshd\n\n");
+        t.push_str(
+            "ns per call on one CPU, each set-up measured in a process forked after it was in place (audit only \
+             follows processes forked after its rules were loaded), the set-ups alternating: nothing attached; \
+             sshlogin with per-syscall tracepoints (`--syscall-probes tracepoints`); sshlogin with one raw \
+             `sys_enter` tracepoint (`--syscall-probes raw`); auditd with rules capturing the same facts as \
+             narrowly as audit allows (`-S sendto -F exe=/usr/sbin/sshd`, `-S setresuid -F exe=/usr/sbin/sshd`).\n\n",
+        );
+        t.push_str(
+            "| call | nothing | sshlogin tracepoints | sshlogin raw | auditd |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for call in Call::ALL {
+            let get = |c| costs.get(&(c, call)).cloned().unwrap_or_default();
+            t.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                call.label(),
+                show(&get(Condition::Nothing)),
+                show(&get(Condition::Sshlogin)),
+                show(&get(Condition::SshloginRaw)),
+                if auditd { show(&get(Condition::Auditd)) } else { "auditd not installed".into() },
+            ));
+        }
+        t.push_str("\nAdded time, ns per call (median minus the median with nothing attached):\n\n");
+        t.push_str("| call | tracepoints add | raw adds | auditd adds | auditd / tracepoints | auditd / raw |\n");
+        t.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        let mut rows = Vec::new();
+        for call in Call::ALL {
+            let m = |c| median(&costs.get(&(c, call)).cloned().unwrap_or_default());
+            let base = m(Condition::Nothing);
+            let (tp, raw, audit) =
+                (m(Condition::Sshlogin) - base, m(Condition::SshloginRaw) - base, m(Condition::Auditd) - base);
+            let ratio = |ours: f64| if ours > 0.5 { format!("{:.1}×", audit / ours) } else { "sshlogin ≈ 0".into() };
+            t.push_str(&format!(
+                "| {} | {tp:+.1} | {raw:+.1} | {} | {} | {} |\n",
+                call.label(),
+                if auditd { format!("{audit:+.1}") } else { "–".into() },
+                if auditd { ratio(tp) } else { "–".into() },
+                if auditd { ratio(raw) } else { "–".into() },
+            ));
+            rows.push((call, base, if default_raw { raw } else { tp }, audit));
+        }
+        let mode = if default_raw { "raw" } else { "tracepoints" };
+        t.push_str(&format!("\nTargets below are judged for the default, `{mode}`.\n\n"));
+        for (call, base, ours, audit) in rows {
+            match call {
+                Call::Sendto | Call::Setresuid => {
+                    self.target(
+                        &format!("{}: sshlogin adds ≤ 40 ns", call.label()),
+                        ours <= 40.0,
+                        format!("{ours:+.1} ns"),
+                    );
+                    if auditd {
+                        self.target(
+                            &format!("{}: ≥ 3× less added than auditd", call.label()),
+                            ours <= audit / 3.0,
+                            format!("auditd {audit:+.1} ns vs sshlogin {ours:+.1} ns"),
+                        );
+                    }
+                }
+                Call::Getpid => {
+                    self.target(
+                        "getpid: ≤ 5 % slower with sshlogin",
+                        ours <= base * 0.05,
+                        format!("{:+.1} %", ours / base * 100.0),
+                    );
+                    if auditd {
+                        self.target(
+                            "getpid: ≥ 15× less added than auditd",
+                            ours <= audit / 15.0,
+                            format!("auditd {audit:+.1} ns vs sshlogin {ours:+.1} ns"),
+                        );
+                    }
+                }
+                Call::ForkExit => {}
+            }
+        }
+    }
+
+    pub fn programs(&mut self, floor: f64, runs: &[(String, BTreeMap<String, f64>)]) {
+        let t = &mut self.text;
+        t.push_str("## 3. In-kernel cost per program\n\n");
+        t.push_str(&format!(
+            "`run_time_ns / run_cnt` from `BPF_ENABLE_STATS`, minus {floor:.1} ns: what the statistics themselves add, \
+             measured on the object's empty `calibrate` program. Program names are cut to 15 bytes by the kernel.\n\n"
+        ));
+        t.push_str("| workload | program | ns per run (corrected) |\n| --- | --- | --- |\n");
+        for (label, per) in runs {
+            for (name, ns) in
+                per.iter().filter(|(n, _)| n.starts_with("sys_") || n.starts_with("sched_") || n.starts_with("raw_"))
+            {
+                t.push_str(&format!("| {label} | `{name}` | {:.1} |\n", (ns - floor).max(0.0)));
+            }
+        }
+        t.push('\n');
+    }
+
+    pub fn delivery(&mut self, from_connect: &[f64], from_kernel: &[f64]) {
+        let (p50, p99) = (percentile(from_connect, 50.0), percentile(from_connect, 99.0));
+        self.text.push_str(&format!(
+            "## 4. Login to delivery\n\n{} key logins one after another against a loopback OTLP/HTTP receiver, \
+             default batching (10 ms), protobuf, gzip.\n\n| from | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- |\n\
+             | the client starting to connect (includes the SSH handshake) | {p50:.1} | {p99:.1} | {:.1} |\n\
+             | the event's kernel timestamp (PAM's USER_START) | {:.1} | {:.1} | {:.1} |\n\n",
+            from_connect.len(),
+            percentile(from_connect, 100.0),
+            percentile(from_kernel, 50.0),
+            percentile(from_kernel, 99.0),
+            percentile(from_kernel, 100.0),
+        ));
+        self.target("login to delivery p99 ≤ 250 ms", p99 <= 250.0, format!("p99 {p99:.1} ms"));
+    }
+
+    pub fn burst(
+        &mut self,
+        clients: usize,
+        logged: usize,
+        events: usize,
+        elapsed: Duration,
+        dropped: u64,
+        records: u64,
+    ) {
+        self.text.push_str(&format!(
+            "## 5. Burst\n\n{clients} clients at once, each one wrong password (`MaxStartups 2000`).\n\n\
+             | failures sshd logged | ssh.auth.failure events | kernel drops | records read | failures per second |\n\
+             | --- | --- | --- | --- | --- |\n| {logged} | {events} | {dropped} | {records} | {:.0} |\n\n",
+            logged as f64 / elapsed.as_secs_f64(),
+        ));
+        self.target(
+            "burst: none lost",
+            events == logged && dropped == 0,
+            format!("{events} of {logged}, {dropped} dropped"),
+        );
+    }
+
+    pub fn footprint(
+        &mut self,
+        rss_idle: u64,
+        rss_after: u64,
+        wakeups: f64,
+        cpu_ticks: u64,
+        events: usize,
+        binary: u64,
+    ) {
+        let hz = 100.0; // USER_HZ
+        let cpu_per_event_us = cpu_ticks as f64 / hz * 1e6 / events.max(1) as f64;
+        self.text.push_str(&format!(
+            "## 7. Footprint\n\n| | |\n| --- | --- |\n| RSS idle | {:.1} MiB |\n| RSS after the burst | {:.1} MiB |\n\
+             | CPU per event (burst, all records of each login) | {cpu_per_event_us:.0} µs |\n\
+             | wake-ups per second idle | {wakeups:.2} |\n| binary (`target/release/sshlogin`) | {:.1} MiB |\n\n",
+            rss_idle as f64 / 1024.0,
+            rss_after as f64 / 1024.0,
+            binary as f64 / 1024.0 / 1024.0,
+        ));
+        self.target("idle wake-ups ≤ 1 per second", wakeups <= 1.0, format!("{wakeups:.2}/s"));
+    }
+
+    /// Reads Criterion's estimate for the pipeline benchmark.
+    pub fn pipeline(&mut self, dir: &str) {
+        let estimates = read(&format!("{dir}/new/estimates.json"));
+        let bench = read(&format!("{dir}/new/benchmark.json"));
+        let mean = serde_json::from_str::<serde_json::Value>(&estimates)
+            .ok()
+            .and_then(|v| v["mean"]["point_estimate"].as_f64());
+        let elements =
+            serde_json::from_str::<serde_json::Value>(&bench).ok().and_then(|v| v["throughput"]["Elements"].as_f64());
+        let (Some(ns), Some(n)) = (mean, elements) else {
+            self.text.push_str("## 6. Pipeline throughput\n\nno Criterion result found.\n\n");
+            return;
+        };
+        let per_sec = n / (ns / 1e9);
+        self.text.push_str(&format!(
+            "## 6. Pipeline throughput\n\nCriterion (`cargo bench --bench pipeline`): decode → correlate → enrich → \
+             OTLP protobuf encode of recorded logins, one core.\n\n| events per iteration | mean per iteration | events per second |\n\
+             | --- | --- | --- |\n| {n:.0} | {:.2} ms | {per_sec:.0} |\n\n",
+            ns / 1e6
+        ));
+        self.target("pipeline ≥ 100 k events/s", per_sec >= 100_000.0, format!("{per_sec:.0}/s"));
+    }
+
+    pub fn finish(mut self) -> String {
+        self.text.push_str("## Targets\n\n| target | met | measured |\n| --- | --- | --- |\n");
+        for (what, met, detail) in &self.verdicts {
+            let met = if self.quick {
+                "(smoke run)"
+            } else if *met {
+                "yes"
+            } else {
+                "**no**"
+            };
+            self.text.push_str(&format!("| {what} | {met} | {detail} |\n"));
+        }
+        self.text
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    read(&format!("/proc/{pid}/status"))
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Voluntary and involuntary context switches of every thread: each is a
+/// wake-up.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .map(|t| {
+            read(&t.path().join("status").to_string_lossy())
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// utime + stime, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = read(&format!("/proc/{pid}/stat"));
+    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}

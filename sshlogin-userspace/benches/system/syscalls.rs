@@ -1,0 +1,255 @@
+//! Cost of hooked and unhooked syscalls for callers that are not sshd:
+//! nothing attached, sshlogin attached, auditd with rules for the same
+//! facts; and each program's own run time from BPF statistics.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Call {
+    Sendto,
+    Setresuid,
+    ForkExit,
+    Getpid,
+}
+
+impl Call {
+    pub const ALL: [Call; 4] = [Call::Sendto, Call::Setresuid, Call::ForkExit, Call::Getpid];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Call::Sendto => "sendto (bad fd)",
+            Call::Setresuid => "setresuid(-1,-1,-1)",
+            Call::ForkExit => "fork + exit + wait",
+            Call::Getpid => "getpid (unhooked)",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    Nothing,
+    /// `--syscall-probes tracepoints`
+    Sshlogin,
+    /// `--syscall-probes raw`
+    SshloginRaw,
+    Auditd,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 4] =
+        [Condition::Nothing, Condition::Sshlogin, Condition::SshloginRaw, Condition::Auditd];
+}
+
+/// Runs on one CPU so the loop is not migrated between measurements.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// `ns_per_call` of each of `calls`, measured in a child process forked now:
+/// audit decides whether to follow a process when it is forked, so only a
+/// process forked after the rules were loaded pays what audit costs.
+pub fn measure_in_child(calls: &[(Call, u64)], cpu: usize) -> Vec<f64> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe, fork, and in the child only syscalls and _exit (no
+    // allocation, no locks), as is required after fork in a threaded program.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            libc::close(fds[0]);
+            pin_to_cpu(cpu);
+            for &(call, n) in calls {
+                let ns = ns_per_call(call, n);
+                libc::write(fds[1], (&ns as *const f64).cast(), 8);
+            }
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut out = Vec::new();
+        let mut ns = 0f64;
+        while libc::read(fds[0], (&mut ns as *mut f64).cast(), 8) == 8 {
+            out.push(ns);
+        }
+        libc::close(fds[0]);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert_eq!(out.len(), calls.len(), "the measuring child died");
+        out
+    }
+}
+
+/// Nanoseconds per call of `call`, over `n` calls.
+pub fn ns_per_call(call: Call, n: u64) -> f64 {
+    let buf = [0u8; 1];
+    let started = Instant::now();
+    // SAFETY: each call is made with arguments the kernel rejects or ignores:
+    // sendto on fd -1, setresuid leaving every id unchanged, getpid, and a
+    // child that exits at once.
+    unsafe {
+        match call {
+            Call::Sendto => {
+                for _ in 0..n {
+                    libc::sendto(-1, buf.as_ptr().cast(), 1, 0, std::ptr::null(), 0);
+                }
+            }
+            Call::Setresuid => {
+                for _ in 0..n {
+                    libc::syscall(libc::SYS_setresuid, -1i32, -1i32, -1i32);
+                }
+            }
+            Call::Getpid => {
+                for _ in 0..n {
+                    libc::syscall(libc::SYS_getpid);
+                }
+            }
+            Call::ForkExit => {
+                for _ in 0..n {
+                    let pid = libc::fork();
+                    if pid == 0 {
+                        libc::_exit(0);
+                    }
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, 0);
+                }
+            }
+        }
+    }
+    started.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// What is attached while a condition is measured; undone on drop.
+pub enum Setup {
+    Nothing,
+    Sshlogin(Child),
+    Auditd(Child),
+}
+
+impl Setup {
+    pub fn start(c: Condition, sshlogin: &str) -> Setup {
+        match c {
+            Condition::Nothing => Setup::Nothing,
+            Condition::Sshlogin => Setup::Sshlogin(start_sshlogin(sshlogin, &["--syscall-probes", "tracepoints"])),
+            Condition::SshloginRaw => Setup::Sshlogin(start_sshlogin(sshlogin, &["--syscall-probes", "raw"])),
+            Condition::Auditd => Setup::Auditd(start_auditd()),
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        match self {
+            Setup::Nothing => {}
+            Setup::Sshlogin(child) => {
+                // SAFETY: a signal to a child we own.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let _ = child.wait();
+            }
+            Setup::Auditd(child) => {
+                let _ = Command::new("auditctl").arg("-D").output();
+                let _ = Command::new("auditctl").args(["-e", "0"]).output();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The daemon, printing events to nowhere; waits until its probes are in.
+pub fn start_sshlogin(binary: &str, extra: &[&str]) -> Child {
+    let state = std::env::temp_dir().join(format!("sshlogin-bench-state-{}", std::process::id()));
+    let mut child = Command::new(binary)
+        .args(["run", "--state-dir", state.to_str().unwrap()])
+        .args(extra)
+        .env("SSHLOGIN_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sshlogin");
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("reporting SSH logins") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("sshlogin attached its probes");
+    child
+}
+
+/// auditd in the foreground with rules that capture what sshlogin's probes
+/// do, each as narrow as audit allows: sendto and setresuid by sshd only.
+fn start_auditd() -> Child {
+    let _ = Command::new("auditctl").arg("-D").output();
+    let child =
+        Command::new("auditd").arg("-n").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start auditd");
+    thread::sleep(Duration::from_millis(800));
+    for rule in [
+        "-a always,exit -F arch=b64 -S sendto -F exe=/usr/sbin/sshd -k sshlogin",
+        "-a always,exit -F arch=b64 -S setresuid -F exe=/usr/sbin/sshd -k sshlogin",
+    ] {
+        let out = Command::new("auditctl").args(rule.split_whitespace()).output().expect("auditctl");
+        assert!(out.status.success(), "auditctl {rule}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = Command::new("auditctl").args(["-e", "1"]).output();
+    child
+}
+
+/// Per-program (runs, ns) from BPF statistics, by program name.
+pub fn program_stats() -> BTreeMap<String, (u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            Some((name, (p.run_count(), p.run_time().as_nanos() as u64)))
+        })
+        .collect()
+}
+
+/// ns per run of each program between two snapshots.
+pub fn per_run(before: &BTreeMap<String, (u64, u64)>, after: &BTreeMap<String, (u64, u64)>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(name, (cnt, ns))| {
+            let (c0, n0) = before.get(name).copied().unwrap_or((0, 0));
+            let runs = cnt.checked_sub(c0)?;
+            (runs > 0).then(|| (name.clone(), (ns - n0) as f64 / runs as f64))
+        })
+        .collect()
+}
+
+/// Sends `n` syslog-shaped datagrams as a process named `sshd` (root): the
+/// path on which sys_enter_sendto copies a record into the ring buffer.
+pub fn emit_path(n: u64) {
+    let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let line = b"<38>Jan  1 00:00:00 sshd[1]: benchmark line";
+    let mut buf = [0u8; 128];
+    // SAFETY: renames this thread and sends on a socket we own.
+    unsafe {
+        let mut old = [0u8; 16];
+        libc::prctl(libc::PR_GET_NAME, old.as_mut_ptr());
+        libc::prctl(libc::PR_SET_NAME, c"sshd".as_ptr());
+        for i in 0..n {
+            libc::send(a.as_raw_fd(), line.as_ptr().cast(), line.len(), 0);
+            if i % 64 == 63 {
+                while b.recv(&mut buf).is_ok() {}
+            }
+        }
+        libc::prctl(libc::PR_SET_NAME, old.as_ptr());
+    }
+}
