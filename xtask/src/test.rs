@@ -56,6 +56,17 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
             &mut e2e,
         )?
     };
+    // The benchmark's smoke run (no targets judged): one counted test.
+    let mut bench = Totals::default();
+    if !unit_only && is_root() {
+        match crate::bench::run(true, None) {
+            Ok(()) => bench.passed = 1,
+            Err(e) => {
+                println!("xtask: the benchmark smoke run failed: {e:#}");
+                bench.failed = 1;
+            }
+        }
+    }
     // Fuzzing last; each target counts as one test, a crash as a failure.
     let mut fuzz = Totals::default();
     if unit_only || fuzz_seconds == 0 {
@@ -65,14 +76,15 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
         fuzz.passed = clean;
         fuzz.failed = failed.len() as u64;
     }
-    let fuzz_ok = fuzz.failed == 0;
+    let fuzz_ok = fuzz.failed == 0 && bench.failed == 0;
     println!(
-        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}, fuzz targets {}) in {:.0?}",
-        unit.passed + e2e.passed + fuzz.passed,
-        unit.failed + e2e.failed + fuzz.failed,
+        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}, bench smoke {}, fuzz targets {}) in {:.0?}",
+        unit.passed + e2e.passed + bench.passed + fuzz.passed,
+        unit.failed + e2e.failed + bench.failed + fuzz.failed,
         unit.ignored + e2e.ignored,
         unit.passed,
         e2e.passed,
+        bench.passed,
         fuzz.passed,
         started.elapsed()
     );

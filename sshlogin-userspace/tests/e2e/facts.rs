@@ -195,3 +195,22 @@ fn sshd_installed_as_sshd_session_is_reported_the_same() {
     daemon.wait_for("failure for sl-vic", |e| is(e, FAILURE, vic.name));
     daemon.stop();
 }
+
+#[test]
+fn raw_syscall_probes_see_the_same_logins() {
+    let Some(_guard) = privileged() else { return };
+    let xena = user("sl-xena");
+    let sshd = Sshd::start(true, "");
+    let mut daemon = Daemon::start(&["--syscall-probes", "raw"]);
+    let out = ssh_key(sshd.port, xena.name, &xena.key, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_for("open for sl-xena", |e| is(e, OPEN, xena.name));
+    assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
+    daemon.wait_for("close for sl-xena", |e| is(e, CLOSE, xena.name));
+    let out = crate::harness::ssh_password(sshd.port, xena.name, "not-it", "true");
+    assert!(!out.status.success());
+    let failure = daemon.wait_for("failure for sl-xena", |e| is(e, FAILURE, xena.name));
+    assert_eq!(failure["attributes"]["ssh.failure.reason"], "wrong_password");
+    let log = daemon.stop();
+    assert!(log.iter().any(|l| l.contains("syscall_probes=Raw")), "the raw probe was the one attached");
+}
