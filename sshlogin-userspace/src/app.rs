@@ -33,6 +33,7 @@ pub async fn main(command: cli::Command) -> Result<()> {
         cli::Command::Run(args) => run(*args).await,
         cli::Command::Capture(args) => capture(args).await,
         cli::Command::Replay(args) => replay(args),
+        cli::Command::Check(args) => check(*args).await,
     }
 }
 
@@ -241,5 +242,20 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     drop(rx);
     reader.abort();
     tracing::info!(records = count, kernel = ?probes.counters()?, "capture done");
+    Ok(())
+}
+
+async fn check(args: cli::CheckArgs) -> Result<()> {
+    let config = config::load(&args.run.flags())?;
+    let items = crate::check::run(&config, !args.no_network).await;
+    let mut out = std::io::stdout().lock();
+    for item in &items {
+        writeln!(out, "{item}")?;
+    }
+    let failed = items.iter().filter(|i| i.status == crate::check::Status::Fail).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed: this host cannot run sshlogin as configured");
+    }
+    writeln!(out, "this host can run sshlogin")?;
     Ok(())
 }

@@ -9,15 +9,24 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// sshlogin attaches tracepoints that watch what sshd and PAM tell the kernel
 /// (audit records, syslog lines, privilege drops, process forks and exits),
-/// turns them into one event per session opened, session closed and failed
-/// authentication, and prints each as a JSON line. Needs root and Linux 5.8+.
+/// turns them into one event per session opened, session closed, failed
+/// authentication and forwarded connection, and prints each as a JSON line or
+/// sends it as an OTLP/HTTP log record (or to a webhook), spooled on disk
+/// until delivered. Needs root and Linux 5.8+. `sshlogin check` says whether
+/// this host can run it.
 #[derive(Debug, Parser)]
 #[command(name = "sshlogin", version, propagate_version = true)]
 pub struct Cli {
     /// Log filter for sshlogin's own messages on stderr, in RUST_LOG syntax
-    /// (e.g. `info`, `debug`, `sshlogin=debug,aya=warn`).
-    #[arg(long, global = true, env = "SSHLOGIN_LOG", default_value = "info", value_name = "FILTER")]
-    pub log: String,
+    /// (e.g. `info`, `debug`, `sshlogin=debug,aya=warn`). Without it,
+    /// SSHLOGIN_LOG, then RUST_LOG, then `info`.
+    #[arg(long, global = true, env = "SSHLOGIN_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// `human` (default) or `json`: one JSON object per log line, for log
+    /// collectors. Either way, never a secret (tokens, header values).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
 
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +39,7 @@ impl Command {
             Command::Run(a) => a.probes.validate(),
             Command::Capture(a) => a.probes.validate(),
             Command::Replay(_) => Ok(()),
+            Command::Check(a) => a.run.probes.validate(),
         }
     }
 }
@@ -46,6 +56,22 @@ pub enum Command {
     /// Turn a capture file into events without loading any probe (no root
     /// needed). Host facts (user names, /proc) are read from this machine.
     Replay(ReplayArgs),
+    /// Check that this host can run sshlogin with this configuration (the
+    /// same flags and file as `run`): kernel, privileges, tracefs (mounted
+    /// if missing), tracepoints, the eBPF programs loading for real, sshd's
+    /// binaries and layout, PAM audit, syslog, the state directory, each
+    /// endpoint. One line per item; exits 0 only if none failed.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Do not try to reach the configured endpoints.
+    #[arg(long)]
+    pub no_network: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -72,8 +98,8 @@ pub struct ProbeArgs {
 
     /// How syscall entries are seen: `tracepoints` (one tracepoint per
     /// syscall sshlogin follows) or `raw` (one raw sys_enter tracepoint for
-    /// all, cheaper on the calls followed, a little dearer on the others).
-    /// See docs/performance.md. [default: tracepoints]
+    /// all: a little cheaper on sendto, dearer on every syscall sshlogin does
+    /// not follow). See docs/performance.md. [default: tracepoints]
     #[arg(long, value_name = "MODE")]
     pub syscall_probes: Option<String>,
 }
@@ -175,10 +201,26 @@ pub struct RunArgs {
     #[arg(long = "otlp-header", value_name = "NAME=VALUE", value_parser = header)]
     pub otlp_headers: Vec<(String, String)>,
 
-    /// File holding a bearer token, sent as `Authorization: Bearer TOKEN`.
-    /// The token is never logged or printed.
+    /// File holding a bearer token, sent as `Authorization: Bearer TOKEN` to
+    /// the OTLP endpoint and the webhook. The token is never logged or
+    /// printed.
     #[arg(long, value_name = "PATH")]
     pub bearer_token_file: Option<PathBuf>,
+
+    /// Send events to a plain HTTPS service too (or instead): one POST per
+    /// event with the JSON object stdout prints. Spooled and retried like
+    /// OTLP, in its own spool table; --bearer-token-file applies to it too.
+    /// See [webhook] in the config.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// With --webhook-url: POST a JSON array per batch, not one per event.
+    #[arg(long)]
+    pub webhook_batch: bool,
+
+    /// Extra webhook request header, NAME=VALUE; repeat for each.
+    #[arg(long = "webhook-header", value_name = "NAME=VALUE", value_parser = header)]
+    pub webhook_headers: Vec<(String, String)>,
 
     /// Directory of the durable spool of events not yet exported (created
     /// 0700). [default: /var/lib/sshlogin]
@@ -220,6 +262,9 @@ impl RunArgs {
             state_dir: self.state_dir.clone(),
             spool_max_size: self.spool_max_size,
             metrics_listen: self.metrics_listen,
+            webhook_url: self.webhook_url.clone(),
+            webhook_batch: self.webhook_batch,
+            webhook_headers: self.webhook_headers.clone(),
         }
     }
 }

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         use clap::CommandFactory;
         cli::Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
     }
-    if let Err(e) = init_logging(&cli.log) {
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    if let Err(e) = init_logging(&filter, cli.log_format == "json") {
         eprintln!("sshlogin: --log: {e}");
         return ExitCode::from(2);
     }
@@ -45,9 +46,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) -> Result<(), String> {
+fn init_logging(filter: &str, json: bool) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     Ok(())
 }

@@ -21,6 +21,10 @@ fn label(key: &str, value: &str) -> Labels {
     vec![(key.to_string(), value.to_string())]
 }
 
+fn sink_label(sink: &str, outcome: &str) -> Labels {
+    vec![("sink".to_string(), sink.to_string()), ("outcome".to_string(), outcome.to_string())]
+}
+
 #[derive(Default)]
 pub struct Metrics {
     registry: Registry,
@@ -29,13 +33,13 @@ pub struct Metrics {
     pub decode_errors: Counter,
     kernel_dropped: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
-    pub spool_events: Gauge,
-    pub spool_bytes: Gauge,
+    spool_events: Family<Labels, Gauge>,
+    spool_bytes: Family<Labels, Gauge>,
     pub spool_dropped: Counter,
     pub queue_dropped: Counter,
     export_requests: Family<Labels, Counter>,
     export_events: Family<Labels, Counter>,
-    pub export_retries: Counter,
+    export_retries: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -55,8 +59,12 @@ impl Metrics {
             "Records refused as not from sshd (audit_not_root, syslog_not_root, exe)",
             m.refused.clone(),
         );
-        r.register("sshlogin_spool_events", "Events waiting in the spool", m.spool_events.clone());
-        r.register("sshlogin_spool_bytes", "Bytes of events waiting in the spool", m.spool_bytes.clone());
+        r.register("sshlogin_spool_events", "Events waiting in a network exporter's spool", m.spool_events.clone());
+        r.register(
+            "sshlogin_spool_bytes",
+            "Bytes of events waiting in a network exporter's spool",
+            m.spool_bytes.clone(),
+        );
         r.register(
             "sshlogin_spool_dropped",
             "Oldest events dropped because the spool was full",
@@ -69,15 +77,15 @@ impl Metrics {
         );
         r.register(
             "sshlogin_export_requests",
-            "Export requests by outcome (ok, partial, failed_retryable, dropped)",
+            "Export requests by exporter (otlp, webhook) and outcome (ok, partial, failed_retryable, dropped)",
             m.export_requests.clone(),
         );
         r.register(
             "sshlogin_export_events",
-            "Events by export outcome (sent, rejected, dropped)",
+            "Events by exporter and outcome (sent, rejected, dropped)",
             m.export_events.clone(),
         );
-        r.register("sshlogin_export_retries", "Export requests retried", m.export_retries.clone());
+        r.register("sshlogin_export_retries", "Export requests retried, by exporter", m.export_retries.clone());
         Arc::new(m)
     }
 
@@ -101,21 +109,35 @@ impl Metrics {
         self.refused.get_or_create(&label("reason", reason)).get()
     }
 
-    pub fn export_request(&self, outcome: &str) {
-        self.export_requests.get_or_create(&label("outcome", outcome)).inc();
+    pub fn export_request(&self, sink: &str, outcome: &str) {
+        self.export_requests.get_or_create(&sink_label(sink, outcome)).inc();
     }
 
-    pub fn export_events(&self, outcome: &str, n: u64) {
-        self.export_events.get_or_create(&label("outcome", outcome)).inc_by(n);
+    pub fn export_events(&self, sink: &str, outcome: &str, n: u64) {
+        self.export_events.get_or_create(&sink_label(sink, outcome)).inc_by(n);
     }
 
+    pub fn export_retry(&self, sink: &str) {
+        self.export_retries.get_or_create(&label("sink", sink)).inc();
+    }
+
+    /// Events of `outcome`, all exporters together.
     pub fn exported(&self, outcome: &str) -> u64 {
-        self.export_events.get_or_create(&label("outcome", outcome)).get()
+        ["otlp", "webhook"].iter().map(|s| self.export_events.get_or_create(&sink_label(s, outcome)).get()).sum()
     }
 
-    pub fn set_spool(&self, depth: crate::spool::Depth) {
-        self.spool_events.set(depth.events as i64);
-        self.spool_bytes.set(depth.bytes as i64);
+    pub fn retries(&self) -> u64 {
+        ["otlp", "webhook"].iter().map(|s| self.export_retries.get_or_create(&label("sink", s)).get()).sum()
+    }
+
+    pub fn set_spool(&self, sink: &str, depth: crate::spool::Depth) {
+        self.spool_events.get_or_create(&label("sink", sink)).set(depth.events as i64);
+        self.spool_bytes.get_or_create(&label("sink", sink)).set(depth.bytes as i64);
+    }
+
+    /// Events waiting in every spool.
+    pub fn spooled(&self) -> i64 {
+        ["otlp", "webhook"].iter().map(|s| self.spool_events.get_or_create(&label("sink", s)).get()).sum()
     }
 
     /// OpenMetrics text.
@@ -140,8 +162,8 @@ impl Metrics {
             self.exported("sent"),
             self.exported("rejected"),
             self.exported("dropped"),
-            self.export_retries.get(),
-            self.spool_events.get(),
+            self.retries(),
+            self.spooled(),
             self.spool_dropped.get(),
             self.queue_dropped.get(),
         )
@@ -189,7 +211,7 @@ mod tests {
         m.event("ssh.session.open");
         m.kernel_dropped("ringbuf_full", 3);
         m.refused("exe", 1);
-        m.export_events("sent", 5);
+        m.export_events("otlp", "sent", 5);
         let text = m.render();
         assert!(text.contains("sshlogin_events_total{event=\"ssh.session.open\"} 1"), "{text}");
         assert!(text.contains("sshlogin_kernel_dropped_total{reason=\"ringbuf_full\"} 3"), "{text}");

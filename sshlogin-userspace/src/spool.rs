@@ -18,16 +18,16 @@ use std::{
     fs,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::{Context, Result};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use crate::event::Event;
 
-/// Sequence number → the event as JSON.
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("otlp_events");
+/// One table per network exporter: sequence number → the event as JSON.
+type Table = TableDefinition<'static, u64, &'static [u8]>;
 
 /// Depth and size, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,25 +36,15 @@ pub struct Depth {
     pub bytes: u64,
 }
 
-pub struct Spool {
-    db: Database,
+/// The spool file; each exporter has a [`Spool`] (a table) in it.
+pub struct Store {
+    db: Arc<Database>,
     path: PathBuf,
-    max_bytes: u64,
-    /// Next sequence number, the current depth and the batch in flight,
-    /// kept in step with the table under the one write transaction redb
-    /// allows at a time.
-    state: Mutex<State>,
 }
 
-struct State {
-    next: u64,
-    depth: Depth,
-    in_flight: HashSet<u64>,
-}
-
-impl Spool {
+impl Store {
     /// Opens (creating it 0700 if needed) `dir` and the spool file in it.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
+    pub fn open(dir: &Path) -> Result<Store> {
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -70,25 +60,62 @@ impl Spool {
         }
         let path = dir.join("spool.redb");
         let db = Database::create(&path).with_context(|| format!("opening the spool {}", path.display()))?;
-        let txn = db.begin_write()?;
-        txn.open_table(EVENTS)?;
+        Ok(Store { db: Arc::new(db), path })
+    }
+
+    /// The spool of one exporter, bounded by `max_bytes`.
+    pub fn spool(&self, table: &'static str, max_bytes: u64) -> Result<Spool> {
+        let table: Table = TableDefinition::new(table);
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?;
         txn.commit()?;
-        let read = db.begin_read()?;
-        let table = read.open_table(EVENTS)?;
-        let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-        let mut depth = Depth { events: table.len()?, bytes: 0 };
-        for item in table.iter()? {
+        let read = self.db.begin_read()?;
+        let t = read.open_table(table)?;
+        let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let mut depth = Depth { events: t.len()?, bytes: 0 };
+        for item in t.iter()? {
             depth.bytes += item?.1.value().len() as u64;
         }
-        drop(table);
+        drop(t);
         if depth.events > 0 {
             tracing::info!(
+                table = table.name(),
                 events = depth.events,
                 bytes = depth.bytes,
                 "the spool holds events from before; they go first"
             );
         }
-        Ok(Spool { db, path, max_bytes, state: Mutex::new(State { next, depth, in_flight: HashSet::new() }) })
+        Ok(Spool {
+            db: self.db.clone(),
+            table,
+            path: self.path.clone(),
+            max_bytes,
+            state: Mutex::new(State { next, depth, in_flight: HashSet::new() }),
+        })
+    }
+}
+
+pub struct Spool {
+    db: Arc<Database>,
+    table: Table,
+    path: PathBuf,
+    max_bytes: u64,
+    /// Next sequence number, the current depth and the batch in flight,
+    /// kept in step with the table under the one write transaction redb
+    /// allows at a time.
+    state: Mutex<State>,
+}
+
+struct State {
+    next: u64,
+    depth: Depth,
+    in_flight: HashSet<u64>,
+}
+
+impl Spool {
+    /// A store in `dir` with the OTLP exporter's spool: for tests and tools.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
+        Store::open(dir)?.spool("otlp_events", max_bytes)
     }
 
     pub fn path(&self) -> &Path {
@@ -110,7 +137,7 @@ impl Spool {
         let txn = self.db.begin_write()?;
         let mut dropped = 0;
         {
-            let mut table = txn.open_table(EVENTS)?;
+            let mut table = txn.open_table(self.table)?;
             for e in events {
                 let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
                 table.insert(next, json.as_slice())?;
@@ -155,7 +182,7 @@ impl Spool {
     pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Option<Event>)>> {
         let mut state = self.state.lock().expect("spool state");
         let read = self.db.begin_read()?;
-        let table = read.open_table(EVENTS)?;
+        let table = read.open_table(self.table)?;
         let mut out = Vec::with_capacity(max.min(1024));
         for item in table.iter()?.take(max) {
             let (k, v) = item?;
@@ -173,7 +200,7 @@ impl Spool {
         let mut state = self.state.lock().expect("spool state");
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(EVENTS)?;
+            let mut table = txn.open_table(self.table)?;
             for id in ids {
                 state.in_flight.remove(id);
                 if let Some(v) = table.remove(id)? {

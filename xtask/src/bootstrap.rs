@@ -24,7 +24,7 @@ pub const OTEL_PROTO_PY: &str = "1.45.2";
 /// What the end-to-end tests run: a real sshd, real clients, sshpass, and
 /// the conformance receiver's Python package.
 pub fn test_tools() -> Result<()> {
-    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps", "openssl", "debootstrap"])?;
+    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps", "openssl", "debootstrap", "systemd"])?;
     python_package("opentelemetry-proto", OTEL_PROTO_PY)
 }
 
@@ -81,14 +81,20 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// cargo-fuzz, for `cargo xtask fuzz` and the fuzz step of the tests.
 pub fn cargo_fuzz() -> Result<()> {
-    let out = Command::new("cargo").args(["fuzz", "--version"]).output();
-    if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+    cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, &["fuzz", "--version"])
+}
+
+/// A cargo subcommand at a pinned version, installed when `cargo ARGS`
+/// does not print that version.
+pub fn cargo_tool(krate: &str, version: &str, probe: &[&str]) -> Result<()> {
+    let out = Command::new("cargo").args(probe).output();
+    if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version)) {
         return Ok(());
     }
-    let manual = format!("cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked");
-    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
-    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
-        .map_err(|e| step_failed("cargo-fuzz", &manual, e))
+    let manual = format!("cargo install {krate} --version {version} --locked");
+    println!("xtask: installing {krate} {version}");
+    sh(Command::new("cargo").args(["install", krate, "--version", version, "--locked"]))
+        .map_err(|e| step_failed(krate, &manual, e))
 }
 
 fn rust_src() -> Result<()> {

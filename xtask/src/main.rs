@@ -5,6 +5,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod fuzz;
+mod package;
 mod test;
 
 use std::{path::PathBuf, process::Command};
@@ -57,6 +58,9 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build the Debian package (target/debian/sshlogin_*.deb): the daemon,
+    /// the systemd unit, the example config as /etc/sshlogin/config.toml.
+    Deb,
     /// Run the cargo-fuzz targets (decoder, audit text, sshd log lines),
     /// corpus seeded from the captured fixtures.
     Fuzz {
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
         }
         Task::Test { unit_only, fuzz_seconds } => test::all(unit_only, fuzz_seconds),
         Task::Bench { quick, out } => bench::run(quick, out),
+        Task::Deb => package::run_deb(),
         Task::Fuzz { seconds } => {
             bootstrap::build_tools()?;
             let (_, failed) = fuzz::run(seconds)?;

@@ -56,6 +56,20 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
             &mut e2e,
         )?
     };
+    // The package: built, installed, checked, removed; each step counted.
+    let mut package = Totals::default();
+    if !unit_only && is_root() {
+        match crate::package::test() {
+            Ok((passed, failed)) => {
+                package.passed = passed;
+                package.failed = failed.len() as u64;
+            }
+            Err(e) => {
+                println!("xtask: the package could not be built: {e:#}");
+                package.failed = 1;
+            }
+        }
+    }
     // The benchmark's smoke run (no targets judged): one counted test.
     let mut bench = Totals::default();
     if !unit_only && is_root() {
@@ -76,14 +90,15 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
         fuzz.passed = clean;
         fuzz.failed = failed.len() as u64;
     }
-    let fuzz_ok = fuzz.failed == 0 && bench.failed == 0;
+    let fuzz_ok = fuzz.failed == 0 && bench.failed == 0 && package.failed == 0;
     println!(
-        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}, bench smoke {}, fuzz targets {}) in {:.0?}",
-        unit.passed + e2e.passed + bench.passed + fuzz.passed,
-        unit.failed + e2e.failed + bench.failed + fuzz.failed,
+        "{} passed, {} failed, {} ignored (unit {}, end-to-end {}, package {}, bench smoke {}, fuzz targets {}) in {:.0?}",
+        unit.passed + e2e.passed + package.passed + bench.passed + fuzz.passed,
+        unit.failed + e2e.failed + package.failed + bench.failed + fuzz.failed,
         unit.ignored + e2e.ignored,
         unit.passed,
         e2e.passed,
+        package.passed,
         bench.passed,
         fuzz.passed,
         started.elapsed()

@@ -18,6 +18,8 @@ pub struct File {
     #[serde(default)]
     pub otlp: Otlp,
     #[serde(default)]
+    pub webhook: Webhook,
+    #[serde(default)]
     pub spool: Spool,
     #[serde(default)]
     pub metrics: Metrics,
@@ -80,6 +82,78 @@ pub struct Otlp {
     pub retry_max_backoff: Option<String>,
     pub retry_max_elapsed: Option<String>,
     pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: Option<String>,
+    pub batch: Option<bool>,
+    pub compression: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub certificate: Option<PathBuf>,
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub batch_max_events: Option<usize>,
+    pub batch_max_delay: Option<String>,
+    pub retry_initial_backoff: Option<String>,
+    pub retry_max_backoff: Option<String>,
+    pub retry_max_elapsed: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+/// The settings both network exporters share, borrowed from either section.
+pub struct Common<'a> {
+    pub section: &'static str,
+    pub compression: &'a Option<String>,
+    pub timeout: &'a Option<String>,
+    pub headers: &'a BTreeMap<String, String>,
+    pub bearer_token_file: &'a Option<PathBuf>,
+    pub certificate: &'a Option<PathBuf>,
+    pub client_certificate: &'a Option<PathBuf>,
+    pub client_key: &'a Option<PathBuf>,
+    pub batch_max_events: &'a Option<usize>,
+    pub batch_max_delay: &'a Option<String>,
+    pub retry_initial_backoff: &'a Option<String>,
+    pub retry_max_backoff: &'a Option<String>,
+    pub retry_max_elapsed: &'a Option<String>,
+    pub drain_timeout: &'a Option<String>,
+}
+
+macro_rules! common {
+    ($name:literal, $s:expr) => {
+        Common {
+            section: $name,
+            compression: &$s.compression,
+            timeout: &$s.timeout,
+            headers: &$s.headers,
+            bearer_token_file: &$s.bearer_token_file,
+            certificate: &$s.certificate,
+            client_certificate: &$s.client_certificate,
+            client_key: &$s.client_key,
+            batch_max_events: &$s.batch_max_events,
+            batch_max_delay: &$s.batch_max_delay,
+            retry_initial_backoff: &$s.retry_initial_backoff,
+            retry_max_backoff: &$s.retry_max_backoff,
+            retry_max_elapsed: &$s.retry_max_elapsed,
+            drain_timeout: &$s.drain_timeout,
+        }
+    };
+}
+
+impl Otlp {
+    pub fn common(&self) -> Common<'_> {
+        common!("otlp", self)
+    }
+}
+
+impl Webhook {
+    pub fn common(&self) -> Common<'_> {
+        common!("webhook", self)
+    }
 }
 
 /// Parses the text of a config file; the error names the key and line.

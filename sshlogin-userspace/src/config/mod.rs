@@ -4,6 +4,7 @@
 
 mod env;
 mod file;
+mod sink;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -48,6 +49,9 @@ pub struct Flags {
     pub spool_max_size: Option<u64>,
     pub metrics_listen: Option<SocketAddr>,
     pub syscall_probes: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_batch: bool,
+    pub webhook_headers: Vec<(String, String)>,
 }
 
 /// Where OpenSSH's binaries live on the distributions sshlogin knows:
@@ -80,7 +84,8 @@ pub struct Config {
     /// User-configured resource attributes (service.name included when set).
     pub resource: BTreeMap<String, String>,
     pub stdout: bool,
-    pub otlp: Option<Otlp>,
+    pub otlp: Option<Sink>,
+    pub webhook: Option<Sink>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,11 +116,38 @@ pub enum Compression {
     None,
 }
 
+/// Which network exporter a [`Sink`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    Otlp,
+    Webhook,
+}
+
+impl SinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Otlp => "otlp",
+            SinkKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// What a request body holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One OTLP `ExportLogsServiceRequest` per batch.
+    Otlp(Protocol),
+    /// The stdout JSON object: one per request, or an array per batch.
+    Webhook { batch: bool },
+}
+
+/// A network exporter: where, in what form, and how to retry.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Otlp {
+pub struct Sink {
+    pub kind: SinkKind,
     /// The full URL requests go to.
     pub url: String,
-    pub protocol: Protocol,
+    pub format: Format,
     pub compression: Compression,
     pub timeout: Duration,
     /// Extra request headers (never logged: they often carry credentials).
@@ -162,7 +194,7 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
     resolve(flags, &|k| std::env::var(k).ok(), file.unwrap_or_default())
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim())
         .map_err(|e| ConfigError::new(key, format!("{text:?} is not a duration like 500ms or 10s: {e}")))
 }
@@ -178,7 +210,7 @@ fn syscall_probes(key: &str, text: &str) -> Result<crate::probes::SyscallProbes,
     }
 }
 
-fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
+pub(crate) fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
     match text {
         "http/protobuf" => Ok(Protocol::HttpProtobuf),
         "http/json" => Ok(Protocol::HttpJson),
@@ -187,7 +219,7 @@ fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
     }
 }
 
-fn compression(key: &str, text: &str) -> Result<Compression, ConfigError> {
+pub(crate) fn compression(key: &str, text: &str) -> Result<Compression, ConfigError> {
     match text {
         "gzip" => Ok(Compression::Gzip),
         "none" => Ok(Compression::None),
@@ -195,7 +227,7 @@ fn compression(key: &str, text: &str) -> Result<Compression, ConfigError> {
     }
 }
 
-fn url(key: &str, text: &str) -> Result<String, ConfigError> {
+pub(crate) fn url(key: &str, text: &str) -> Result<String, ConfigError> {
     let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ConfigError::new(key, format!("{text:?}: only http:// and https:// endpoints are supported")));
@@ -210,7 +242,7 @@ pub fn logs_url_from_base(base: &str) -> String {
 
 /// The first layer (flags, env, file) that names an endpoint decides it; in
 /// a layer the logs endpoint (used as is) wins over the base one.
-fn endpoint(
+pub(crate) fn endpoint(
     flags: &Flags,
     get: &dyn Fn(&str) -> Option<String>,
     f: &file::Otlp,
@@ -322,97 +354,11 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
         resource.insert("service.name".into(), name.trim().to_string());
     }
 
-    let o = &f.otlp;
-    let otlp = match endpoint(flags, get, o)? {
-        None => None,
-        Some(url) => {
-            let protocol = match (&flags.otlp_protocol, env::otlp(get, "PROTOCOL"), &o.protocol) {
-                (Some(p), _, _) => protocol("--otlp-protocol", p)?,
-                (None, Some((key, p)), _) => protocol(&key, &p)?,
-                (None, None, Some(p)) => protocol("otlp.protocol", p)?,
-                (None, None, None) => Protocol::HttpProtobuf,
-            };
-            let compression = match (&flags.otlp_compression, env::otlp(get, "COMPRESSION"), &o.compression) {
-                (Some(c), _, _) => compression("--otlp-compression", c)?,
-                (None, Some((key, c)), _) => compression(&key, &c)?,
-                (None, None, Some(c)) => compression("otlp.compression", c)?,
-                (None, None, None) => Compression::Gzip,
-            };
-            let timeout = match (flags.otlp_timeout, env::otlp(get, "TIMEOUT"), &o.timeout) {
-                (Some(t), _, _) => t,
-                (None, Some((key, ms)), _) => Duration::from_millis(
-                    ms.parse().map_err(|_| ConfigError::new(key, format!("{ms:?} is not a number of milliseconds")))?,
-                ),
-                (None, None, Some(t)) => duration("otlp.timeout", t)?,
-                (None, None, None) => DEFAULT_TIMEOUT,
-            };
-            if timeout.is_zero() {
-                return Err(ConfigError::new("otlp.timeout", "must be more than zero"));
-            }
-            // Headers merge by name, later layers first overridden by earlier.
-            let mut headers: BTreeMap<String, String> =
-                o.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-            if let Some((key, text)) = env::otlp(get, "HEADERS") {
-                for (k, v) in env::key_values(&key, &text)? {
-                    headers.insert(k.to_ascii_lowercase(), v);
-                }
-            }
-            for (k, v) in &flags.otlp_headers {
-                headers.insert(k.to_ascii_lowercase(), v.clone());
-            }
-            for (k, v) in &headers {
-                check_header(k, v)?;
-            }
-            let path = |flag: &Option<PathBuf>, setting: &str, file: &Option<PathBuf>| -> Option<PathBuf> {
-                flag.clone().or_else(|| env::otlp(get, setting).map(|(_, v)| PathBuf::from(v))).or(file.clone())
-            };
-            let retry = Retry {
-                initial_backoff: opt_duration("otlp.retry_initial_backoff", &o.retry_initial_backoff)?
-                    .unwrap_or(DEFAULT_RETRY.initial_backoff),
-                max_backoff: opt_duration("otlp.retry_max_backoff", &o.retry_max_backoff)?
-                    .unwrap_or(DEFAULT_RETRY.max_backoff),
-                max_elapsed: opt_duration("otlp.retry_max_elapsed", &o.retry_max_elapsed)?
-                    .unwrap_or(DEFAULT_RETRY.max_elapsed),
-            };
-            if retry.initial_backoff.is_zero() || retry.max_backoff < retry.initial_backoff {
-                return Err(ConfigError::new(
-                    "otlp.retry_max_backoff",
-                    "backoffs must be above zero and the maximum at least the initial one",
-                ));
-            }
-            let batch_max_events = o.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-            if batch_max_events == 0 {
-                return Err(ConfigError::new("otlp.batch_max_events", "must be at least 1"));
-            }
-            Some(Otlp {
-                url,
-                protocol,
-                compression,
-                timeout,
-                headers: headers.into_iter().collect(),
-                bearer_token_file: flags.bearer_token_file.clone().or(o.bearer_token_file.clone()),
-                certificate: path(&None, "CERTIFICATE", &o.certificate),
-                client_certificate: path(&None, "CLIENT_CERTIFICATE", &o.client_certificate),
-                client_key: path(&None, "CLIENT_KEY", &o.client_key),
-                batch_max_events,
-                batch_max_delay: opt_duration("otlp.batch_max_delay", &o.batch_max_delay)?
-                    .unwrap_or(DEFAULT_BATCH_MAX_DELAY),
-                retry,
-                drain_timeout: opt_duration("otlp.drain_timeout", &o.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
-            })
-        }
-    };
-    if let Some(o) = &otlp
-        && o.client_certificate.is_some() != o.client_key.is_some()
-    {
-        return Err(ConfigError::new(
-            "otlp.client_certificate",
-            "a client certificate and a client key go together (mTLS): set both or neither",
-        ));
-    }
+    let otlp = sink::otlp(flags, get, &f.otlp)?;
+    let webhook = sink::webhook(flags, &f.webhook)?;
     // Events go to stdout when asked, or when they would go nowhere else.
-    let stdout = flags.stdout || f.stdout.enabled.unwrap_or(false) || otlp.is_none();
-    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp })
+    let stdout = flags.stdout || f.stdout.enabled.unwrap_or(false) || (otlp.is_none() && webhook.is_none());
+    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp, webhook })
 }
 
 /// A byte size: a number with an optional K, M or G (powers of 1024).
@@ -430,11 +376,11 @@ pub fn size(text: &str) -> Result<u64, String> {
     n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+pub(crate) fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Duration>, ConfigError> {
     text.as_deref().map(|t| duration(key, t)).transpose()
 }
 
-fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
     reqwest::header::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| ConfigError::new(format!("header {name:?}"), "not a valid HTTP header name"))?;
     // The value is not echoed: headers often carry credentials.

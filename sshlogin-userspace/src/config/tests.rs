@@ -11,7 +11,7 @@ fn file(text: &str) -> file::File {
     file::parse(text).unwrap()
 }
 
-fn otlp(flags: &Flags, vars: &[(&str, &str)], text: &str) -> Result<Option<Otlp>, ConfigError> {
+fn otlp(flags: &Flags, vars: &[(&str, &str)], text: &str) -> Result<Option<Sink>, ConfigError> {
     resolve(flags, &env(vars), file(text)).map(|c| c.otlp)
 }
 
@@ -42,12 +42,12 @@ fn logs_endpoint_beats_base_and_layers_beat_each_other() {
     assert_eq!(otlp(&flags, &vars, "").unwrap().unwrap().url, "http://flag:4318/v1/logs");
     let from_file = "[otlp]\nendpoint = \"http://file:4318\"\nprotocol = \"http/json\"\n";
     let o = otlp(&Flags::default(), &[], from_file).unwrap().unwrap();
-    assert_eq!((o.url.as_str(), o.protocol), ("http://file:4318/v1/logs", Protocol::HttpJson));
+    assert_eq!((o.url.as_str(), o.format), ("http://file:4318/v1/logs", Format::Otlp(Protocol::HttpJson)));
     let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
-    assert_eq!(o.protocol, Protocol::HttpProtobuf, "env over file");
+    assert_eq!(o.format, Format::Otlp(Protocol::HttpProtobuf), "env over file");
     let flags = Flags { otlp_protocol: Some("http/json".into()), ..Flags::default() };
     let o = otlp(&flags, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
-    assert_eq!(o.protocol, Protocol::HttpJson, "flag over env");
+    assert_eq!(o.format, Format::Otlp(Protocol::HttpJson), "flag over env");
 }
 
 #[test]
@@ -58,7 +58,10 @@ fn defaults() {
     assert_eq!(c.capture.family, ["sshd", "sshd-session", "sshd-auth"]);
     assert_eq!(c.capture.ring_buffer_bytes, 4 << 20);
     let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], "").unwrap().unwrap();
-    assert_eq!((o.protocol, o.compression, o.timeout), (Protocol::HttpProtobuf, Compression::Gzip, DEFAULT_TIMEOUT));
+    assert_eq!(
+        (o.format, o.compression, o.timeout),
+        (Format::Otlp(Protocol::HttpProtobuf), Compression::Gzip, DEFAULT_TIMEOUT)
+    );
     assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::from_millis(10)));
     let c = resolve(&Flags::default(), &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), file("")).unwrap();
     assert!(!c.stdout, "an endpoint replaces stdout unless asked for");
@@ -138,4 +141,33 @@ fn header_values_are_never_echoed() {
     )
     .unwrap_err();
     assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[test]
+fn webhook_from_flags_and_file() {
+    let c = resolve(
+        &Flags::default(),
+        &env(&[]),
+        file("[webhook]\nurl = \"https://hooks.example/ssh\"\nheaders = { x-a = \"1\" }\n"),
+    )
+    .unwrap();
+    let w = c.webhook.unwrap();
+    assert_eq!(w.kind, SinkKind::Webhook);
+    assert_eq!(w.format, Format::Webhook { batch: false });
+    assert_eq!(w.batch_max_events, 1, "one POST per event");
+    assert_eq!(w.compression, Compression::None);
+    assert_eq!(w.headers, [("x-a".to_string(), "1".to_string())]);
+    assert!(c.otlp.is_none());
+    assert!(!c.stdout, "a webhook is an exporter: stdout only when asked");
+    let flags = Flags { webhook_url: Some("http://127.0.0.1:9/hook".into()), webhook_batch: true, ..Flags::default() };
+    let w = resolve(&flags, &env(&[]), file("")).unwrap().webhook.unwrap();
+    assert_eq!((w.format, w.batch_max_events), (Format::Webhook { batch: true }, DEFAULT_BATCH_MAX_EVENTS));
+    // OTEL_* variables are for OTLP only.
+    let w = resolve(&flags, &env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]), file("")).unwrap().webhook.unwrap();
+    assert_eq!(w.compression, Compression::None);
+    let err = resolve(&Flags::default(), &env(&[]), file("[webhook]\nurl = \"ftp://x\"")).unwrap_err();
+    assert_eq!(err.key, "webhook.url");
+    let err =
+        resolve(&Flags::default(), &env(&[]), file("[webhook]\nurl = \"http://x\"\ntimeout = \"0s\"")).unwrap_err();
+    assert_eq!(err.key, "webhook.timeout");
 }

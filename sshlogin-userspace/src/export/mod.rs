@@ -1,10 +1,14 @@
-//! Where events go: stdout and/or an OTLP/HTTP endpoint through the spool.
+//! Where events go: stdout, an OTLP/HTTP endpoint and a webhook, the last
+//! two through their own spools.
 //!
-//! The pipeline never waits on the network: events for OTLP go into a
-//! bounded queue to the spool writer (a full queue drops and counts), the
-//! writer commits them to disk, and the exporter sends from the spool.
+//! The pipeline never waits on the network: events for a network exporter
+//! go into a bounded queue to its spool writer (a full queue drops and
+//! counts), the writer commits them to disk, and the exporter sends from the
+//! spool.
 
+pub mod http;
 pub mod otlp;
+pub mod retry;
 pub mod stdout;
 
 use std::{io::BufWriter, sync::Arc};
@@ -15,7 +19,13 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{config::Config, event::Event, metrics::Metrics, resource::Resource, spool::Spool};
+use crate::{
+    config::{Config, Sink},
+    event::Event,
+    metrics::Metrics,
+    resource::Resource,
+    spool::{Spool, Store},
+};
 
 /// Batches of events that may wait for the spool writer; beyond this they
 /// are dropped and counted rather than stall the ring-buffer reader.
@@ -30,7 +40,7 @@ struct Network {
 
 pub struct Exporters {
     stdout: Option<stdout::StdoutSink<BufWriter<std::io::Stdout>>>,
-    network: Option<Network>,
+    network: Vec<Network>,
     metrics: Arc<Metrics>,
 }
 
@@ -38,32 +48,23 @@ impl Exporters {
     /// Starts the configured exporters. Bad settings are configuration
     /// errors; a spool that cannot be opened is an error naming its path.
     pub async fn start(config: &Config, resource: Resource, metrics: Arc<Metrics>) -> Result<Exporters> {
-        let network = match &config.otlp {
-            Some(o) => {
-                let exporter = otlp::Exporter::new(o, resource.clone(), metrics.clone())?;
-                let dir = config.spool.dir.clone();
-                let max = config.spool.max_bytes;
-                let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, max))
-                    .await?
-                    .with_context(|| format!("the spool in {}", config.spool.dir.display()))?;
-                let spool = Arc::new(spool);
-                metrics.set_spool(spool.depth());
-                let arrived = Arc::new(Notify::new());
-                let (queue, rx) = mpsc::channel(SPOOL_QUEUE);
-                let (stop, stop_rx) = watch::channel(false);
-                tracing::info!(
-                    url = %o.url, protocol = ?o.protocol, compression = ?o.compression,
-                    spool = %spool.path().display(), "exporting over OTLP/HTTP"
-                );
-                if spool.depth().events > 0 {
-                    arrived.notify_one();
-                }
-                let writer = tokio::spawn(write_spool(rx, spool.clone(), arrived.clone(), metrics.clone()));
-                let exporter = tokio::spawn(exporter.run(spool, arrived, stop_rx, o.drain_timeout));
-                Some(Network { queue, writer, exporter, stop })
+        let sinks: Vec<&Sink> = config.otlp.iter().chain(config.webhook.iter()).collect();
+        // Every setting (token, certificates) is checked before anything is
+        // opened: a bad one is a configuration error, whatever the disk says.
+        let mut exporters = Vec::new();
+        for sink in &sinks {
+            exporters.push(http::Exporter::new(sink, resource.clone(), metrics.clone())?);
+        }
+        let mut network = Vec::new();
+        if !sinks.is_empty() {
+            let dir = config.spool.dir.clone();
+            let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await?
+                .with_context(|| format!("the spool in {}", config.spool.dir.display()))?;
+            for (sink, exporter) in sinks.into_iter().zip(exporters) {
+                network.push(start_sink(sink, exporter, &store, config.spool.max_bytes, metrics.clone())?);
             }
-            None => None,
-        };
+        }
         let stdout = config.stdout.then(|| {
             tracing::info!("printing events as JSON lines on stdout");
             stdout::StdoutSink::new(BufWriter::new(std::io::stdout()), resource)
@@ -78,12 +79,12 @@ impl Exporters {
         if let Some(out) = &mut self.stdout {
             out.write(events).context("writing events to stdout")?;
         }
-        if let Some(n) = &self.network
-            && n.queue.try_send(events.to_vec()).is_err()
-        {
-            let before = self.metrics.queue_dropped.inc_by(events.len() as u64);
-            if before == 0 || (before + events.len() as u64).is_power_of_two() {
-                tracing::warn!("the spool writer is behind; events dropped (sshlogin_queue_dropped_total)");
+        for n in &self.network {
+            if n.queue.try_send(events.to_vec()).is_err() {
+                let before = self.metrics.queue_dropped.inc_by(events.len() as u64);
+                if before == 0 || (before + events.len() as u64).is_power_of_two() {
+                    tracing::warn!("the spool writer is behind; events dropped (sshlogin_queue_dropped_total)");
+                }
             }
         }
         Ok(())
@@ -92,13 +93,44 @@ impl Exporters {
     /// Commits what is queued to the spool, lets the exporter send for its
     /// drain time, and returns. What is left stays spooled for next start.
     pub async fn finish(self) {
-        if let Some(n) = self.network {
+        for n in &self.network {
+            let _ = n.stop.send(true);
+        }
+        for n in self.network {
             drop(n.queue);
             let _ = n.writer.await;
-            let _ = n.stop.send(true);
             let _ = n.exporter.await;
         }
     }
+}
+
+/// A spool (its own table), its writer and its exporter for one sink.
+fn start_sink(
+    sink: &Sink,
+    exporter: http::Exporter,
+    store: &Store,
+    max_bytes: u64,
+    metrics: Arc<Metrics>,
+) -> Result<Network> {
+    let table = match sink.kind {
+        crate::config::SinkKind::Otlp => "otlp_events",
+        crate::config::SinkKind::Webhook => "webhook_events",
+    };
+    let spool = Arc::new(store.spool(table, max_bytes).with_context(|| format!("the {} spool", sink.kind.name()))?);
+    metrics.set_spool(sink.kind.name(), spool.depth());
+    let arrived = Arc::new(Notify::new());
+    let (queue, rx) = mpsc::channel(SPOOL_QUEUE);
+    let (stop, stop_rx) = watch::channel(false);
+    tracing::info!(
+        sink = sink.kind.name(), url = %sink.url, format = ?sink.format, compression = ?sink.compression,
+        spool = %spool.path().display(), "exporting"
+    );
+    if spool.depth().events > 0 {
+        arrived.notify_one();
+    }
+    let writer = tokio::spawn(write_spool(rx, spool.clone(), arrived.clone(), metrics, sink.kind.name()));
+    let exporter = tokio::spawn(exporter.run(spool, arrived, stop_rx, sink.drain_timeout));
+    Ok(Network { queue, writer, exporter, stop })
 }
 
 /// Commits each batch from the pipeline to the spool and wakes the exporter.
@@ -107,6 +139,7 @@ async fn write_spool(
     spool: Arc<Spool>,
     arrived: Arc<Notify>,
     metrics: Arc<Metrics>,
+    sink: &'static str,
 ) {
     while let Some(mut batch) = rx.recv().await {
         // Take what else is queued: one commit (one fsync) for all of it.
@@ -131,7 +164,7 @@ async fn write_spool(
             }
             Err(e) => tracing::error!("the spool writer failed: {e}"),
         }
-        metrics.set_spool(spool.depth());
+        metrics.set_spool(sink, spool.depth());
         arrived.notify_one();
     }
 }

@@ -41,6 +41,26 @@ const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
+/// Mounts tracefs if it is not, and says where it is.
+pub fn ensure_tracefs() -> Result<std::path::PathBuf> {
+    tracefs::ensure_mounted()
+}
+
+/// The tracepoints (category, name) a mode attaches to; the raw one is
+/// `raw_syscalls:sys_enter`.
+pub fn tracepoints(mode: SyscallProbes) -> Vec<(&'static str, &'static str)> {
+    let entry: Vec<(&str, &str)> = match mode {
+        SyscallProbes::Tracepoints => ENTRY_TRACEPOINTS.iter().map(|(_, c, n)| (*c, *n)).collect(),
+        SyscallProbes::Raw => vec![("raw_syscalls", "sys_enter")],
+    };
+    ALWAYS.iter().map(|(_, c, n)| (*c, *n)).chain(entry).collect()
+}
+
+/// A tracepoint's format file, if the kernel has the tracepoint.
+pub fn tracepoint_format(category: &str, name: &str) -> Result<String> {
+    tracefs::read_format(&tracefs::ensure_mounted()?, category, name)
+}
+
 /// Syscall numbers and `struct pt_regs` argument offsets of this
 /// architecture (`asm/ptrace.h`), for the raw `sys_enter` program.
 fn raw_syscalls() -> Option<RawSyscalls> {

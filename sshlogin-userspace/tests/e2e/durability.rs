@@ -112,7 +112,7 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
         &listen,
     ]);
     logins(&sshd, "sl-leo", 5);
-    eventually("10 events spooled", 20, || metric(metrics, "sshlogin_spool_events") >= 10);
+    eventually("10 events spooled", 20, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") >= 10);
     first.kill9();
     let second = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint, "--state-dir", &state]);
     let mut receiver = Receiver::start_on(port, &[]);
@@ -160,14 +160,14 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         .collect();
     // Alone on the host, every event is sl-mia's: all are spooled or dropped.
     eventually("every event spooled or dropped", 10, || {
-        metric(metrics, "sshlogin_spool_events") + metric(metrics, "sshlogin_spool_dropped_total")
+        metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") + metric(metrics, "sshlogin_spool_dropped_total")
             == produced.len() as u64
     });
     let dropped = metric(metrics, "sshlogin_spool_dropped_total");
-    let waiting = metric(metrics, "sshlogin_spool_events");
+    let waiting = metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}");
     assert!(dropped > 0, "8K cannot hold 20 events");
     let mut receiver = Receiver::start_on(port, &[]);
-    eventually("the spool drained", 30, || metric(metrics, "sshlogin_spool_events") == 0);
+    eventually("the spool drained", 30, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") == 0);
     receiver.settle(Duration::from_secs(1));
     let got = delivered(&mut receiver, "sl-mia");
     assert_eq!(got.len() as u64, waiting, "everything that stayed in the spool arrived");
@@ -247,7 +247,7 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
         &listen,
     ]);
     logins(&sshd, "sl-pat", 3);
-    eventually("6 events spooled", 20, || metric(metrics, "sshlogin_spool_events") >= 6);
+    eventually("6 events spooled", 20, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") >= 6);
     let asked = Instant::now();
     let log = first.stop();
     assert!(asked.elapsed() < Duration::from_secs(15), "shutdown took {:?} (drain is 5 s)", asked.elapsed());

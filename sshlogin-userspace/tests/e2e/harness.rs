@@ -67,7 +67,7 @@ pub struct User {
 pub const USERS: &[&str] = &[
     "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
     "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
-    "sl-vic", "sl-wes", "sl-xena",
+    "sl-vic", "sl-wes", "sl-xena", "sl-yuri",
 ];
 
 struct Fixture {
@@ -385,6 +385,8 @@ impl Daemon {
         self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
     }
 
+    /// The benchmark reads the daemon's CPU time and RSS from /proc/PID.
+    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

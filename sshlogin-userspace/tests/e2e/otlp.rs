@@ -163,3 +163,41 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
     let log = daemon.stop().join("\n");
     assert!(log.contains("certificate"), "the certificate error was logged: {log}");
 }
+
+#[test]
+fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
+    let Some(_guard) = privileged() else { return };
+    let yuri = user("sl-yuri");
+    let sshd = Sshd::start(true, "");
+    let token = scratch_file("webhook-token", "hook-tok-77\n");
+    let mut receiver = Receiver::start(&["--webhook", "503", "200"]);
+    let url = format!("{}/hooks/ssh", receiver.endpoint());
+    let config =
+        scratch_file("webhook.toml", "[webhook]\nretry_initial_backoff = \"200ms\"\nretry_max_backoff = \"1s\"\n");
+    let daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--webhook-url",
+        &url,
+        "--bearer-token-file",
+        token.to_str().unwrap(),
+    ]);
+    let out = ssh_key(sshd.port, yuri.name, &yuri.key, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mine =
+        |r: &serde_json::Value| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == yuri.name;
+    let (req, rec) = receiver.wait_for("open for sl-yuri", mine);
+    assert_eq!(req["path"], "/hooks/ssh");
+    assert_eq!(req["content_type"], "application/json");
+    assert_eq!(req["batch"], false, "one object per request by default");
+    assert_eq!(rec["resource"]["service.name"], "sshlogin");
+    assert!(rec["body"].as_str().unwrap().starts_with("sl-yuri opened a session"));
+    receiver.settle(Duration::from_secs(3));
+    let carrying: Vec<_> =
+        receiver.seen.iter().filter(|r| r["records"].as_array().is_some_and(|a| a.iter().any(mine))).collect();
+    let statuses: Vec<i64> = carrying.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "delivered once: {statuses:?}");
+    assert!(statuses.contains(&503) || receiver.seen[0]["status"] == 503, "the first request was answered 503");
+    assert!(carrying.iter().all(|r| r["authorization"] == "Bearer hook-tok-77"));
+    daemon.stop();
+}

@@ -8,7 +8,11 @@ and the decoded records. Protobuf bodies go through ParseFromString; JSON
 bodies through json_format.Parse after the hex trace/span ids are turned into
 the base64 that the protobuf JSON mapping expects.
 
-Usage: otlp_receiver.py [--tls CERT KEY [--client-ca CA]] [STATUS[:RETRY_AFTER]]...
+With --webhook it takes sshlogin's webhook bodies instead (a JSON object,
+or an array of them, as `sshlogin run --stdout` prints) and reports their
+records in the same shape.
+
+Usage: otlp_receiver.py [--webhook] [--port N] [--tls CERT KEY [--client-ca CA]] [STATUS[:RETRY_AFTER]]...
 The statuses answer the first requests in order; after them, 200. With
 --tls it serves HTTPS; with --client-ca it requires a client certificate
 signed by CA (mTLS). The first line printed is the port it listens on.
@@ -31,6 +35,7 @@ ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 ARGS.add_argument("--client-ca")
 ARGS.add_argument("--port", type=int, default=0)
+ARGS.add_argument("--webhook", action="store_true")
 ARGS.add_argument("script", nargs="*")
 OPTS = ARGS.parse_args()
 SCRIPT = [arg.split(":") for arg in OPTS.script]
@@ -101,7 +106,13 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = gzip.decompress(raw) if line["content_encoding"] == "gzip" else raw
             request = ExportLogsServiceRequest()
-            if line["content_type"] == "application/json":
+            if OPTS.webhook:
+                if line["content_type"] != "application/json":
+                    raise ValueError(f"unexpected Content-Type {line['content_type']!r}")
+                doc = json.loads(body)
+                line["batch"] = isinstance(doc, list)
+                line["records"] = doc if isinstance(doc, list) else [doc]
+            elif line["content_type"] == "application/json":
                 doc = json.loads(body)
                 hex_ids_to_base64(doc)
                 json_format.Parse(json.dumps(doc), request)
@@ -109,7 +120,8 @@ class Handler(BaseHTTPRequestHandler):
                 request.ParseFromString(body)
             else:
                 raise ValueError(f"unexpected Content-Type {line['content_type']!r}")
-            line["records"] = flat(request)
+            if not OPTS.webhook:
+                line["records"] = flat(request)
         except Exception as e:  # the test reads the error from the line
             line["error"] = f"{type(e).__name__}: {e}"
             line["status"] = 400

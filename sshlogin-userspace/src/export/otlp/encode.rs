@@ -87,6 +87,11 @@ pub fn body(
         Protocol::HttpProtobuf => (request.encode_to_vec(), "application/x-protobuf"),
         Protocol::HttpJson => (serde_json::to_vec(request).map_err(std::io::Error::other)?, "application/json"),
     };
+    compress(raw, content_type, compression)
+}
+
+/// `raw` as a body, gzipped if asked.
+pub fn compress(raw: Vec<u8>, content_type: &'static str, compression: Compression) -> Result<Body, std::io::Error> {
     match compression {
         Compression::None => Ok(Body { bytes: raw, content_type, content_encoding: None }),
         Compression::Gzip => {

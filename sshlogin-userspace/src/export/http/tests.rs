@@ -15,11 +15,11 @@ use tokio::{
 
 use super::*;
 use crate::{
-    config::{Compression, DEFAULT_RETRY, Protocol, Retry},
+    config::{Compression, DEFAULT_RETRY, Format, Protocol, Retry, SinkKind},
     event::{EventName, attr},
 };
 
-fn exporter(cfg: &Otlp) -> (Exporter, Arc<Metrics>) {
+fn exporter(cfg: &Sink) -> (Exporter, Arc<Metrics>) {
     let metrics = Metrics::new();
     (Exporter::new(cfg, Resource::new(), metrics.clone()).unwrap(), metrics)
 }
@@ -97,10 +97,11 @@ async fn server(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
     (url, received)
 }
 
-fn config(url: &str) -> Otlp {
-    Otlp {
+fn config(url: &str) -> Sink {
+    Sink {
+        kind: SinkKind::Otlp,
         url: url.to_string(),
-        protocol: Protocol::HttpProtobuf,
+        format: Format::Otlp(Protocol::HttpProtobuf),
         compression: Compression::None,
         timeout: Duration::from_secs(5),
         headers: vec![("x-tenant".into(), "ops".into())],
@@ -157,7 +158,7 @@ async fn retries_503_honouring_retry_after_then_succeeds() {
     let (ex, m) = exporter(&config(&url));
     assert_eq!(send(&ex, &[event("a")]).await, Outcome::Delivered { rejected: 0 });
     assert_eq!(got.lock().unwrap().len(), 3);
-    assert_eq!(m.export_retries.get(), 2);
+    assert_eq!(m.retries(), 2);
     assert_eq!(m.exported("sent"), 1);
 }
 
@@ -203,14 +204,14 @@ async fn connection_errors_are_retried() {
     let (ex, m) = exporter(&cfg);
     let Outcome::Retryable { reason } = send(&ex, &[event("a")]).await else { panic!() };
     assert!(reason.contains("retried for"), "{reason}");
-    assert!(m.export_retries.get() >= 1);
+    assert!(m.retries() >= 1);
 }
 
 #[tokio::test]
 async fn sends_the_spool_in_batches_and_empties_it() {
     let (url, got) = server(vec![]).await;
     let mut cfg = config(&url);
-    cfg.protocol = Protocol::HttpJson;
+    cfg.format = Format::Otlp(Protocol::HttpJson);
     cfg.compression = Compression::Gzip;
     let (ex, _) = exporter(&cfg);
     let dir = tempfile::tempdir().unwrap();
@@ -239,6 +240,62 @@ async fn sends_the_spool_in_batches_and_empties_it() {
         })
         .collect();
     assert_eq!(sizes, [3, 1, 1], "what was spooled first goes first, in batches of at most 3");
+}
+
+/// Entries an older or newer version wrote in a format this one cannot
+/// read are removed and counted, never sent or retried forever.
+#[tokio::test]
+async fn unreadable_spool_entries_are_dropped_and_counted() {
+    let (url, got) = server(vec![]).await;
+    let (ex, m) = exporter(&config(&url));
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("otlp_events");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            t.insert(0, b"{not json".as_slice()).unwrap();
+            t.insert(1, br#"{"some":"other shape"}"#.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    spool.append(&[event("a")]).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(spool.depth().events, 0);
+    assert_eq!(m.exported("dropped"), 2);
+    assert_eq!(m.exported("sent"), 1);
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "one request, holding the one readable event");
+        assert_eq!(decode(&got[0]).resource_logs[0].scope_logs[0].log_records.len(), 1);
+    }
+
+    // Nothing readable at all: removed without a request.
+    let (url, got) = server(vec![]).await;
+    let (ex, m) = exporter(&config(&url));
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("otlp_events");
+        let txn = db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(0, b"\xff".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(spool.depth().events, 0);
+    assert_eq!(m.exported("dropped"), 1);
+    assert!(got.lock().unwrap().is_empty(), "no request for nothing");
 }
 
 #[tokio::test]
@@ -270,4 +327,28 @@ fn missing_token_file_names_the_key() {
 fn default_retry_policy_is_sane() {
     assert!(DEFAULT_RETRY.initial_backoff < DEFAULT_RETRY.max_backoff);
     assert!(DEFAULT_RETRY.max_backoff < DEFAULT_RETRY.max_elapsed);
+}
+
+#[tokio::test]
+async fn a_webhook_gets_the_stdout_object_one_per_request_or_an_array() {
+    let (url, got) = server(vec![]).await;
+    let mut cfg = config(&url);
+    cfg.kind = SinkKind::Webhook;
+    cfg.format = Format::Webhook { batch: false };
+    let (ex, m) = exporter(&cfg);
+    assert_eq!(send(&ex, &[event("a")]).await, Outcome::Delivered { rejected: 0 });
+    cfg.format = Format::Webhook { batch: true };
+    let (batched, _) = exporter(&cfg);
+    assert_eq!(send(&batched, &[event("b"), event("c")]).await, Outcome::Delivered { rejected: 0 });
+    let got = got.lock().unwrap();
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert_eq!(got[0].header("x-tenant"), Some("ops"));
+    let one: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(one["event_name"], "ssh.auth.failure");
+    assert_eq!(one["attributes"]["user.name"], "a");
+    let many: serde_json::Value = serde_json::from_slice(&got[1].body).unwrap();
+    let users: Vec<&str> =
+        many.as_array().unwrap().iter().map(|e| e["attributes"]["user.name"].as_str().unwrap()).collect();
+    assert_eq!(users, ["b", "c"]);
+    assert_eq!(m.exported("sent"), 1);
 }

@@ -1,0 +1,296 @@
+//! `sshlogin check`: can this host run sshlogin with this configuration?
+//! One line per item, with what to do about each that fails. Exit 0 only
+//! when nothing failed; warnings (a fallback will be used) do not fail.
+
+use std::{fmt, fs, os::unix::net::UnixDatagram, path::Path, process::Command, time::Duration};
+
+use crate::{
+    config::{Config, Sink},
+    probes::{self, SyscallProbes},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do when it is not ok.
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        write!(f, "{tag} {:<12} {}", self.name, self.detail)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n                  fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+fn ok(name: &'static str, detail: impl Into<String>) -> Item {
+    Item { name, status: Status::Ok, detail: detail.into(), fix: None }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Item {
+    Item { name, status: Status::Warn, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Item {
+    Item { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+/// Every check, in order. `network`: also try each configured endpoint.
+pub async fn run(config: &Config, network: bool) -> Vec<Item> {
+    let mut items = vec![kernel(), privileges()];
+    let tracefs = tracefs();
+    let tracefs_ok = tracefs.status != Status::Fail;
+    items.push(tracefs);
+    if tracefs_ok {
+        items.push(tracepoints(config.capture.syscall_probes));
+    }
+    items.push(probes_load(config));
+    items.push(sshd_binaries(&config.capture.sshd_paths));
+    items.push(pam_audit());
+    items.push(syslog());
+    if config.otlp.is_some() || config.webhook.is_some() {
+        items.push(state_dir(&config.spool.dir));
+    }
+    if network {
+        for sink in config.otlp.iter().chain(config.webhook.iter()) {
+            items.push(endpoint(sink).await);
+        }
+    }
+    items
+}
+
+/// `major.minor` of a kernel release such as `6.1.0-13-amd64`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn kernel() -> Item {
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    match kernel_version(&release) {
+        Some(v) if v >= (5, 8) => {
+            ok("kernel", format!("Linux {release} (5.8 or newer needed for the BPF ring buffer)"))
+        }
+        Some(_) => fail(
+            "kernel",
+            format!("Linux {release} is older than 5.8: it has no BPF ring buffer"),
+            "run a kernel 5.8 or newer",
+        ),
+        None => warn("kernel", format!("cannot tell the version of {release:?}"), "make sure it is 5.8 or newer"),
+    }
+}
+
+fn privileges() -> Item {
+    if nix::unistd::geteuid().is_root() {
+        ok("privileges", "running as root")
+    } else {
+        fail("privileges", "not root: loading BPF programs needs root", "run sshlogin as root (the systemd unit does)")
+    }
+}
+
+fn tracefs() -> Item {
+    let was_mounted =
+        ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"].iter().any(|p| Path::new(p).is_dir());
+    match probes::ensure_tracefs() {
+        Ok(dir) if was_mounted => ok("tracefs", format!("mounted at {}", dir.display())),
+        Ok(dir) => ok("tracefs", format!("was not mounted; mounted it at {}", dir.display())),
+        Err(e) => fail("tracefs", format!("{e:#}"), "mount -t tracefs nodev /sys/kernel/tracing"),
+    }
+}
+
+fn tracepoints(mode: SyscallProbes) -> Item {
+    let missing: Vec<String> = probes::tracepoints(mode)
+        .into_iter()
+        .filter(|(category, name)| probes::tracepoint_format(category, name).is_err())
+        .map(|(category, name)| format!("{category}:{name}"))
+        .collect();
+    if missing.is_empty() {
+        ok("tracepoints", format!("all {} present", probes::tracepoints(mode).len()))
+    } else {
+        fail(
+            "tracepoints",
+            format!("missing: {}", missing.join(", ")),
+            "a kernel built with CONFIG_FTRACE_SYSCALLS and sched tracepoints",
+        )
+    }
+}
+
+fn probes_load(config: &Config) -> Item {
+    let settings = probes::Settings {
+        family: config.capture.family.clone(),
+        ring_buffer_bytes: config.capture.ring_buffer_bytes,
+        syscall_probes: config.capture.syscall_probes,
+    };
+    match probes::Probes::load(&settings) {
+        Ok((probes, _ring)) => {
+            drop(probes);
+            ok("ebpf", "the ring buffer and every program loaded, passed the verifier and attached (then detached)")
+        }
+        Err(e) => fail(
+            "ebpf",
+            format!("{e:#}"),
+            "see the error: a kernel 5.8+ with BPF enabled, root, and BPF not restricted by lockdown or seccomp",
+        ),
+    }
+}
+
+fn sshd_binaries(paths: &[String]) -> Item {
+    let found: Vec<&String> = paths.iter().filter(|p| Path::new(p).is_file()).collect();
+    if found.is_empty() {
+        return fail(
+            "sshd",
+            format!("no sshd binary at any of {}", paths.join(", ")),
+            "set capture.sshd_paths in the config (or --sshd-path) to where sshd, sshd-session and sshd-auth live",
+        );
+    }
+    let has = |name: &str| found.iter().any(|p| p.ends_with(&format!("/{name}")));
+    let layout = if has("sshd-auth") {
+        "OpenSSH 10 layout (sshd, sshd-session, sshd-auth)"
+    } else if has("sshd-session") {
+        "OpenSSH 9.8+ layout (sshd, sshd-session)"
+    } else {
+        "one sshd binary (OpenSSH 9.7 or older)"
+    };
+    let version = Command::new(found[0])
+        .arg("-V")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stderr).lines().next().map(|l| format!("; {}", l.trim())));
+    ok(
+        "sshd",
+        format!(
+            "{layout}: {}{}",
+            found.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            version.unwrap_or_default()
+        ),
+    )
+}
+
+/// `UsePAM` as sshd resolves its configuration, if sshd can say.
+fn use_pam() -> Option<bool> {
+    let out = Command::new("/usr/sbin/sshd").arg("-T").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("usepam ")).map(|v| v.trim() == "yes")
+}
+
+fn pam_audit() -> Item {
+    let libaudit = Command::new("ldd")
+        .arg("/usr/sbin/sshd")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libaudit"));
+    match (use_pam(), libaudit) {
+        (Some(true), true) => ok("pam-audit", "UsePAM yes, and sshd and PAM send audit records"),
+        (Some(false), _) => warn(
+            "pam-audit",
+            "UsePAM no: sessions will be seen from sshd's privilege drop (the setresuid fallback)",
+            "UsePAM yes in sshd_config gives PAM's session records (terminal, audit session id)",
+        ),
+        (_, false) => warn(
+            "pam-audit",
+            "sshd is not linked with libaudit: failures are seen only from PAM and sshd's log lines",
+            "use a distribution sshd built with --with-audit=linux",
+        ),
+        (None, true) => ok("pam-audit", "sshd sends audit records (sshd -T could not tell UsePAM)"),
+    }
+}
+
+fn syslog() -> Item {
+    let listening = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log")).is_ok();
+    if listening {
+        ok("syslog", "something listens on /dev/log, so sshd sends its log lines (port, method, key)")
+    } else {
+        warn(
+            "syslog",
+            "nothing listens on /dev/log: sshd logs nothing, so events lack the auth method and key",
+            "run a syslog daemon or journald (its /dev/log socket is enough)",
+        )
+    }
+}
+
+fn state_dir(dir: &Path) -> Item {
+    let probe = dir.join(".sshlogin-check");
+    let result = fs::create_dir_all(dir).and_then(|_| fs::write(&probe, b"ok")).and_then(|_| fs::remove_file(&probe));
+    match result {
+        Ok(()) => ok("state-dir", format!("{} is writable", dir.display())),
+        Err(e) => fail(
+            "state-dir",
+            format!("cannot write to {}: {e}", dir.display()),
+            "set spool.dir (or --state-dir) to a writable directory; the systemd unit provides /var/lib/sshlogin",
+        ),
+    }
+}
+
+async fn endpoint(sink: &Sink) -> Item {
+    let name = match sink.kind {
+        crate::config::SinkKind::Otlp => "otlp",
+        crate::config::SinkKind::Webhook => "webhook",
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder().timeout(sink.timeout.min(Duration::from_secs(10))).build() {
+        Ok(c) => c,
+        Err(e) => return fail(name, format!("cannot build an HTTP client: {e}"), "check the TLS settings"),
+    };
+    // Any HTTP answer means the endpoint is there; what it thinks of an
+    // empty GET does not matter.
+    match client.get(&sink.url).send().await {
+        Ok(resp) => ok(name, format!("{} answered HTTP {}", sink.url, resp.status().as_u16())),
+        Err(e) => {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            fail(
+                name,
+                format!("{} is not reachable: {why}", sink.url),
+                format!("check {name}'s URL, the network and TLS (or run check --no-network)"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.10.0-30-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("4.19.0"), Some((4, 19)));
+        assert!(kernel_version("4.19.0").unwrap() < (5, 8));
+        assert_eq!(kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn a_missing_sshd_names_the_setting() {
+        let item = sshd_binaries(&["/nonexistent/sshd".to_string()]);
+        assert_eq!(item.status, Status::Fail);
+        assert!(item.fix.unwrap().contains("capture.sshd_paths"));
+    }
+
+    #[test]
+    fn lines_read_well() {
+        let line = fail("tracefs", "not mounted", "mount -t tracefs nodev /sys/kernel/tracing").to_string();
+        assert!(line.starts_with("FAIL tracefs"));
+        assert!(line.contains("fix: mount -t tracefs"));
+    }
+}

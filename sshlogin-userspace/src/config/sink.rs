@@ -1,0 +1,159 @@
+//! The network exporters' settings: `[otlp]` (with the OpenTelemetry SDK
+//! environment variables) and `[webhook]`.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use super::{
+    Compression, ConfigError, DEFAULT_BATCH_MAX_DELAY, DEFAULT_BATCH_MAX_EVENTS, DEFAULT_DRAIN, DEFAULT_RETRY,
+    DEFAULT_TIMEOUT, Flags, Format, Protocol, Retry, Sink, SinkKind, check_header, compression, duration, endpoint,
+    env, file, opt_duration, protocol, url,
+};
+
+/// Values given by a higher layer (flags, environment) for the common
+/// settings; `(where, value)`.
+#[derive(Default)]
+struct Overrides {
+    compression: Option<(String, String)>,
+    timeout: Option<(String, std::time::Duration)>,
+    headers: Vec<(String, String)>,
+    bearer_token_file: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+pub(super) fn otlp(
+    flags: &Flags,
+    get: &dyn Fn(&str) -> Option<String>,
+    f: &file::Otlp,
+) -> Result<Option<Sink>, ConfigError> {
+    let Some(url) = endpoint(flags, get, f)? else { return Ok(None) };
+    let protocol = match (&flags.otlp_protocol, env::otlp(get, "PROTOCOL"), &f.protocol) {
+        (Some(p), _, _) => protocol("--otlp-protocol", p)?,
+        (None, Some((key, p)), _) => protocol(&key, &p)?,
+        (None, None, Some(p)) => protocol("otlp.protocol", p)?,
+        (None, None, None) => Protocol::HttpProtobuf,
+    };
+    let timeout = match (flags.otlp_timeout, env::otlp(get, "TIMEOUT")) {
+        (Some(t), _) => Some(("--otlp-timeout".to_string(), t)),
+        (None, Some((key, ms))) => Some((
+            key.clone(),
+            std::time::Duration::from_millis(
+                ms.parse().map_err(|_| ConfigError::new(key, format!("{ms:?} is not a number of milliseconds")))?,
+            ),
+        )),
+        (None, None) => None,
+    };
+    let mut headers = Vec::new();
+    if let Some((key, text)) = env::otlp(get, "HEADERS") {
+        headers.extend(env::key_values(&key, &text)?);
+    }
+    headers.extend(flags.otlp_headers.iter().cloned());
+    let path = |setting: &str| env::otlp(get, setting).map(|(_, v)| PathBuf::from(v));
+    let overrides = Overrides {
+        compression: flags
+            .otlp_compression
+            .clone()
+            .map(|c| ("--otlp-compression".to_string(), c))
+            .or_else(|| env::otlp(get, "COMPRESSION")),
+        timeout,
+        headers,
+        bearer_token_file: flags.bearer_token_file.clone(),
+        certificate: path("CERTIFICATE"),
+        client_certificate: path("CLIENT_CERTIFICATE"),
+        client_key: path("CLIENT_KEY"),
+    };
+    sink(SinkKind::Otlp, url, Format::Otlp(protocol), Compression::Gzip, f.common(), overrides).map(Some)
+}
+
+pub(super) fn webhook(flags: &Flags, f: &file::Webhook) -> Result<Option<Sink>, ConfigError> {
+    let url = match (&flags.webhook_url, &f.url) {
+        (Some(u), _) => url("--webhook-url", u)?,
+        (None, Some(u)) => url("webhook.url", u)?,
+        (None, None) => return Ok(None),
+    };
+    let batch = flags.webhook_batch || f.batch.unwrap_or(false);
+    let overrides = Overrides {
+        headers: flags.webhook_headers.clone(),
+        bearer_token_file: flags.bearer_token_file.clone(),
+        ..Overrides::default()
+    };
+    let mut sink = sink(SinkKind::Webhook, url, Format::Webhook { batch }, Compression::None, f.common(), overrides)?;
+    if !batch {
+        sink.batch_max_events = 1;
+    }
+    Ok(Some(sink))
+}
+
+/// The common settings: overrides over the file's section over defaults.
+fn sink(
+    kind: SinkKind,
+    url: String,
+    format: Format,
+    default_compression: Compression,
+    c: file::Common<'_>,
+    o: Overrides,
+) -> Result<Sink, ConfigError> {
+    let key = |name: &str| format!("{}.{name}", c.section);
+    let compression = match (&o.compression, c.compression) {
+        (Some((k, v)), _) => compression(k, v)?,
+        (None, Some(v)) => compression(&key("compression"), v)?,
+        (None, None) => default_compression,
+    };
+    let timeout = match (o.timeout, c.timeout) {
+        (Some((_, t)), _) => t,
+        (None, Some(t)) => duration(&key("timeout"), t)?,
+        (None, None) => DEFAULT_TIMEOUT,
+    };
+    if timeout.is_zero() {
+        return Err(ConfigError::new(key("timeout"), "must be more than zero"));
+    }
+    // Headers merge by name; the overrides (env, then flags) win.
+    let mut headers: BTreeMap<String, String> =
+        c.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    for (k, v) in o.headers {
+        headers.insert(k.to_ascii_lowercase(), v);
+    }
+    for (k, v) in &headers {
+        check_header(k, v)?;
+    }
+    let retry = Retry {
+        initial_backoff: opt_duration(&key("retry_initial_backoff"), c.retry_initial_backoff)?
+            .unwrap_or(DEFAULT_RETRY.initial_backoff),
+        max_backoff: opt_duration(&key("retry_max_backoff"), c.retry_max_backoff)?.unwrap_or(DEFAULT_RETRY.max_backoff),
+        max_elapsed: opt_duration(&key("retry_max_elapsed"), c.retry_max_elapsed)?.unwrap_or(DEFAULT_RETRY.max_elapsed),
+    };
+    if retry.initial_backoff.is_zero() || retry.max_backoff < retry.initial_backoff {
+        return Err(ConfigError::new(
+            key("retry_max_backoff"),
+            "backoffs must be above zero and the maximum at least the initial one",
+        ));
+    }
+    let batch_max_events = c.batch_max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
+    if batch_max_events == 0 {
+        return Err(ConfigError::new(key("batch_max_events"), "must be at least 1"));
+    }
+    let sink = Sink {
+        kind,
+        url,
+        format,
+        compression,
+        timeout,
+        headers: headers.into_iter().collect(),
+        bearer_token_file: o.bearer_token_file.or_else(|| c.bearer_token_file.clone()),
+        certificate: o.certificate.or_else(|| c.certificate.clone()),
+        client_certificate: o.client_certificate.or_else(|| c.client_certificate.clone()),
+        client_key: o.client_key.or_else(|| c.client_key.clone()),
+        batch_max_events,
+        batch_max_delay: opt_duration(&key("batch_max_delay"), c.batch_max_delay)?.unwrap_or(DEFAULT_BATCH_MAX_DELAY),
+        retry,
+        drain_timeout: opt_duration(&key("drain_timeout"), c.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
+    };
+    if sink.client_certificate.is_some() != sink.client_key.is_some() {
+        return Err(ConfigError::new(
+            key("client_certificate"),
+            "a client certificate and a client key go together (mTLS): set both or neither",
+        ));
+    }
+    Ok(sink)
+}

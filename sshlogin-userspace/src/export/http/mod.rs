@@ -1,0 +1,321 @@
+//! A network exporter (OTLP/HTTP or webhook): takes the oldest events from
+//! its spool in batches, sends each as one request, retries as the OTLP
+//! specification says, and removes a batch from the spool once it was
+//! delivered or refused for good. While the endpoint is unreachable the
+//! events wait in the spool.
+
+use std::{
+    fs,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use tokio::sync::{Notify, watch};
+
+use super::{
+    otlp::{encode, response},
+    retry::{self, Decision},
+    stdout,
+};
+use crate::{
+    config::{ConfigError, Format, Sink},
+    event::Event,
+    metrics::Metrics,
+    resource::Resource,
+    spool::Spool,
+};
+
+/// How one batch ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted; `rejected` of its records were refused (partial success).
+    Delivered { rejected: i64 },
+    /// Refused for good (a status that must not be retried).
+    Dropped { reason: String },
+    /// Not delivered yet: retries ran out of time or shutdown began. The
+    /// batch stays in the spool.
+    Retryable { reason: String },
+}
+
+pub struct Exporter {
+    client: reqwest::Client,
+    headers: HeaderMap,
+    config: Sink,
+    resource: Resource,
+    metrics: Arc<Metrics>,
+}
+
+fn read(key: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    // `key` is the setting's name under the exporter's section.
+    fs::read(path).map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))
+}
+
+impl Exporter {
+    /// Builds the HTTP client: TLS roots, client certificate, headers, token.
+    pub fn new(config: &Sink, resource: Resource, metrics: Arc<Metrics>) -> Result<Exporter, ConfigError> {
+        let key = |name: &str| format!("{}.{name}", config.kind.name());
+        // reqwest is built without a default crypto provider; use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(ca) = &config.certificate {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(&key("certificate"), ca)?).map_err(|e| {
+                ConfigError::new(key("certificate"), format!("{}: not PEM certificates: {e}", ca.display()))
+            })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key_file)) = (&config.client_certificate, &config.client_key) {
+            let mut pem = read(&key("client_certificate"), cert)?;
+            pem.push(b'\n');
+            pem.extend(read(&key("client_key"), key_file)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ConfigError::new(
+                    key("client_certificate"),
+                    format!("{} with {}: {e}", cert.display(), key_file.display()),
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| ConfigError::new(config.kind.name(), format!("cannot build the HTTP client: {e}")))?;
+
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("sshlogin/", env!("CARGO_PKG_VERSION"))));
+        for (k, v) in &config.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| ConfigError::new(format!("header {k:?}"), "bad name"))?;
+            let mut value =
+                HeaderValue::from_str(v).map_err(|_| ConfigError::new(format!("header {k:?}"), "bad value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        if let Some(path) = &config.bearer_token_file {
+            let token = String::from_utf8(read(&key("bearer_token_file"), path)?)
+                .map_err(|_| ConfigError::new(key("bearer_token_file"), "the token is not UTF-8"))?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(ConfigError::new(key("bearer_token_file"), format!("{} is empty", path.display())));
+            }
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ConfigError::new(key("bearer_token_file"), "the token has characters a header cannot carry")
+            })?;
+            value.set_sensitive(true);
+            if headers.insert(AUTHORIZATION, value).is_some() {
+                tracing::warn!("the bearer token file replaces the Authorization header given in the headers");
+            }
+        }
+        Ok(Exporter { client, headers, config: config.clone(), resource, metrics })
+    }
+
+    /// Sends what the spool holds, oldest first, as it arrives (`arrived`
+    /// is notified on each append) until `stop` turns true; then keeps
+    /// sending for at most `drain` and returns, leaving the rest spooled.
+    pub async fn run(self, spool: Arc<Spool>, arrived: Arc<Notify>, mut stop: watch::Receiver<bool>, drain: Duration) {
+        let max = self.config.batch_max_events;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() && *stop.borrow() {
+                deadline = Some(Instant::now() + drain);
+            }
+            let stopping = deadline.is_some();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let batch = match read_spool(&spool, max).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("cannot read the spool: {e:#}");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    _ = arrived.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                // Let a batch fill before sending: bounded by the delay.
+                if !*stop.borrow() {
+                    tokio::time::sleep(self.config.batch_max_delay).await;
+                }
+                continue;
+            }
+            let (ids, events): (Vec<u64>, Vec<Option<Event>>) = batch.into_iter().unzip();
+            let events: Vec<Event> = events.into_iter().flatten().collect();
+            if events.len() < ids.len() {
+                tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
+                self.metrics.export_events(self.config.kind.name(), "dropped", (ids.len() - events.len()) as u64);
+            }
+            let give_up_at = deadline.unwrap_or_else(|| Instant::now() + self.config.retry.max_elapsed);
+            // A batch of nothing but unreadable entries is removed unsent.
+            let outcome = if events.is_empty() {
+                Outcome::Dropped { reason: "no readable entries".into() }
+            } else {
+                self.export(&events, give_up_at, &mut stop).await
+            };
+            match outcome {
+                Outcome::Retryable { reason } => {
+                    if stopping || *stop.borrow() {
+                        continue;
+                    }
+                    tracing::warn!(
+                        waiting = spool.depth().events,
+                        "the endpoint is unreachable ({reason}); events stay in the spool and are retried"
+                    );
+                }
+                Outcome::Delivered { .. } | Outcome::Dropped { .. } => {
+                    let spool2 = spool.clone();
+                    let removed = tokio::task::spawn_blocking(move || spool2.remove(&ids)).await;
+                    if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
+                        tracing::error!("cannot remove delivered events from the spool: {e:#}");
+                        return;
+                    }
+                    self.metrics.set_spool(self.config.kind.name(), spool.depth());
+                }
+            }
+        }
+    }
+
+    /// Sends one batch, retrying until `give_up_at` or until `stop` turns.
+    pub async fn export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
+        let n = events.len() as u64;
+        let sink = self.config.kind.name();
+        let outcome = self.try_export(events, give_up_at, stop).await;
+        match &outcome {
+            Outcome::Delivered { rejected } => {
+                self.metrics.export_request(sink, if *rejected > 0 { "partial" } else { "ok" });
+                let rejected = (*rejected).clamp(0, n as i64) as u64;
+                self.metrics.export_events(sink, "sent", n - rejected);
+                self.metrics.export_events(sink, "rejected", rejected);
+            }
+            Outcome::Dropped { reason } => {
+                self.metrics.export_request(sink, "dropped");
+                self.metrics.export_events(sink, "dropped", n);
+                tracing::warn!(events = n, url = %self.config.url, "export dropped: {reason}");
+            }
+            Outcome::Retryable { .. } => self.metrics.export_request(sink, "failed_retryable"),
+        }
+        outcome
+    }
+
+    /// The request body for `events` in this exporter's format.
+    fn body(&self, events: &[Event]) -> std::io::Result<encode::Body> {
+        match self.config.format {
+            Format::Otlp(protocol) => {
+                encode::body(&encode::request(&self.resource, events), protocol, self.config.compression)
+            }
+            Format::Webhook { batch } => {
+                let lines: Vec<String> = events.iter().map(|e| stdout::to_line(e, &self.resource)).collect();
+                // Each line is one JSON object already.
+                let json = if batch || lines.len() != 1 { format!("[{}]", lines.join(",")) } else { lines[0].clone() };
+                encode::compress(json.into_bytes(), "application/json", self.config.compression)
+            }
+        }
+    }
+
+    async fn try_export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
+        let body = match self.body(events) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Dropped { reason: format!("cannot encode the request: {e}") },
+        };
+        let mut headers = self.headers.clone();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
+        if let Some(enc) = body.content_encoding {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
+        }
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let sent =
+                self.client.post(&self.config.url).headers(headers.clone()).body(body.bytes.clone()).send().await;
+            let (wait, why) = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let content_type =
+                        resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let body = read_capped(resp).await;
+                    match retry::decide(status, retry_after.as_deref(), SystemTime::now()) {
+                        Decision::Success => {
+                            let partial = match self.config.format {
+                                Format::Otlp(_) => response::partial_success(&body, content_type.as_deref()),
+                                Format::Webhook { .. } => None,
+                            };
+                            let rejected = match partial {
+                                Some((rejected, message)) => {
+                                    tracing::warn!(rejected, "the receiver accepted the batch in part: {message}");
+                                    rejected
+                                }
+                                None => 0,
+                            };
+                            return Outcome::Delivered { rejected };
+                        }
+                        Decision::Drop => {
+                            return Outcome::Dropped {
+                                reason: format!(
+                                    "HTTP {status}: {}",
+                                    response::error_message(&body, content_type.as_deref())
+                                ),
+                            };
+                        }
+                        Decision::Retry { after } => (after, format!("HTTP {status}")),
+                    }
+                }
+                Err(e) => (None, transport_error(&e)),
+            };
+            let wait = wait.unwrap_or_else(|| retry::backoff(&self.config.retry, attempt, rand::random::<f64>()));
+            if Instant::now() + wait > give_up_at {
+                return Outcome::Retryable { reason: format!("{why}; retried for {:.1?}", started.elapsed()) };
+            }
+            self.metrics.export_retry(self.config.kind.name());
+            tracing::info!(attempt = attempt + 1, "export failed ({why}); retrying in {wait:.1?}");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return Outcome::Retryable { reason: format!("{why}; shutting down") },
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// The chain of causes, which is where reqwest says what really failed.
+fn transport_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<Event>)>> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.oldest(max)).await?
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = response::BODY_CAP.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= response::BODY_CAP {
+            break;
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests;
