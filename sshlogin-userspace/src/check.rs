@@ -76,16 +76,10 @@ pub async fn run(config: &Config, network: bool) -> Vec<Item> {
     items
 }
 
-/// `major.minor` of a kernel release such as `6.1.0-13-amd64`.
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 fn kernel() -> Item {
-    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    match kernel_version(&release) {
-        Some(v) if v >= (5, 8) => {
+    let release = probes::kernel_release();
+    match probes::kernel_version(&release) {
+        Some(v) if v >= probes::MIN_KERNEL => {
             ok("kernel", format!("Linux {release} (5.8 or newer needed for the BPF ring buffer)"))
         }
         Some(_) => fail(
@@ -273,10 +267,13 @@ mod tests {
 
     #[test]
     fn kernel_versions() {
+        use probes::{MIN_KERNEL, kernel_version};
         assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
         assert_eq!(kernel_version("5.10.0-30-amd64"), Some((5, 10)));
         assert_eq!(kernel_version("4.19.0"), Some((4, 19)));
-        assert!(kernel_version("4.19.0").unwrap() < (5, 8));
+        assert!(kernel_version("4.19.0").unwrap() < MIN_KERNEL);
+        assert!(kernel_version("5.8.0").unwrap() >= MIN_KERNEL);
+        assert!(kernel_version("5.7.19").unwrap() < MIN_KERNEL);
         assert_eq!(kernel_version("garbage"), None);
     }
 

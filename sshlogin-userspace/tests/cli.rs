@@ -150,3 +150,21 @@ fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
     }
 }
+
+/// A kernel older than 5.8 (here: this kernel reporting itself as 2.6.x
+/// through the UNAME26 personality, which `uname -r` and sshlogin both
+/// read) gets a sentence and exit 1, before any probe loads.
+#[test]
+fn an_old_kernel_is_refused_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("setarch")
+        .args([std::env::consts::ARCH, "--uname-2.6", env!("CARGO_BIN_EXE_sshlogin"), "run", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run setarch (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Linux 2.6.") && stderr.contains("older than 5.8"), "{stderr}");
+    assert!(stderr.contains("nothing was loaded"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

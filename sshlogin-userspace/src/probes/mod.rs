@@ -42,6 +42,20 @@ const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
 ];
 
 /// Mounts tracefs if it is not, and says where it is.
+/// The oldest kernel with `BPF_MAP_TYPE_RINGBUF`.
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `major.minor` of a kernel release such as `6.1.0-13-amd64`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 pub fn ensure_tracefs() -> Result<std::path::PathBuf> {
     tracefs::ensure_mounted()
 }
@@ -112,6 +126,17 @@ impl Probes {
     /// Loads and attaches everything; returns the probes and the ring buffer
     /// their records arrive in.
     pub fn load(settings: &Settings) -> Result<(Probes, RingBuf<MapData>)> {
+        // Before anything else, so an old kernel gets this sentence rather
+        // than the verifier's or the map type's errno.
+        let release = kernel_release();
+        if kernel_version(&release).is_some_and(|v| v < MIN_KERNEL) {
+            bail!(
+                "Linux {release} is older than {}.{}: sshlogin needs the BPF ring buffer that kernel brought; \
+                 nothing was loaded",
+                MIN_KERNEL.0,
+                MIN_KERNEL.1
+            );
+        }
         if OBJECT.is_empty() {
             bail!(
                 "this sshlogin binary was built without its eBPF object; \
