@@ -45,15 +45,16 @@ pub static PENDING_SETRESUID: LruHashMap<u64, [u32; 4]> = LruHashMap::with_max_e
 /// This is the whole cost of a probe for every other process.
 #[inline(always)]
 pub fn family_comm() -> Option<[u8; COMM_LEN]> {
-    // Straight into two u64s the helper fills (it may take uninitialised
-    // memory): no byte-wise reassembly, no memset call.
-    let mut buf = core::mem::MaybeUninit::<[u64; 2]>::uninit();
-    // SAFETY: the helper writes exactly 16 bytes, NUL padded, on success.
-    if unsafe { raw_get_current_comm(buf.as_mut_ptr().cast(), COMM_LEN as u32) } != 0 {
+    // Into two zeroed u64s (two stores, no memset call), compared as words.
+    // Zeroed because some kernels copy the name without padding the rest of
+    // the buffer (Debian 12's 6.1 does; 6.18 pads): the bytes after the NUL
+    // would be stack garbage and a name would match only by luck. Found by
+    // `cargo xtask vm-test`, where most records went missing.
+    let mut words = [0u64; 2];
+    // SAFETY: the helper writes at most 16 bytes, NUL terminated.
+    if unsafe { raw_get_current_comm(words.as_mut_ptr().cast(), COMM_LEN as u32) } != 0 {
         return None;
     }
-    // SAFETY: written by the helper above.
-    let words = unsafe { buf.assume_init() };
     let mut i = 0;
     while i < MAX_FAMILY {
         // SAFETY: FAMILY is 8-aligned and made of u64-sized name halves; the
