@@ -63,7 +63,7 @@ pub async fn run(config: &Config, network: bool) -> Vec<Item> {
     }
     items.push(probes_load(config));
     items.push(sshd_binaries(&config.capture.sshd_paths));
-    items.push(pam_audit());
+    items.push(pam_audit(&config.capture.sshd_paths));
     items.push(syslog());
     if config.otlp.is_some() || config.webhook.is_some() {
         items.push(state_dir(&config.spool.dir));
@@ -178,18 +178,22 @@ fn sshd_binaries(paths: &[String]) -> Item {
 }
 
 /// `UsePAM` as sshd resolves its configuration, if sshd can say.
-fn use_pam() -> Option<bool> {
-    let out = Command::new("/usr/sbin/sshd").arg("-T").output().ok()?;
+/// `UsePAM` as the sshd among `paths` reads its config (`sshd -T`).
+fn use_pam(paths: &[String]) -> Option<bool> {
+    let sshd = paths.iter().find(|p| p.ends_with("/sshd") && Path::new(p).is_file())?;
+    let out = Command::new(sshd).arg("-T").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().find_map(|l| l.strip_prefix("usepam ")).map(|v| v.trim() == "yes")
 }
 
-fn pam_audit() -> Item {
-    let libaudit = Command::new("ldd")
-        .arg("/usr/sbin/sshd")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libaudit"));
-    match (use_pam(), libaudit) {
+/// Whether sshd sends its own audit records: the binary that runs the
+/// session is linked with libaudit (`sshd` up to OpenSSH 9.7,
+/// `sshd-session` from 9.8, whose `sshd` is not).
+fn pam_audit(paths: &[String]) -> Item {
+    let libaudit = paths.iter().filter(|p| Path::new(p).is_file()).any(|p| {
+        Command::new("ldd").arg(p).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libaudit"))
+    });
+    match (use_pam(paths), libaudit) {
         (Some(true), true) => ok("pam-audit", "UsePAM yes, and sshd and PAM send audit records"),
         (Some(false), _) => warn(
             "pam-audit",
