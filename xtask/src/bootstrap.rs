@@ -28,6 +28,53 @@ pub fn test_tools() -> Result<()> {
     python_package("opentelemetry-proto", OTEL_PROTO_PY)
 }
 
+/// What `cargo xtask vm-test` boots guests with; for arm64 also the
+/// emulator, the cross compiler, the Rust target and qemu-user (debootstrap
+/// runs the arm64 root's maintainer scripts through binfmt).
+pub fn vm_tools(arm64: bool) -> Result<()> {
+    apt(&["qemu-system-x86", "debootstrap", "e2fsprogs", "tar"])?;
+    if arm64 {
+        // Mounted first, so that installing qemu-user-static registers it.
+        binfmt_misc()?;
+        apt(&[
+            "qemu-system-arm",
+            "qemu-user-static",
+            "binfmt-support",
+            "gcc-aarch64-linux-gnu",
+            "libc6-dev-arm64-cross",
+        ])?;
+        if !std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+            sh(Command::new("update-binfmts").args(["--enable", "qemu-aarch64"]))
+                .map_err(|e| step_failed("binfmt for qemu-aarch64", "update-binfmts --enable qemu-aarch64", e))?;
+        }
+        rust_target("aarch64-unknown-linux-gnu")?;
+    }
+    Ok(())
+}
+
+/// debootstrap of an arm64 root runs its maintainer scripts through
+/// qemu-user, which needs binfmt_misc (not mounted where systemd is not
+/// PID 1).
+fn binfmt_misc() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("binfmt_misc")) {
+        return Ok(());
+    }
+    let manual = "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc";
+    sh(Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"]))
+        .map_err(|e| step_failed("mount binfmt_misc", manual, e))
+}
+
+fn rust_target(target: &str) -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target)) {
+        return Ok(());
+    }
+    println!("xtask: adding the Rust target {target}");
+    sh(Command::new("rustup").args(["target", "add", target]))
+        .map_err(|e| step_failed(&format!("rust target {target}"), &format!("rustup target add {target}"), e))
+}
+
 /// What the benchmark compares against.
 pub fn bench_tools() -> Result<()> {
     apt(&["auditd"])

@@ -33,3 +33,24 @@ pub fn userspace() -> Result<()> {
     println!("xtask: daemon at {}", workspace_root().join("target/release/sshlogin").display());
     Ok(())
 }
+
+/// The daemon for a Rust target triple: the host's through [`userspace`],
+/// another (aarch64) cross-built with Debian's cross gcc as the linker. The
+/// eBPF object is the same for every architecture.
+pub fn userspace_for(target: &str) -> Result<std::path::PathBuf> {
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    if target == host {
+        userspace()?;
+        return Ok(workspace_root().join("target/release/sshlogin"));
+    }
+    let gcc = format!("{}-linux-gnu-gcc", target.split('-').next().unwrap_or(target));
+    let linker_var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
+    sh(Command::new("cargo")
+        .current_dir(workspace_root())
+        .args(["build", "--package", "sshlogin-userspace", "--release", "--target", target])
+        .env("SSHLOGIN_EBPF_OBJECT", ebpf_object())
+        .env(linker_var, &gcc))?;
+    let binary = workspace_root().join("target").join(target).join("release/sshlogin");
+    println!("xtask: daemon for {target} at {}", binary.display());
+    Ok(binary)
+}

@@ -7,6 +7,7 @@ mod build;
 mod fuzz;
 mod package;
 mod test;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -61,6 +62,22 @@ enum Task {
     /// Build the Debian package (target/debian/sshlogin_*.deb): the daemon,
     /// the systemd unit, the example config as /etc/sshlogin/config.toml.
     Deb,
+    /// Boot kernels under QEMU (KVM when /dev/kvm works) with a Debian root
+    /// built by debootstrap and run the login scenario in each guest: key
+    /// login, wrong key, invalid user, wrong password, password login,
+    /// logout, `UsePAM no`. Images are cached under target/vm (root).
+    VmTest {
+        /// A cell: debian12 (6.1), debian11 (5.10), debian13 (6.12, OpenSSH
+        /// 10), debian12-arm64. Repeat for several. [default: debian12]
+        #[arg(long = "kernel", value_name = "CELL")]
+        kernels: Vec<String>,
+        /// Every cell.
+        #[arg(long, conflicts_with = "kernels")]
+        all: bool,
+        /// Write the results into docs/portability.md's matrix.
+        #[arg(long)]
+        record: bool,
+    },
     /// Run the cargo-fuzz targets (decoder, audit text, sshd log lines),
     /// corpus seeded from the captured fixtures.
     Fuzz {
@@ -94,6 +111,16 @@ fn main() -> Result<()> {
         Task::Test { unit_only, fuzz_seconds } => test::all(unit_only, fuzz_seconds),
         Task::Bench { quick, out } => bench::run(quick, out),
         Task::Deb => package::run_deb(),
+        Task::VmTest { kernels, all, record } => {
+            let cells = if all {
+                vm::CELLS.to_vec()
+            } else if kernels.is_empty() {
+                vec![vm::cell(vm::CI_CELL)?]
+            } else {
+                kernels.iter().map(|k| vm::cell(k)).collect::<Result<Vec<_>>>()?
+            };
+            vm::run(&cells, record)
+        }
         Task::Fuzz { seconds } => {
             bootstrap::build_tools()?;
             let (_, failed) = fuzz::run(seconds)?;
