@@ -84,6 +84,9 @@ pub struct Otlp {
     pub drain_timeout: Option<String>,
 }
 
+/// Repeats most of [`Otlp`]'s keys rather than flattening a shared struct:
+/// serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
+/// must stay an error. [`Common`] is the shared view.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {

@@ -39,10 +39,20 @@ fn settings() -> Settings {
     }
 }
 
-fn replay(fixture: &str) -> Vec<Event> {
+/// The raw records of a capture in tests/fixtures/captures.
+fn fixture_records(fixture: &str) -> Vec<Vec<u8>> {
     let path = format!("{}/tests/fixtures/captures/{fixture}.hex", env!("CARGO_MANIFEST_DIR"));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let records = capture::read_records(std::io::BufReader::new(file)).unwrap();
+    capture::read_records(std::io::BufReader::new(file)).unwrap()
+}
+
+/// Index of the first record that decodes to something `pred` accepts.
+fn position(records: &[Vec<u8>], pred: impl Fn(&crate::decode::Record) -> bool) -> usize {
+    records.iter().position(|r| crate::decode::decode(r).is_ok_and(|d| pred(&d))).expect("no such record")
+}
+
+fn replay(fixture: &str) -> Vec<Event> {
+    let records = fixture_records(fixture);
     let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
@@ -159,14 +169,11 @@ fn replays_are_deterministic() {
 fn a_truncated_capture_still_reports_what_it_can() {
     // Cut right after USER_START: the session child, the close and the
     // monitor's exit were never seen. Finishing still reports the open.
-    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
-    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let records = fixture_records("pam-key-login");
     let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
-    let user_start = records
-        .iter()
-        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Audit { ref audit, .. }) if audit.msg_type == 1105))
-        .unwrap();
+    let user_start =
+        position(&records, |r| matches!(r, crate::decode::Record::Audit { audit, .. } if audit.msg_type == 1105));
     pipeline.records(records.into_iter().take(user_start + 1), &mut events);
     pipeline.finish(&mut events);
     assert_eq!(names(&events), [SessionOpen]);
@@ -190,8 +197,7 @@ impl crate::correlate::process::ProcView for ForgedExe {
 
 #[test]
 fn records_from_other_executables_are_refused_and_counted() {
-    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
-    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let records = fixture_records("pam-key-login");
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::new(settings(), Box::new(ForgedExe), FixtureUsers, metrics.clone());
     let mut events = Vec::new();
@@ -224,14 +230,10 @@ impl crate::correlate::process::ProcView for MidSession {
 
 #[test]
 fn a_session_opened_before_the_daemon_started_still_closes() {
-    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
-    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let records = fixture_records("pam-key-login");
     // Everything up to and including the session child's privilege drop
     // happened before the (re)start.
-    let drop_at = records
-        .iter()
-        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Setresuid { uid: 1001, .. })))
-        .unwrap();
+    let drop_at = position(&records, |r| matches!(r, crate::decode::Record::Setresuid { uid: 1001, .. }));
     let mut pipeline = Pipeline::new(settings(), Box::new(MidSession), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records.into_iter().skip(drop_at + 1), &mut events);
@@ -275,13 +277,9 @@ fn connect(pid: u32, fd: u32, addr: std::net::SocketAddr) -> Vec<u8> {
 
 #[test]
 fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
-    let path = format!("{}/tests/fixtures/captures/pam-key-login.hex", env!("CARGO_MANIFEST_DIR"));
-    let records = capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let records = fixture_records("pam-key-login");
     // Stop right after the session child (13935) dropped to sl-alice.
-    let drop_at = records
-        .iter()
-        .position(|r| matches!(crate::decode::decode(r), Ok(crate::decode::Record::Setresuid { uid: 1001, .. })))
-        .unwrap();
+    let drop_at = position(&records, |r| matches!(r, crate::decode::Record::Setresuid { uid: 1001, .. }));
     let mut pipeline = Pipeline::new(settings(), Box::new(NoProc), FixtureUsers, Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records.into_iter().take(drop_at + 1), &mut events);

@@ -16,11 +16,54 @@ use crate::harness::{
 /// Fast retries so tests do not wait out production backoffs.
 fn quick_retries(name: &str) -> String {
     scratch_file(
-        name,
+        &format!("{name}.toml"),
         "[otlp]\nretry_initial_backoff = \"200ms\"\nretry_max_backoff = \"1s\"\nretry_max_elapsed = \"3s\"\n",
     )
     .display()
     .to_string()
+}
+
+/// What a spool test starts its daemons with: an OTLP port where nothing
+/// listens yet, a state directory of its own, quick retries and a metrics
+/// port.
+struct Spooling {
+    port: u16,
+    endpoint: String,
+    state: String,
+    config: String,
+    metrics: u16,
+}
+
+impl Spooling {
+    fn new(name: &str) -> Spooling {
+        let port = free_port();
+        Spooling {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            state: state_dir(name).display().to_string(),
+            config: quick_retries(name),
+            metrics: free_port(),
+        }
+    }
+
+    /// A daemon exporting to the port, with `extra` flags.
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--config", &self.config, "--otlp-endpoint", &self.endpoint, "--state-dir", &self.state];
+        args.extend_from_slice(extra);
+        Daemon::start(&args)
+    }
+
+    /// The same, serving its metrics (one daemon at a time can).
+    fn daemon_with_metrics(&self, extra: &[&str]) -> Daemon {
+        let listen = format!("127.0.0.1:{}", self.metrics);
+        let mut args = vec!["--metrics-listen", &listen];
+        args.extend_from_slice(extra);
+        self.daemon(&args)
+    }
+
+    fn metric(&self, series: &str) -> u64 {
+        metric(self.metrics, series)
+    }
 }
 
 /// log.record.uid -> how many requests answered 200 carried it, for
@@ -59,14 +102,12 @@ fn assert_each_once(ids: &HashMap<String, usize>, want: usize) {
 fn a_30_second_outage_loses_nothing() {
     let Some(_guard) = privileged() else { return };
     let sshd = Sshd::start(true, "");
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let config = quick_retries("outage.toml");
-    let daemon = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint]);
+    let s = Spooling::new("outage");
+    let daemon = s.daemon(&[]);
     let down = Instant::now();
     logins(&sshd, "sl-judy", 20);
     thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
-    let mut receiver = Receiver::start_on(port, &[]);
+    let mut receiver = Receiver::start_on(s.port, &[]);
     eventually("40 events of sl-judy delivered", 60, || delivered(&mut receiver, "sl-judy").len() >= 40);
     receiver.settle(Duration::from_secs(2));
     assert_each_once(&delivered(&mut receiver, "sl-judy"), 40);
@@ -79,7 +120,7 @@ fn answers_of_503_then_200_lose_nothing() {
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["503", "503", "503"]);
     let endpoint = receiver.endpoint();
-    let config = quick_retries("503.toml");
+    let config = quick_retries("503");
     let daemon = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint]);
     logins(&sshd, "sl-kate", 5);
     eventually("10 events of sl-kate delivered", 30, || delivered(&mut receiver, "sl-kate").len() >= 10);
@@ -95,27 +136,13 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
     // the kill could come before the last of them were committed.
     let Some(_guard) = privileged_alone() else { return };
     let sshd = Sshd::start(true, "");
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let state = state_dir("kill9").display().to_string();
-    let config = quick_retries("kill9.toml");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let first = Daemon::start(&[
-        "--config",
-        &config,
-        "--otlp-endpoint",
-        &endpoint,
-        "--state-dir",
-        &state,
-        "--metrics-listen",
-        &listen,
-    ]);
+    let s = Spooling::new("kill9");
+    let first = s.daemon_with_metrics(&[]);
     logins(&sshd, "sl-leo", 5);
-    eventually("10 events spooled", 20, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") >= 10);
+    eventually("10 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 10);
     first.kill9();
-    let second = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint, "--state-dir", &state]);
-    let mut receiver = Receiver::start_on(port, &[]);
+    let second = s.daemon(&[]);
+    let mut receiver = Receiver::start_on(s.port, &[]);
     eventually_or(
         "10 events of sl-leo delivered",
         30,
@@ -131,22 +158,8 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
 fn a_full_spool_drops_the_oldest_and_counts_them() {
     let Some(_guard) = privileged_alone() else { return };
     let sshd = Sshd::start(true, "");
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let config = quick_retries("full.toml");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let mut daemon = Daemon::start(&[
-        "--config",
-        &config,
-        "--otlp-endpoint",
-        &endpoint,
-        "--stdout",
-        "--spool-max-size",
-        "8K",
-        "--metrics-listen",
-        &listen,
-    ]);
+    let s = Spooling::new("full");
+    let mut daemon = s.daemon_with_metrics(&["--stdout", "--spool-max-size", "8K"]);
     logins(&sshd, "sl-mia", 10);
     let mine = |e: &Value| e["attributes"]["user.name"] == "sl-mia";
     eventually("20 events of sl-mia produced", 20, || {
@@ -160,14 +173,14 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         .collect();
     // Alone on the host, every event is sl-mia's: all are spooled or dropped.
     eventually("every event spooled or dropped", 10, || {
-        metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") + metric(metrics, "sshlogin_spool_dropped_total")
+        s.metric("sshlogin_spool_events{sink=\"otlp\"}") + s.metric("sshlogin_spool_dropped_total")
             == produced.len() as u64
     });
-    let dropped = metric(metrics, "sshlogin_spool_dropped_total");
-    let waiting = metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}");
+    let dropped = s.metric("sshlogin_spool_dropped_total");
+    let waiting = s.metric("sshlogin_spool_events{sink=\"otlp\"}");
     assert!(dropped > 0, "8K cannot hold 20 events");
-    let mut receiver = Receiver::start_on(port, &[]);
-    eventually("the spool drained", 30, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") == 0);
+    let mut receiver = Receiver::start_on(s.port, &[]);
+    eventually("the spool drained", 30, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") == 0);
     receiver.settle(Duration::from_secs(1));
     let got = delivered(&mut receiver, "sl-mia");
     assert_eq!(got.len() as u64, waiting, "everything that stayed in the spool arrived");
@@ -230,30 +243,16 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
 fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     let Some(_guard) = privileged() else { return };
     let sshd = Sshd::start(true, "");
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let state = state_dir("sigterm").display().to_string();
-    let config = quick_retries("sigterm.toml");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let first = Daemon::start(&[
-        "--config",
-        &config,
-        "--otlp-endpoint",
-        &endpoint,
-        "--state-dir",
-        &state,
-        "--metrics-listen",
-        &listen,
-    ]);
+    let s = Spooling::new("sigterm");
+    let first = s.daemon_with_metrics(&[]);
     logins(&sshd, "sl-pat", 3);
-    eventually("6 events spooled", 20, || metric(metrics, "sshlogin_spool_events{sink=\"otlp\"}") >= 6);
+    eventually("6 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 6);
     let asked = Instant::now();
     let log = first.stop();
     assert!(asked.elapsed() < Duration::from_secs(15), "shutdown took {:?} (drain is 5 s)", asked.elapsed());
     assert!(log.iter().any(|l| l.contains("spool:") && l.contains("waiting")), "summary logged: {log:?}");
-    let mut receiver = Receiver::start_on(port, &[]);
-    let second = Daemon::start(&["--config", &config, "--otlp-endpoint", &endpoint, "--state-dir", &state]);
+    let mut receiver = Receiver::start_on(s.port, &[]);
+    let second = s.daemon(&[]);
     eventually("6 events of sl-pat delivered after the restart", 30, || delivered(&mut receiver, "sl-pat").len() >= 6);
     receiver.settle(Duration::from_secs(1));
     assert_each_once(&delivered(&mut receiver, "sl-pat"), 6);

@@ -242,6 +242,33 @@ async fn sends_the_spool_in_batches_and_empties_it() {
     assert_eq!(sizes, [3, 1, 1], "what was spooled first goes first, in batches of at most 3");
 }
 
+/// A spool whose OTLP table holds `raw` entries as they are, as another
+/// version of sshlogin might have written them.
+fn spool_with_raw(dir: &std::path::Path, raw: &[&[u8]]) -> Arc<Spool> {
+    {
+        let db = redb::Database::create(dir.join("spool.redb")).unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("otlp_events");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            for (i, entry) in raw.iter().enumerate() {
+                t.insert(i as u64, *entry).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    Arc::new(Spool::open(dir, 1 << 20).unwrap())
+}
+
+/// Runs the exporter over `spool` for 300 ms, then stops it.
+async fn drain(ex: Exporter, spool: &Arc<Spool>) {
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 /// Entries an older or newer version wrote in a format this one cannot
 /// read are removed and counted, never sent or retried forever.
 #[tokio::test]
@@ -249,50 +276,24 @@ async fn unreadable_spool_entries_are_dropped_and_counted() {
     let (url, got) = server(vec![]).await;
     let (ex, m) = exporter(&config(&url));
     let dir = tempfile::tempdir().unwrap();
-    {
-        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
-        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("otlp_events");
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(table).unwrap();
-            t.insert(0, b"{not json".as_slice()).unwrap();
-            t.insert(1, br#"{"some":"other shape"}"#.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    let spool = spool_with_raw(dir.path(), &[b"{not json", br#"{"some":"other shape"}"#]);
     spool.append(&[event("a")]).unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    drain(ex, &spool).await;
     assert_eq!(spool.depth().events, 0);
     assert_eq!(m.exported("dropped"), 2);
     assert_eq!(m.exported("sent"), 1);
-    {
-        let got = got.lock().unwrap();
-        assert_eq!(got.len(), 1, "one request, holding the one readable event");
-        assert_eq!(decode(&got[0]).resource_logs[0].scope_logs[0].log_records.len(), 1);
-    }
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 1, "one request, holding the one readable event");
+    assert_eq!(decode(&got[0]).resource_logs[0].scope_logs[0].log_records.len(), 1);
+}
 
-    // Nothing readable at all: removed without a request.
+#[tokio::test]
+async fn a_spool_of_nothing_readable_is_emptied_without_a_request() {
     let (url, got) = server(vec![]).await;
     let (ex, m) = exporter(&config(&url));
     let dir = tempfile::tempdir().unwrap();
-    {
-        let db = redb::Database::create(dir.path().join("spool.redb")).unwrap();
-        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("otlp_events");
-        let txn = db.begin_write().unwrap();
-        txn.open_table(table).unwrap().insert(0, b"\xff".as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
-    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    let spool = spool_with_raw(dir.path(), &[b"\xff"]);
+    drain(ex, &spool).await;
     assert_eq!(spool.depth().events, 0);
     assert_eq!(m.exported("dropped"), 1);
     assert!(got.lock().unwrap().is_empty(), "no request for nothing");
