@@ -11,6 +11,7 @@
 mod attempt;
 pub mod process;
 pub mod procfs;
+mod socket;
 #[cfg(test)]
 mod tests;
 

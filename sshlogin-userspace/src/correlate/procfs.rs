@@ -76,6 +76,9 @@ impl ProcView for ProcFs {
     }
 
     fn tcp_connection(&self, pid: u32) -> Option<(SocketAddr, SocketAddr)> {
+        if let Some(ends) = super::socket::tcp_connection(pid) {
+            return Some(ends);
+        }
         let inodes = socket_inodes(pid);
         if inodes.is_empty() {
             return None;
@@ -91,6 +94,9 @@ impl ProcView for ProcFs {
     }
 
     fn is_udp(&self, pid: u32, fd: u32) -> Option<bool> {
+        if let Some(datagram) = super::socket::is_datagram(pid, fd) {
+            return Some(datagram);
+        }
         let inode = socket_inode(&format!("/proc/{pid}/fd/{fd}"))?;
         for table in ["udp", "udp6", "tcp", "tcp6"] {
             let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };

@@ -1,0 +1,134 @@
+//! Asks another process's socket directly: `pidfd_getfd` (Linux 5.6+, root)
+//! copies its descriptor into the daemon, which then asks the socket for its
+//! type and both ends. Constant cost, where scanning `/proc/PID/net/tcp`
+//! costs one line per socket on the host, every one of them rendered by the
+//! kernel, for every login (measured: docs/performance.md, footprint).
+//! Callers fall back to that scan when this fails.
+
+use std::{
+    fs,
+    mem::{MaybeUninit, size_of},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+/// A pidfd for `pid`.
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a new descriptor this process owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// This process's copy of `fd` of the process behind `pidfd`.
+fn copy_fd(pidfd: &OwnedFd, fd: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as libc::c_int, 0) };
+    // SAFETY: a new descriptor this process owns.
+    (copy >= 0).then(|| unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
+fn sock_type(fd: &OwnedFd) -> Option<libc::c_int> {
+    let mut ty: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` describe a c_int the kernel writes.
+    let rc =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len) };
+    (rc == 0).then_some(ty)
+}
+
+type NameFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// getsockname or getpeername as a SocketAddr (IPv4 and IPv6 only).
+fn name(fd: &OwnedFd, call: NameFn) -> Option<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `storage`.
+    if unsafe { call(fd.as_raw_fd(), storage.as_mut_ptr().cast(), &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised and possibly filled by the kernel.
+    let storage = unsafe { storage.assume_init() };
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+/// Descriptor numbers of `pid` that are sockets.
+fn socket_fds(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let target = fs::read_link(e.path()).ok()?;
+        target.to_str()?.starts_with("socket:[").then_some(())?;
+        e.file_name().to_str()?.parse().ok()
+    })
+    .collect()
+}
+
+/// (local, remote) of `pid`'s first connected TCP socket.
+pub fn tcp_connection(pid: u32) -> Option<(SocketAddr, SocketAddr)> {
+    let pidfd = pidfd(pid)?;
+    socket_fds(pid).into_iter().find_map(|fd| tcp_ends(&pidfd, fd))
+}
+
+/// (local, remote) of one descriptor, if it is a connected TCP socket.
+fn tcp_ends(pidfd: &OwnedFd, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
+    let sock = copy_fd(pidfd, fd)?;
+    (sock_type(&sock)? == libc::SOCK_STREAM).then_some(())?;
+    let remote = name(&sock, libc::getpeername)?;
+    Some((name(&sock, libc::getsockname)?, remote))
+}
+
+/// Whether `fd` of `pid` is a datagram socket; `None` if it cannot be asked.
+pub fn is_datagram(pid: u32, fd: u32) -> Option<bool> {
+    let sock = copy_fd(&pidfd(pid)?, fd)?;
+    Some(sock_type(&sock)? == libc::SOCK_DGRAM)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{TcpListener, TcpStream, UdpSocket},
+        os::fd::AsRawFd,
+    };
+
+    use super::*;
+
+    /// A process may always copy its own descriptors. (Other tests of this
+    /// process hold sockets too, so each descriptor is asked by number.)
+    #[test]
+    fn asks_sockets_by_descriptor() {
+        let me = pidfd(std::process::id()).expect("pidfd_open (Linux 5.3+)");
+        if copy_fd(&me, 0).is_none() {
+            eprintln!("pidfd_getfd is not available here; the /proc scan is used instead");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let fd = |s: &dyn AsRawFd| s.as_raw_fd() as u32;
+        assert_eq!(tcp_ends(&me, fd(&server)), Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
+        assert_eq!(tcp_ends(&me, fd(&client)), Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
+        assert_eq!(tcp_ends(&me, fd(&listener)), None, "listening, not connected");
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(tcp_ends(&me, fd(&udp)), None);
+        let pid = std::process::id();
+        assert_eq!(is_datagram(pid, fd(&udp)), Some(true));
+        assert_eq!(is_datagram(pid, fd(&server)), Some(false));
+        assert_eq!(is_datagram(pid, 999_999), None);
+        assert!(socket_fds(pid).contains(&fd(&server)));
+    }
+}
