@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Result, anyhow};
 
-use crate::{is_root, sh};
+use crate::{is_root, sh, sh_net};
 
 /// LLVM of the installed rustc (nightly and stable are both on LLVM 22).
 pub const LLVM: &str = "22";
@@ -115,11 +115,14 @@ fn apt(packages: &[&str]) -> Result<()> {
     }
     println!("xtask: installing {} from apt", missing.join(" "));
     let run = || -> Result<()> {
-        sh(Command::new("apt-get").args(["update", "-qq"]))?;
-        sh(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        sh_net(Command::new("apt-get").args(["update", "-qq"]), || ())?;
+        sh_net(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            || (),
+        )
     };
     run().map_err(|e| step_failed(&step, &manual, e))
 }

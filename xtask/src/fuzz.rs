@@ -15,16 +15,33 @@ pub fn run(seconds: u64) -> Result<(u64, Vec<String>)> {
     bootstrap::cargo_fuzz()?;
     let root = workspace_root();
     seed(&root.join("sshlogin-userspace/tests/fixtures/captures"), &root.join("fuzz/corpus"))?;
+    let logs = root.join("target/fuzz-logs");
+    fs::create_dir_all(&logs)?;
     let (mut clean, mut failed) = (0, Vec::new());
     for target in TARGETS {
-        println!("xtask: fuzzing {target} for {seconds} s");
+        // libFuzzer prints a line per new input, thousands a minute: they
+        // go to a log, and only its verdict is shown.
+        let log_path = logs.join(format!("{target}.log"));
+        println!("xtask: fuzzing {target} for {seconds} s (its output in {})", log_path.display());
+        let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let ran = sh(Command::new("cargo")
             .current_dir(&root)
             .args(["+nightly", "fuzz", "run", target, &format!("fuzz/corpus/{target}")])
-            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"]));
+            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+            .stdout(log.try_clone()?)
+            .stderr(log));
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
         match ran {
-            Ok(()) => clean += 1,
+            Ok(()) => {
+                clean += 1;
+                let done = lines.iter().rev().find(|l| l.starts_with("Done ")).unwrap_or(&"(no summary)");
+                println!("xtask: fuzz target {target}: no crash; {done}");
+            }
             Err(e) => {
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    println!("{l}");
+                }
                 println!("xtask: fuzz target {target} failed (crash input under fuzz/artifacts/{target}): {e:#}");
                 failed.push(target.to_string());
             }

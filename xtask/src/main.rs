@@ -175,6 +175,24 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `sh` for steps that download from the Debian registry (apt,
+/// debootstrap), which now and then drops a connection: three tries, ten
+/// seconds apart, `before_retry` cleaning up what a failed try left.
+pub fn sh_net(cmd: &mut Command, before_retry: impl Fn()) -> Result<()> {
+    const TRIES: u32 = 3;
+    for tried in 1.. {
+        match sh(cmd) {
+            Err(e) if tried < TRIES => {
+                println!("xtask: {e:#}; trying again in 10 s ({tried} of {TRIES} tries failed)");
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                before_retry();
+            }
+            done => return done,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 pub fn show(cmd: &Command) -> String {
     let mut s = String::new();
     for (k, v) in cmd.get_envs() {

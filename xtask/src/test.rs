@@ -17,6 +17,9 @@ struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// What each failure said, repeated after the totals: CI keeps only
+    /// the tail of a long run, and the fuzzers' output used to bury it.
+    failures: Vec<String>,
 }
 
 pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
@@ -63,10 +66,12 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
             Ok((passed, failed)) => {
                 package.passed = passed;
                 package.failed = failed.len() as u64;
+                package.failures.extend(failed.iter().map(|f| format!("package: {f}")));
             }
             Err(e) => {
                 println!("xtask: the package could not be built: {e:#}");
                 package.failed = 1;
+                package.failures.push(format!("package: could not be built: {e:#}"));
             }
         }
     }
@@ -81,10 +86,16 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
                 Ok((passed, failed)) => {
                     vm.passed = passed;
                     vm.failed = failed;
+                    if failed > 0 {
+                        vm.failures.push(format!(
+                            "QEMU guest: {failed} scenario half(s) failed; see the vm-test table above and target/vm/runs"
+                        ));
+                    }
                 }
                 Err(e) => {
                     println!("xtask: the QEMU guest could not run: {e:#}");
                     vm.failed = 2;
+                    vm.failures.push(format!("QEMU guest: could not run: {e:#}"));
                 }
             }
         }
@@ -97,6 +108,7 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
             Err(e) => {
                 println!("xtask: the benchmark smoke run failed: {e:#}");
                 bench.failed = 1;
+                bench.failures.push(format!("bench smoke: {e:#}"));
             }
         }
     }
@@ -108,6 +120,15 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
         let (clean, failed) = crate::fuzz::run(fuzz_seconds)?;
         fuzz.passed = clean;
         fuzz.failed = failed.len() as u64;
+        fuzz.failures.extend(failed.iter().map(|t| format!("fuzz target {t}: crash input under fuzz/artifacts/{t}")));
+    }
+    let failures: Vec<&String> =
+        [&unit, &e2e, &package, &vm, &bench, &fuzz].iter().flat_map(|t| t.failures.iter()).collect();
+    if !failures.is_empty() {
+        println!("xtask: what failed:");
+        for f in failures {
+            println!("{f}");
+        }
     }
     let others_ok = fuzz.failed == 0 && bench.failed == 0 && package.failed == 0 && vm.failed == 0;
     println!(
@@ -136,19 +157,108 @@ fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
     println!("xtask: $ {}", show(cmd));
     let mut child = cmd.spawn().with_context(|| format!("cannot start `{}`", show(cmd)))?;
     let stdout = child.stdout.take().expect("piped");
+    let mut scan = Scan { totals, block: None };
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
+        scan.feed(&line);
+    }
+    Ok(child.wait()?.success())
+}
+
+/// Reads libtest's output a line at a time: adds up the `test result:`
+/// lines and keeps each failed test's captured output, which libtest
+/// prints as a block opened by `---- NAME stdout ----`.
+struct Scan<'a> {
+    totals: &'a mut Totals,
+    block: Option<(String, Vec<String>)>,
+}
+
+impl Scan<'_> {
+    fn feed(&mut self, line: &str) {
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            self.close();
+            self.block = Some((name.to_string(), Vec::new()));
+            return;
+        }
+        if line == "failures:" || line.starts_with("test result: ") {
+            self.close();
+        }
+        if let Some((_, lines)) = self.block.as_mut() {
+            lines.push(line.to_string());
+        }
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| -> u64 {
                 rest.split(';')
                     .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse().ok())
                     .unwrap_or(0)
             };
-            totals.passed += count("passed");
-            totals.failed += count("failed");
-            totals.ignored += count("ignored");
+            self.totals.passed += count("passed");
+            self.totals.failed += count("failed");
+            self.totals.ignored += count("ignored");
         }
     }
-    Ok(child.wait()?.success())
+
+    fn close(&mut self) {
+        if let Some(done) = self.block.take() {
+            self.totals.failures.push(summarize(done));
+        }
+    }
+}
+
+/// A failed test in a few lines: the last lines it printed before it
+/// failed, then where it panicked and why (without the backtrace).
+fn summarize((name, lines): (String, Vec<String>)) -> String {
+    const BEFORE: usize = 12;
+    const MESSAGE: usize = 10;
+    let panic = lines.iter().position(|l| l.contains("panicked at")).unwrap_or(lines.len());
+    let mut out = vec![format!("---- {name}")];
+    out.extend(lines[panic.saturating_sub(BEFORE)..panic].iter().filter(|l| !l.is_empty()).cloned());
+    out.extend(
+        lines[panic..]
+            .iter()
+            .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: run with"))
+            .take(MESSAGE)
+            .cloned(),
+    );
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libtest's own output for one passing and one failing test.
+    const OUTPUT: &str = "running 2 tests
+test fine ... ok
+test flaky ... FAILED
+
+failures:
+
+---- flaky stdout ----
+e2e: sshd on port 2222
+thread 'flaky' panicked at tests/e2e/main.rs:10:5:
+no ssh.session.open for sl-alice within 20 s
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
+
+
+failures:
+    flaky
+
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+";
+
+    #[test]
+    fn a_failed_test_is_counted_and_its_panic_kept() {
+        let mut totals = Totals::default();
+        let mut scan = Scan { totals: &mut totals, block: None };
+        OUTPUT.lines().for_each(|l| scan.feed(l));
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (1, 1, 0));
+        assert_eq!(totals.failures.len(), 1);
+        let kept = &totals.failures[0];
+        assert!(kept.starts_with("---- flaky\n"), "{kept}");
+        assert!(kept.contains("no ssh.session.open for sl-alice within 20 s"), "{kept}");
+        assert!(kept.contains("e2e: sshd on port 2222"), "{kept}");
+        assert!(!kept.contains("test result"), "{kept}");
+    }
 }

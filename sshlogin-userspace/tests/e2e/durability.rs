@@ -9,8 +9,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, metric, privileged, privileged_alone,
-    scratch_file, ssh_key, ssh_password, state_dir, user,
+    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, metric, privileged,
+    privileged_alone, scratch_file, ssh_key, ssh_password, state_dir, user,
 };
 
 /// Fast retries so tests do not wait out production backoffs.
@@ -212,7 +212,7 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
         let out = c.join().unwrap();
         assert!(!out.status.success());
     }
-    let sshd_logged = logged(&format!("Failed password for {} from", ned.name)).len() - before;
+    let sshd_logged = logged_settled(&format!("Failed password for {} from", ned.name)).len() - before;
     assert!(sshd_logged >= 150, "sshd logged only {sshd_logged} failures: the burst did not happen");
     eventually("as many failures as sshd logged", 60, || {
         daemon.settle(Duration::from_millis(200));

@@ -176,6 +176,22 @@ pub fn logged(needle: &str) -> Vec<String> {
     devlog().lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
 }
 
+/// Like `logged`, once the count has stopped growing for a second: sshd's
+/// datagrams can still sit in /dev/log's queue, or in sshd processes
+/// blocked on a full queue, after the clients have exited.
+pub fn logged_settled(needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = logged(needle);
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = logged(needle);
+        if now.len() == last.len() || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -677,7 +693,21 @@ pub fn trixie_root() -> PathBuf {
         let mut args: Vec<&str> = recipe.split_whitespace().skip(1).collect();
         let root_str = root.to_str().unwrap().to_string();
         args.insert(args.len() - 1, &root_str);
-        run(Command::new("debootstrap").args(&args));
+        // The Debian registry now and then drops a connection: three tries.
+        for tried in 1..=3 {
+            let out = Command::new("debootstrap").args(&args).output().expect("run debootstrap");
+            if out.status.success() {
+                break;
+            }
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let lines: Vec<&str> = all.lines().collect();
+            let log = lines[lines.len().saturating_sub(30)..].join("\n");
+            assert!(tried < 3, "debootstrap of trixie failed three times; the last time:\n{log}");
+            eprintln!("e2e: debootstrap of trixie failed (try {tried} of 3), again in 10 s:\n{log}");
+            unmount_under(&root);
+            let _ = fs::remove_dir_all(&root);
+            thread::sleep(Duration::from_secs(10));
+        }
         fs::write(&stamp, recipe).unwrap();
         root
     })

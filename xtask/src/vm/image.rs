@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::Cell;
-use crate::sh;
+use crate::{sh, sh_net};
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -90,12 +90,17 @@ pub fn prepare(vm_dir: &Path, cell: &Cell) -> Result<Guest> {
     fs::create_dir_all(&dir)?;
     let root = dir.join("root");
     let deb = kernel_deb(vm_dir, cell)?;
-    sh(Command::new("debootstrap")
-        .arg(format!("--arch={}", cell.arch.debian()))
-        .arg(format!("--include={}", PACKAGES.join(",")))
-        .arg(cell.userland)
-        .arg(&root)
-        .arg(MIRROR))
+    sh_net(
+        Command::new("debootstrap")
+            .arg(format!("--arch={}", cell.arch.debian()))
+            .arg(format!("--include={}", PACKAGES.join(",")))
+            .arg(cell.userland)
+            .arg(&root)
+            .arg(MIRROR),
+        || {
+            let _ = fs::remove_dir_all(&root);
+        },
+    )
     .with_context(|| format!("debootstrap of {} for {}", cell.userland, cell.arch.debian()))?;
     install_kernel(&root, &deb.path)?;
     fs::write(root.join("sbin/sshlogin-guest-init"), INIT)?;
@@ -146,7 +151,8 @@ fn kernel_deb(vm_dir: &Path, cell: &Cell) -> Result<KernelDeb> {
     };
     let mut update = Command::new("apt-get");
     opts(&mut update);
-    sh(update.args(["-qq", "update"])).with_context(|| format!("apt-get update of {} main", cell.kernel_suite))?;
+    sh_net(update.args(["-qq", "update"]), || ())
+        .with_context(|| format!("apt-get update of {} main", cell.kernel_suite))?;
     let meta = format!("linux-image-{}", cell.arch.debian());
     let mut show = Command::new("apt-cache");
     opts(&mut show);
@@ -169,7 +175,7 @@ fn kernel_deb(vm_dir: &Path, cell: &Cell) -> Result<KernelDeb> {
     let debs = apt_dir.join("debs");
     let mut download = Command::new("apt-get");
     opts(&mut download);
-    sh(download.args(["-qq", "download", &package]).current_dir(&debs))
+    sh_net(download.args(["-qq", "download", &package]).current_dir(&debs), || ())
         .with_context(|| format!("downloading {package} from {}", cell.kernel_suite))?;
     let path = fs::read_dir(&debs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
