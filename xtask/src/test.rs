@@ -22,6 +22,25 @@ struct Totals {
     failures: Vec<String>,
 }
 
+impl Totals {
+    /// A part counted in steps: how many passed and what each failure was;
+    /// a part that could not run at all counts `not_run` failures.
+    fn part(name: &str, ran: Result<(u64, Vec<String>)>, not_run: u64) -> Totals {
+        match ran {
+            Ok((passed, failed)) => Totals {
+                passed,
+                failed: failed.len() as u64,
+                failures: failed.iter().map(|f| format!("{name}: {f}")).collect(),
+                ..Totals::default()
+            },
+            Err(e) => {
+                println!("xtask: {name} could not run: {e:#}");
+                Totals { failed: not_run, failures: vec![format!("{name}: could not run: {e:#}")], ..Totals::default() }
+            }
+        }
+    }
+}
+
 pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
     let started = Instant::now();
     bootstrap::build_tools()?;
@@ -59,69 +78,35 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
             &mut e2e,
         )?
     };
+    let later = !unit_only && is_root();
     // The package: built, installed, checked, removed; each step counted.
-    let mut package = Totals::default();
-    if !unit_only && is_root() {
-        match crate::package::test() {
-            Ok((passed, failed)) => {
-                package.passed = passed;
-                package.failed = failed.len() as u64;
-                package.failures.extend(failed.iter().map(|f| format!("package: {f}")));
-            }
-            Err(e) => {
-                println!("xtask: the package could not be built: {e:#}");
-                package.failed = 1;
-                package.failures.push(format!("package: could not be built: {e:#}"));
-            }
-        }
-    }
+    let package = if later { Totals::part("package", crate::package::test(), 1) } else { Totals::default() };
     // Debian 12's own kernel under QEMU: the PAM and no-PAM halves of the
     // guest's scenario, each counted.
-    let mut vm = Totals::default();
-    if !unit_only && is_root() {
-        if std::env::var("SSHLOGIN_SKIP_VM").as_deref() == Ok("1") {
-            println!("xtask: the QEMU guest skipped (SSHLOGIN_SKIP_VM=1)");
-        } else {
-            match crate::vm::ci() {
-                Ok((passed, failed)) => {
-                    vm.passed = passed;
-                    vm.failed = failed;
-                    if failed > 0 {
-                        vm.failures.push(format!(
-                            "QEMU guest: {failed} scenario half(s) failed; see the vm-test table above and target/vm/runs"
-                        ));
-                    }
-                }
-                Err(e) => {
-                    println!("xtask: the QEMU guest could not run: {e:#}");
-                    vm.failed = 2;
-                    vm.failures.push(format!("QEMU guest: could not run: {e:#}"));
-                }
-            }
-        }
-    }
-    // The benchmark's smoke run (no targets judged): one counted test.
-    let mut bench = Totals::default();
-    if !unit_only && is_root() {
-        match crate::bench::run(true, None) {
-            Ok(()) => bench.passed = 1,
-            Err(e) => {
-                println!("xtask: the benchmark smoke run failed: {e:#}");
-                bench.failed = 1;
-                bench.failures.push(format!("bench smoke: {e:#}"));
-            }
-        }
-    }
-    // Fuzzing last; each target counts as one test, a crash as a failure.
-    let mut fuzz = Totals::default();
-    if unit_only || fuzz_seconds == 0 {
-        println!("xtask: fuzzing skipped");
+    let vm = if !later {
+        Totals::default()
+    } else if std::env::var("SSHLOGIN_SKIP_VM").as_deref() == Ok("1") {
+        println!("xtask: the QEMU guest skipped (SSHLOGIN_SKIP_VM=1)");
+        Totals::default()
     } else {
-        let (clean, failed) = crate::fuzz::run(fuzz_seconds)?;
-        fuzz.passed = clean;
-        fuzz.failed = failed.len() as u64;
-        fuzz.failures.extend(failed.iter().map(|t| format!("fuzz target {t}: crash input under fuzz/artifacts/{t}")));
-    }
+        Totals::part("QEMU guest", crate::vm::ci(), 2)
+    };
+    // The benchmark's smoke run (no targets judged): one counted test.
+    let bench = if later {
+        Totals::part("bench smoke", crate::bench::run(true, None).map(|()| (1, Vec::new())), 1)
+    } else {
+        Totals::default()
+    };
+    // Fuzzing last; each target counts as one test, a crash as a failure.
+    let fuzz = if unit_only || fuzz_seconds == 0 {
+        println!("xtask: fuzzing skipped");
+        Totals::default()
+    } else {
+        let ran = crate::fuzz::run(fuzz_seconds).map(|(clean, failed)| {
+            (clean, failed.iter().map(|t| format!("{t}: crash input under fuzz/artifacts/{t}")).collect())
+        });
+        Totals::part("fuzz target", ran, crate::fuzz::TARGETS.len() as u64)
+    };
     let failures: Vec<&String> =
         [&unit, &e2e, &package, &vm, &bench, &fuzz].iter().flat_map(|t| t.failures.iter()).collect();
     if !failures.is_empty() {

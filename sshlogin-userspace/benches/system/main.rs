@@ -157,7 +157,7 @@ fn main() {
         let _ = c.join();
     }
     let elapsed = started.elapsed();
-    let logged = harness::logged(&format!("Failed password for {} from", ned.name)).len() - logged_before;
+    let logged = harness::logged_settled(&format!("Failed password for {} from", ned.name)).len() - logged_before;
     harness::eventually("the burst's failures reported", 120, || {
         daemon.settle(Duration::from_millis(200));
         daemon.events_for("ssh.auth.failure", ned.name).len() >= logged
@@ -174,11 +174,11 @@ fn main() {
     daemon.stop();
     drop(sshd);
     r.burst(plan.burst, logged, events, elapsed, dropped, records);
-    r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
-
+    // The report follows the numbering: 6 pipeline, 7 footprint.
     if let Some(path) = pipeline {
         r.pipeline(&path);
     }
+    r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
     let text = r.finish();
     println!("{text}");
     if let Some(out) = out {

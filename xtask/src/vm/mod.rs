@@ -124,14 +124,27 @@ fn outcomes(cells: &[Cell]) -> Result<Vec<judge::Outcome>> {
 
 /// The CI cell for `cargo xtask test`: (halves passed, halves failed), each
 /// half (PAM, no PAM) counted as one test.
-pub fn ci() -> Result<(u64, u64)> {
+pub fn ci() -> Result<(u64, Vec<String>)> {
     let outcomes = outcomes(&[cell(CI_CELL)?])?;
     let o = &outcomes[0];
     if o.rows.is_empty() {
-        return Ok((0, 2));
+        anyhow::bail!("{CI_CELL}: no scenario ran: {}", o.problems.join("; "));
     }
-    let passed = o.rows.iter().filter(|r| o.problems.is_empty() && r.problems.is_empty()).count() as u64;
-    Ok((passed, o.rows.len() as u64 - passed))
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for r in &o.rows {
+        let problems: Vec<&String> = o.problems.iter().chain(&r.problems).collect();
+        if problems.is_empty() {
+            passed += 1;
+        } else {
+            let half = if r.pam { "PAM" } else { "no PAM" };
+            failed.push(format!(
+                "{CI_CELL} ({half}): {}",
+                problems.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("; ")
+            ));
+        }
+    }
+    Ok((passed, failed))
 }
 
 fn run_cell(cell: &Cell) -> Result<judge::Outcome> {
