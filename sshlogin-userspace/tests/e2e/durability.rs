@@ -140,6 +140,8 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
     let first = s.daemon_with_metrics(&[]);
     logins(&sshd, "sl-leo", 5);
     eventually("10 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 10);
+    // An SSH login from outside the tests would reach 10 early, and the
+    // kill could take sl-leo's last events before they were committed.
     first.kill9();
     let second = s.daemon(&[]);
     let mut receiver = Receiver::start_on(s.port, &[]);
@@ -172,7 +174,7 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         .map(|e| e["attributes"]["log.record.uid"].as_str().unwrap().to_string())
         .collect();
     // Alone on the host, every event is sl-mia's: all are spooled or dropped.
-    eventually("every event spooled or dropped", 10, || {
+    eventually("every event spooled or dropped (an SSH login from outside the tests would break this)", 10, || {
         s.metric("sshlogin_spool_events{sink=\"otlp\"}") + s.metric("sshlogin_spool_dropped_total")
             == produced.len() as u64
     });

@@ -12,8 +12,12 @@ With --webhook it takes sshlogin's webhook bodies instead (a JSON object,
 or an array of them, as `sshlogin run --stdout` prints) and reports their
 records in the same shape.
 
-Usage: otlp_receiver.py [--webhook] [--port N] [--tls CERT KEY [--client-ca CA]] [STATUS[:RETRY_AFTER]]...
+Usage: otlp_receiver.py [--webhook] [--port N] [--tls CERT KEY [--client-ca CA]]
+                        [--script-for USER] [STATUS[:RETRY_AFTER]]...
 The statuses answer the first requests in order; after them, 200. With
+--script-for they answer only the requests that carry a record of USER,
+and every other request gets 200: the daemon reports every login on the
+host, including those of tests running beside this one. With
 --tls it serves HTTPS; with --client-ca it requires a client certificate
 signed by CA (mTLS). The first line printed is the port it listens on.
 """
@@ -36,6 +40,7 @@ ARGS.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 ARGS.add_argument("--client-ca")
 ARGS.add_argument("--port", type=int, default=0)
 ARGS.add_argument("--webhook", action="store_true")
+ARGS.add_argument("--script-for", metavar="USER")
 ARGS.add_argument("script", nargs="*")
 OPTS = ARGS.parse_args()
 SCRIPT = [arg.split(":") for arg in OPTS.script]
@@ -129,7 +134,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(400, body=b"cannot decode")
             return
         status, retry_after = (200, None)
-        if SCRIPT:
+        scripted = OPTS.script_for is None or any(
+            r.get("attributes", {}).get("user.name") == OPTS.script_for for r in line["records"]
+        )
+        if SCRIPT and scripted:
             step = SCRIPT.pop(0)
             status = int(step[0])
             retry_after = step[1] if len(step) > 1 else None
