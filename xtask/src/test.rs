@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::{bootstrap, build, is_root, show, workspace_root};
 
@@ -130,7 +130,9 @@ pub fn all(unit_only: bool, fuzz_seconds: u64) -> Result<()> {
         started.elapsed()
     );
     if !unit_ok || !e2e_ok || !others_ok {
-        bail!("tests failed");
+        // The totals stay the last line: no error report (with its
+        // backtrace under RUST_BACKTRACE) after them, only the exit code.
+        std::process::exit(1);
     }
     Ok(())
 }

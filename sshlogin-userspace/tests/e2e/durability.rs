@@ -132,16 +132,20 @@ fn answers_of_503_then_200_lose_nothing() {
 
 #[test]
 fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
-    // Alone: the spool depth it waits for must be sl-leo's events only, or
-    // the kill could come before the last of them were committed.
-    let Some(_guard) = privileged_alone() else { return };
+    let Some(_guard) = privileged() else { return };
     let sshd = Sshd::start(true, "");
     let s = Spooling::new("kill9");
-    let first = s.daemon_with_metrics(&[]);
+    let mut first = s.daemon_with_metrics(&["--stdout"]);
     logins(&sshd, "sl-leo", 5);
-    eventually("10 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 10);
-    // An SSH login from outside the tests would reach 10 early, and the
-    // kill could take sl-leo's last events before they were committed.
+    // sl-leo's ten seen leaving the pipeline, and as many events in the
+    // spool as the daemon printed in all (nothing is sent: the receiver is
+    // down): only then is every one of sl-leo's committed.
+    eventually("sl-leo's 10 events produced and all produced spooled", 20, || {
+        let printed = first.settle(Duration::from_millis(100)).len() as u64;
+        let leo = first.events_for("ssh.session.open", "sl-leo").len()
+            + first.events_for("ssh.session.close", "sl-leo").len();
+        leo >= 10 && s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= printed
+    });
     first.kill9();
     let second = s.daemon(&[]);
     let mut receiver = Receiver::start_on(s.port, &[]);
@@ -246,8 +250,15 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     let Some(_guard) = privileged() else { return };
     let sshd = Sshd::start(true, "");
     let s = Spooling::new("sigterm");
-    let first = s.daemon_with_metrics(&[]);
+    let mut first = s.daemon_with_metrics(&["--stdout"]);
     logins(&sshd, "sl-pat", 3);
+    // sl-pat's own six, seen leaving the pipeline (a test beside this one
+    // could fill the spool to six first); SIGTERM commits what is queued.
+    eventually("6 events of sl-pat produced", 20, || {
+        first.settle(Duration::from_millis(100));
+        first.events_for("ssh.session.open", "sl-pat").len() + first.events_for("ssh.session.close", "sl-pat").len()
+            >= 6
+    });
     eventually("6 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 6);
     let asked = Instant::now();
     let log = first.stop();
@@ -255,7 +266,12 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     assert!(log.iter().any(|l| l.contains("spool:") && l.contains("waiting")), "summary logged: {log:?}");
     let mut receiver = Receiver::start_on(s.port, &[]);
     let second = s.daemon(&[]);
-    eventually("6 events of sl-pat delivered after the restart", 30, || delivered(&mut receiver, "sl-pat").len() >= 6);
+    eventually_or(
+        "6 events of sl-pat delivered after the restart",
+        30,
+        || delivered(&mut receiver, "sl-pat").len() >= 6,
+        || format!("first daemon's log:\n{}\nrestarted daemon's log:\n{}", log.join("\n"), second.log()),
+    );
     receiver.settle(Duration::from_secs(1));
     assert_each_once(&delivered(&mut receiver, "sl-pat"), 6);
     second.stop();
