@@ -31,28 +31,29 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     // Reading a register is a helper call; the comm check is one, and rules
-    // out every process but sshd's.
-    if family_comm().is_none() {
-        return 0;
-    }
+    // out every process but sshd's. The `_by` halves do not check it again.
+    let Some(comm) = family_comm() else { return 0 };
+    let regs: u64 = ctx.arg(0);
     if id == u64::from(cfg.sendto) {
-        let regs: u64 = ctx.arg(0);
-        syscalls::sendto(
+        let _ = syscalls::sendto_by(
+            comm,
             reg(regs, cfg.args[1]) as *const u8,
             reg(regs, cfg.args[2]),
             reg(regs, cfg.args[4]),
             reg(regs, cfg.args[5]),
         );
     } else if id == u64::from(cfg.setresuid) {
-        let regs: u64 = ctx.arg(0);
-        syscalls::setresuid_enter(
-            reg(regs, cfg.args[0]) as u32,
-            reg(regs, cfg.args[1]) as u32,
-            reg(regs, cfg.args[2]) as u32,
+        let (r, e, s) = (reg(regs, cfg.args[0]) as u32, reg(regs, cfg.args[1]) as u32, reg(regs, cfg.args[2]) as u32);
+        if syscalls::is_permanent_drop(r, e, s) {
+            syscalls::setresuid_enter_by(r, e, s);
+        }
+    } else {
+        let _ = syscalls::connect_by(
+            comm,
+            reg(regs, cfg.args[0]),
+            reg(regs, cfg.args[1]) as *const u8,
+            reg(regs, cfg.args[2]),
         );
-    } else if id == u64::from(cfg.connect) {
-        let regs: u64 = ctx.arg(0);
-        syscalls::connect(reg(regs, cfg.args[0]), reg(regs, cfg.args[1]) as *const u8, reg(regs, cfg.args[2]));
     }
     0
 }

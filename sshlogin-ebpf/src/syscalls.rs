@@ -2,8 +2,9 @@
 //! from a per-syscall tracepoint's record or from the registers the raw
 //! `sys_enter` tracepoint passes.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    maps::ring_buf::RingBufEntry,
 };
 use sshlogin_common::{COMM_LEN, ConnectRecord, MessageRecord, SOCKADDR_CAP, TEXT_CAP, kind, stat};
 
@@ -45,11 +46,13 @@ fn is_user_audit_type(ty: u16) -> bool {
 #[inline(always)]
 pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u64) {
     let Some(comm) = family_comm() else { return };
-    let _ = try_sendto(comm, buf, len, addr, addr_len);
+    let _ = sendto_by(comm, buf, len, addr, addr_len);
 }
 
+/// `sendto` for a caller already known to be of the family (the raw probe
+/// checks the comm before it reads any register).
 #[inline(always)]
-fn try_sendto(comm: [u8; COMM_LEN], buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
+pub fn sendto_by(comm: [u8; COMM_LEN], buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
     // SAFETY (all reads below): reads of user memory through the probe-read
     // helpers, which fail instead of fault.
     let record_kind = if addr == 0 {
@@ -96,7 +99,14 @@ fn emit_message(record_kind: u32, comm: [u8; COMM_LEN], buf: *const u8, len: u64
         (*record).copied = copied;
         read_user_raw((*record).data.as_mut_ptr().cast(), copied, buf.cast()) == 0
     };
-    if ok {
+    submit_if(entry, ok);
+}
+
+/// Submits a filled ring-buffer slot, or gives it back and counts a read
+/// of user memory that failed.
+#[inline(always)]
+fn submit_if<T: 'static>(entry: RingBufEntry<T>, filled: bool) {
+    if filled {
         entry.submit(0);
     } else {
         count(stat::READ_FAILED);
@@ -112,10 +122,20 @@ fn emit_message(record_kind: u32, comm: [u8; COMM_LEN], buf: *const u8, len: u64
 pub fn setresuid_enter(r: u32, e: u32, s: u32) {
     // The arguments first: cheaper than the comm, and they rule out almost
     // every call (a permanent drop is rare).
-    if r != e || e != s || r == 0 || r == u32::MAX {
-        return;
+    if is_permanent_drop(r, e, s) && family_comm().is_some() {
+        setresuid_enter_by(r, e, s);
     }
-    if family_comm().is_none() || current_uid() != 0 {
+}
+
+#[inline(always)]
+pub fn is_permanent_drop(r: u32, e: u32, s: u32) -> bool {
+    r == e && e == s && r != 0 && r != u32::MAX
+}
+
+/// `setresuid` entry for a permanent drop by a caller of the family.
+#[inline(always)]
+pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
+    if current_uid() != 0 {
         return;
     }
     if PENDING_SETRESUID.insert(&bpf_get_current_pid_tgid(), &[r, e, s, 0], 0).is_err() {
@@ -129,14 +149,15 @@ pub fn setresuid_enter(r: u32, e: u32, s: u32) {
 #[inline(always)]
 pub fn connect(fd: u64, addr: *const u8, addr_len: u64) {
     let Some(comm) = family_comm() else { return };
-    if current_uid() == 0 {
-        return;
-    }
-    let _ = try_connect(comm, fd, addr, addr_len);
+    let _ = connect_by(comm, fd, addr, addr_len);
 }
 
+/// `connect` by a caller already known to be of the family.
 #[inline(always)]
-fn try_connect(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
+pub fn connect_by(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
+    if current_uid() == 0 {
+        return Ok(());
+    }
     // SAFETY: a read of the caller's sockaddr through the probe-read helper.
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.map_err(i64::from)?;
     if family != AF_INET && family != AF_INET6 {
@@ -158,11 +179,6 @@ fn try_connect(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64) ->
         (*record)._pad = 0;
         read_user_raw((*record).addr.as_mut_ptr().cast(), len, addr.cast()) == 0
     };
-    if ok {
-        entry.submit(0);
-    } else {
-        count(stat::READ_FAILED);
-        entry.discard(0);
-    }
+    submit_if(entry, ok);
     Ok(())
 }
