@@ -76,8 +76,8 @@ impl ProcView for ProcFs {
     }
 
     fn tcp_connection(&self, pid: u32) -> Option<(SocketAddr, SocketAddr)> {
-        if let Some(ends) = super::socket::tcp_connection(pid) {
-            return Some(ends);
+        if let Some(asked) = super::socket::tcp_connection(pid) {
+            return asked;
         }
         let inodes = socket_inodes(pid);
         if inodes.is_empty() {

@@ -78,18 +78,25 @@ fn socket_fds(pid: u32) -> Vec<u32> {
     .collect()
 }
 
-/// (local, remote) of `pid`'s first connected TCP socket.
-pub fn tcp_connection(pid: u32) -> Option<(SocketAddr, SocketAddr)> {
+/// (local, remote) of `pid`'s first connected TCP socket, `Some(None)` if
+/// it has none; `None` if its descriptors cannot be copied (no
+/// `pidfd_getfd` before 5.6, or not permitted), which leaves the /proc scan
+/// to the caller.
+pub fn tcp_connection(pid: u32) -> Option<Option<(SocketAddr, SocketAddr)>> {
     let pidfd = pidfd(pid)?;
-    socket_fds(pid).into_iter().find_map(|fd| tcp_ends(&pidfd, fd))
+    for fd in socket_fds(pid) {
+        if let Some(ends) = tcp_ends(&copy_fd(&pidfd, fd)?) {
+            return Some(Some(ends));
+        }
+    }
+    Some(None)
 }
 
-/// (local, remote) of one descriptor, if it is a connected TCP socket.
-fn tcp_ends(pidfd: &OwnedFd, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
-    let sock = copy_fd(pidfd, fd)?;
-    (sock_type(&sock)? == libc::SOCK_STREAM).then_some(())?;
-    let remote = name(&sock, libc::getpeername)?;
-    Some((name(&sock, libc::getsockname)?, remote))
+/// (local, remote) of a socket, if it is a connected TCP socket.
+fn tcp_ends(sock: &OwnedFd) -> Option<(SocketAddr, SocketAddr)> {
+    (sock_type(sock)? == libc::SOCK_STREAM).then_some(())?;
+    let remote = name(sock, libc::getpeername)?;
+    Some((name(sock, libc::getsockname)?, remote))
 }
 
 /// Whether `fd` of `pid` is a datagram socket; `None` if it cannot be asked.
@@ -120,11 +127,12 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let fd = |s: &dyn AsRawFd| s.as_raw_fd() as u32;
-        assert_eq!(tcp_ends(&me, fd(&server)), Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
-        assert_eq!(tcp_ends(&me, fd(&client)), Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
-        assert_eq!(tcp_ends(&me, fd(&listener)), None, "listening, not connected");
+        let ends = |s: &dyn AsRawFd| tcp_ends(&copy_fd(&me, fd(s)).expect("copy my own descriptor"));
+        assert_eq!(ends(&server), Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
+        assert_eq!(ends(&client), Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
+        assert_eq!(ends(&listener), None, "listening, not connected");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert_eq!(tcp_ends(&me, fd(&udp)), None);
+        assert_eq!(ends(&udp), None);
         let pid = std::process::id();
         assert_eq!(is_datagram(pid, fd(&udp)), Some(true));
         assert_eq!(is_datagram(pid, fd(&server)), Some(false));
