@@ -9,8 +9,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, metric, privileged,
-    privileged_alone, scratch_file, ssh_key, ssh_password, state_dir, user,
+    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login, metric,
+    privileged, privileged_alone, scratch_file, ssh_password, state_dir, user,
 };
 
 /// Fast retries so tests do not wait out production backoffs.
@@ -64,6 +64,17 @@ impl Spooling {
     fn metric(&self, series: &str) -> u64 {
         metric(self.metrics, series)
     }
+
+    /// Events waiting in the OTLP spool.
+    fn spooled(&self) -> u64 {
+        self.metric("sshlogin_spool_events{sink=\"otlp\"}")
+    }
+}
+
+/// Opens and closes of `user` the daemon has printed so far.
+fn sessions_printed(daemon: &mut Daemon, user: &str) -> usize {
+    daemon.settle(Duration::from_millis(100));
+    daemon.events_for("ssh.session.open", user).len() + daemon.events_for("ssh.session.close", user).len()
 }
 
 /// log.record.uid -> how many requests answered 200 carried it, for
@@ -87,8 +98,7 @@ fn delivered(receiver: &mut Receiver, user: &str) -> HashMap<String, usize> {
 fn logins(sshd: &Sshd, name: &str, n: usize) {
     let u = user(Box::leak(name.to_string().into_boxed_str()));
     for _ in 0..n {
-        let out = ssh_key(sshd.port, u.name, &u.key, "true");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        login(sshd.port, &u, "true");
     }
 }
 
@@ -141,10 +151,7 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
     // spool as the daemon printed in all (nothing is sent: the receiver is
     // down): only then is every one of sl-leo's committed.
     eventually("sl-leo's 10 events produced and all produced spooled", 20, || {
-        let printed = first.settle(Duration::from_millis(100)).len() as u64;
-        let leo = first.events_for("ssh.session.open", "sl-leo").len()
-            + first.events_for("ssh.session.close", "sl-leo").len();
-        leo >= 10 && s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= printed
+        sessions_printed(&mut first, "sl-leo") >= 10 && s.spooled() >= first.settle(Duration::ZERO).len() as u64
     });
     first.kill9();
     let second = s.daemon(&[]);
@@ -179,14 +186,13 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         .collect();
     // Alone on the host, every event is sl-mia's: all are spooled or dropped.
     eventually("every event spooled or dropped (an SSH login from outside the tests would break this)", 10, || {
-        s.metric("sshlogin_spool_events{sink=\"otlp\"}") + s.metric("sshlogin_spool_dropped_total")
-            == produced.len() as u64
+        s.spooled() + s.metric("sshlogin_spool_dropped_total") == produced.len() as u64
     });
     let dropped = s.metric("sshlogin_spool_dropped_total");
-    let waiting = s.metric("sshlogin_spool_events{sink=\"otlp\"}");
+    let waiting = s.spooled();
     assert!(dropped > 0, "8K cannot hold 20 events");
     let mut receiver = Receiver::start_on(s.port, &[]);
-    eventually("the spool drained", 30, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") == 0);
+    eventually("the spool drained", 30, || s.spooled() == 0);
     receiver.settle(Duration::from_secs(1));
     let got = delivered(&mut receiver, "sl-mia");
     assert_eq!(got.len() as u64, waiting, "everything that stayed in the spool arrived");
@@ -254,12 +260,8 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     logins(&sshd, "sl-pat", 3);
     // sl-pat's own six, seen leaving the pipeline (a test beside this one
     // could fill the spool to six first); SIGTERM commits what is queued.
-    eventually("6 events of sl-pat produced", 20, || {
-        first.settle(Duration::from_millis(100));
-        first.events_for("ssh.session.open", "sl-pat").len() + first.events_for("ssh.session.close", "sl-pat").len()
-            >= 6
-    });
-    eventually("6 events spooled", 20, || s.metric("sshlogin_spool_events{sink=\"otlp\"}") >= 6);
+    eventually("6 events of sl-pat produced", 20, || sessions_printed(&mut first, "sl-pat") >= 6);
+    eventually("6 events spooled", 20, || s.spooled() >= 6);
     let asked = Instant::now();
     let log = first.stop();
     assert!(asked.elapsed() < Duration::from_secs(15), "shutdown took {:?} (drain is 5 s)", asked.elapsed());

@@ -9,7 +9,7 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Sshd, fixture_dir, is, key_client, logged, must, privileged, ssh_key, ssh_key_to, user, wrong_key,
+    Daemon, Sshd, fixture_dir, is, key_client, logged, login, must, privileged, ssh_key, ssh_key_to, user, wrong_key,
 };
 
 const OPEN: &str = "ssh.session.open";
@@ -32,8 +32,7 @@ fn a_key_login_names_its_key_ports_and_audit_session() {
     let rita = user("sl-rita");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
-    let out = ssh_key(sshd.port, rita.name, &rita.key, "sleep 0.3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &rita, "sleep 0.3");
     let open = daemon.wait_for("open for sl-rita", |e| is(e, OPEN, rita.name));
     let a = &open["attributes"];
     assert_eq!(a["ssh.auth.method"], "publickey");
@@ -129,8 +128,7 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
     let mut daemon = Daemon::start(&[]);
     let count = |daemon: &Daemon, name: &str| daemon.events_for(name, uma.name).len();
 
-    let out = ssh_key(sshd.port, uma.name, &uma.key, "true");
-    assert!(out.status.success());
+    login(sshd.port, &uma, "true");
     daemon.wait_for("close after ssh host true", |e| is(e, CLOSE, uma.name));
 
     let mut sftp = Command::new("sftp")
@@ -185,8 +183,7 @@ fn sshd_installed_as_sshd_session_is_reported_the_same() {
     std::fs::copy("/usr/sbin/sshd", &copy).unwrap();
     let sshd = Sshd::start_on("127.0.0.1", copy.to_str().unwrap(), true, "");
     let mut daemon = Daemon::start(&["--sshd-path", copy.to_str().unwrap(), "--sshd-path", "/usr/sbin/sshd"]);
-    let out = ssh_key(sshd.port, vic.name, &vic.key, "true");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &vic, "true");
     let open = daemon.wait_for("open for sl-vic", |e| is(e, OPEN, vic.name));
     assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
     daemon.wait_for("close for sl-vic", |e| is(e, CLOSE, vic.name));
@@ -202,8 +199,7 @@ fn raw_syscall_probes_see_the_same_logins() {
     let xena = user("sl-xena");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&["--syscall-probes", "raw"]);
-    let out = ssh_key(sshd.port, xena.name, &xena.key, "true");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &xena, "true");
     let open = daemon.wait_for("open for sl-xena", |e| is(e, OPEN, xena.name));
     assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
     daemon.wait_for("close for sl-xena", |e| is(e, CLOSE, xena.name));

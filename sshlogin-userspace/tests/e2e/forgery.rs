@@ -2,7 +2,7 @@
 
 use std::{os::unix::process::CommandExt, process::Command, time::Duration};
 
-use crate::harness::{Daemon, Sshd, eventually, free_port, is, metric, privileged, send_audit, ssh_key, user};
+use crate::harness::{Daemon, Sshd, eventually, free_port, is, login, metric, privileged, send_audit, user};
 
 const FORGE_VAR: &str = "SSHLOGIN_E2E_FORGE_AS";
 
@@ -74,8 +74,7 @@ fn a_fake_sshd_cannot_report_logins() {
     });
 
     // A real login right after proves the daemon was watching.
-    let out = ssh_key(sshd.port, olga.name, &olga.key, "true");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &olga, "true");
     daemon.wait_for("the real login", |e| is(e, "ssh.session.open", olga.name));
     let seen = daemon.settle(Duration::from_millis(500));
     let forged: Vec<_> = seen

@@ -271,6 +271,12 @@ pub fn ssh_key(port: u16, user: &str, key: &Path, command: &str) -> Output {
     ssh_key_to("127.0.0.1", port, user, key, command)
 }
 
+/// A key login of `user` with its own key that must succeed.
+pub fn login(port: u16, user: &User, command: &str) {
+    let out = ssh_key(port, user.name, &user.key, command);
+    assert!(out.status.success(), "{} could not log in: {}", user.name, String::from_utf8_lossy(&out.stderr));
+}
+
 /// As [`ssh_key`], to `host`.
 pub fn ssh_key_to(host: &str, port: u16, user: &str, key: &Path, command: &str) -> Output {
     key_client(key).args(["-p", &port.to_string(), "-l", user, host, command]).output().expect("run ssh")

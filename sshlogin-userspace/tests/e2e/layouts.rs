@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{ChrootSshd, Daemon, Sshd, privileged, ssh_key, trixie_root, user, wrong_key};
+use crate::harness::{ChrootSshd, Daemon, Sshd, login, privileged, ssh_key, trixie_root, user, wrong_key};
 
 /// What must match between layouts: (event, user, method, reason, has a
 /// client port, executable's file name).
@@ -14,8 +14,7 @@ type Fact = (String, String, String, String, bool);
 
 fn scenario(daemon: &mut Daemon, port: u16, name: &'static str, invalid: &str) -> Vec<Fact> {
     let u = user(name);
-    let out = ssh_key(port, u.name, &u.key, "sleep 0.2");
-    assert!(out.status.success(), "key login: {}", String::from_utf8_lossy(&out.stderr));
+    login(port, &u, "sleep 0.2");
     daemon.wait_for("close", |e| e["event_name"] == "ssh.session.close" && e["attributes"]["user.name"] == name);
     assert!(!ssh_key(port, u.name, &wrong_key(), "true").status.success());
     assert!(!ssh_key(port, invalid, &wrong_key(), "true").status.success());

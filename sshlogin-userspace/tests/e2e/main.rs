@@ -13,7 +13,7 @@ mod proxyjump;
 
 use std::time::Duration;
 
-use harness::{Daemon, Sshd, is, logged, privileged, send_audit, ssh_key, ssh_password, user, wrong_key};
+use harness::{Daemon, Sshd, is, logged, login, privileged, send_audit, ssh_key, ssh_password, user, wrong_key};
 
 const OPEN: &str = "ssh.session.open";
 const CLOSE: &str = "ssh.session.close";
@@ -25,8 +25,7 @@ fn key_login_opens_one_session_and_logout_closes_it() {
     let alice = user("sl-alice");
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&["--stdout"]);
-    let out = ssh_key(sshd.port, alice.name, &alice.key, "sleep 1.2");
-    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &alice, "sleep 1.2");
 
     let open = daemon.wait_for("open for sl-alice", |e| is(e, OPEN, alice.name));
     let close = daemon.wait_for("close for sl-alice", |e| is(e, CLOSE, alice.name));
@@ -123,8 +122,7 @@ fn without_pam_the_privilege_drop_opens_the_session() {
     let carol = user("sl-carol");
     let sshd = Sshd::start(false, "");
     let mut daemon = Daemon::start(&[]);
-    let out = ssh_key(sshd.port, carol.name, &carol.key, "sleep 0.3");
-    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &carol, "sleep 0.3");
     let open = daemon.wait_for("open for sl-carol", |e| is(e, OPEN, carol.name));
     let a = &open["attributes"];
     assert!(a.get("ssh.terminal").is_none(), "no PAM, so no PAM terminal: {a}");
@@ -160,8 +158,7 @@ fn audit_records_from_other_programs_are_ignored() {
         ),
     );
     // A real login afterwards proves the daemon was watching.
-    let out = ssh_key(sshd.port, erin.name, &erin.key, "true");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &erin, "true");
     daemon.wait_for("open for sl-erin", |e| is(e, OPEN, erin.name));
     daemon.settle(Duration::from_millis(500));
     let leaked: Vec<_> =

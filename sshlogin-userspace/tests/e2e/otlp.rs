@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{self, Daemon, Receiver, Sshd, privileged, scratch_file, ssh_key, user};
+use crate::harness::{self, Daemon, Receiver, Sshd, login, privileged, scratch_file, user};
 
 #[test]
 fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
@@ -31,8 +31,7 @@ fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
             "--otlp-header",
             "x-scope-orgid=ops",
         ]);
-        let out = ssh_key(sshd.port, frank.name, &frank.key, "true");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        login(sshd.port, &frank, "true");
         let what = format!("open for sl-frank over {protocol}/{compression}");
         let (req, rec) = receiver
             .wait_for(&what, |r| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == frank.name);
@@ -75,8 +74,7 @@ fn a_503_with_retry_after_is_retried_and_delivered_once() {
     let mut receiver = Receiver::start(&["--script-for", grace.name, "503:1", "503:1"]);
     let endpoint = receiver.endpoint();
     let daemon = Daemon::start(&["--otlp-endpoint", &endpoint]);
-    let out = ssh_key(sshd.port, grace.name, &grace.key, "true");
-    assert!(out.status.success());
+    login(sshd.port, &grace, "true");
     let (_, rec) = receiver.wait_for("open for sl-grace", |r| {
         r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == grace.name
     });
@@ -108,8 +106,7 @@ fn a_400_is_not_retried() {
     let mut receiver = Receiver::start(&["--script-for", heidi.name, "400"]);
     let endpoint = receiver.endpoint();
     let daemon = Daemon::start(&["--otlp-endpoint", &endpoint, "--otlp-protocol", "http/json"]);
-    let out = ssh_key(sshd.port, heidi.name, &heidi.key, "true");
-    assert!(out.status.success());
+    login(sshd.port, &heidi, "true");
     let mine =
         |x: &serde_json::Value| x["event_name"] == "ssh.session.open" && x["attributes"]["user.name"] == heidi.name;
     receiver.wait_for("open for sl-heidi", mine);
@@ -141,8 +138,7 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
         ),
     );
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
-    let out = ssh_key(sshd.port, ivan.name, &ivan.key, "true");
-    assert!(out.status.success());
+    login(sshd.port, &ivan, "true");
     let (req, _) = receiver.wait_for("open for sl-ivan over mTLS", |r| {
         r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == ivan.name
     });
@@ -156,8 +152,7 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
         &format!("[otlp]\nlogs_endpoint = \"{url}\"\nretry_max_elapsed = \"1s\"\nretry_initial_backoff = \"200ms\"\n"),
     );
     let daemon = Daemon::start(&["--config", untrusting.to_str().unwrap()]);
-    let out = ssh_key(sshd.port, ivan.name, &ivan.key, "true");
-    assert!(out.status.success());
+    login(sshd.port, &ivan, "true");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(receiver.requests(), before, "a server the daemon must not trust received events");
     let log = daemon.stop().join("\n");
@@ -182,8 +177,7 @@ fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
         "--bearer-token-file",
         token.to_str().unwrap(),
     ]);
-    let out = ssh_key(sshd.port, yuri.name, &yuri.key, "true");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    login(sshd.port, &yuri, "true");
     let mine =
         |r: &serde_json::Value| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == yuri.name;
     let (req, rec) = receiver.wait_for("open for sl-yuri", mine);
