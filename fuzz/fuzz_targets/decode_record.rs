@@ -10,12 +10,7 @@ use sshlogin::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let settings = Settings {
-        privsep_uid: Some(102),
-        boot_id: uuid::Uuid::nil(),
-        family: vec!["sshd".into()],
-        sshd_paths: vec!["/usr/sbin/sshd".into()],
-    };
+    let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
     let mut correlator = Correlator::new(settings, Box::new(NoProc));
     let mut out = Vec::new();
     for record in data.split(|&b| b == 0xff).filter(|r| !r.is_empty()) {

@@ -14,6 +14,11 @@ pub const COMM_LEN: usize = 16;
 /// How many process names the in-kernel filter can hold.
 pub const MAX_FAMILY: usize = 4;
 
+/// Capacity of the kernel's membership map: sshd processes (listeners,
+/// one monitor per connection and its children) tracked at once. About
+/// 64 bytes of kernel memory each.
+pub const MAX_MEMBERS: u32 = 16384;
+
 /// How many bytes of an audit message or syslog line are copied. sshd's and
 /// PAM's longest records are about 400 bytes; the rest is headroom for long
 /// user names, certificate ids and PAM module lists.
@@ -34,6 +39,46 @@ pub mod kind {
     /// A non-root process of the family connected a socket to an IPv4 or
     /// IPv6 address: a session's forwarding (ProxyJump, `-W`, `-L`).
     pub const CONNECT: u32 = 6;
+    /// A process exec'd: a root process started an sshd-named binary (a
+    /// new tree, for user space to check), or a member exec'd (see [`exec`]).
+    pub const EXEC: u32 = 7;
+}
+
+/// What an exec did to the caller's membership (`ExecRecord::how`).
+pub mod exec {
+    /// A root process that was not a member exec'd a binary named like
+    /// sshd: it is the root of a new tree, admitted until user space has
+    /// checked its executable.
+    pub const NEW_TREE: u32 = 1;
+    /// A member exec'd a binary named like sshd (OpenSSH's re-exec,
+    /// `sshd-session`, `sshd-auth`): it stays in its tree.
+    pub const STAYED: u32 = 2;
+    /// A member exec'd anything else (an AuthorizedKeysCommand, a PAM
+    /// helper): it left the tree and records nothing more.
+    pub const LEFT: u32 = 3;
+}
+
+/// One entry of the kernel's membership map (`MEMBERS`, keyed by tgid):
+/// the process descends from an sshd listener. Entries are made by the
+/// kernel (at fork from a root member, at a root exec of an sshd-named
+/// binary) and by the daemon (the processes that ran before it started).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Pid of the tree's root: the process whose exec (or the daemon's scan
+    /// at start) made the tree.
+    pub tree: u32,
+    /// [`member`] flags.
+    pub flags: u32,
+    /// When the tree was made (CLOCK_BOOTTIME ns); with `tree`, the tree's id.
+    pub tree_ns: u64,
+}
+
+/// `Member::flags`.
+pub mod member {
+    /// User space found the tree's executable is not one of the host's
+    /// sshd binaries: its members record nothing and make no new members.
+    pub const REFUSED: u32 = 1;
 }
 
 /// Bytes of a `sockaddr_in6`, the largest address a CONNECT carries.
@@ -50,12 +95,18 @@ pub mod stat {
     /// A non-root process of the family sent an audit user message: never
     /// sshd or PAM (they send as root), so a forgery; not recorded.
     pub const AUDIT_NOT_ROOT: u32 = 3;
-    /// A non-root process of the family sent a syslog line: sshd's session
-    /// children do (about two lines per session), and so would a forger;
-    /// not recorded.
+    /// A non-root member sent a syslog line: sshd's session children do
+    /// (about two lines per session); not recorded.
     pub const SYSLOG_NOT_ROOT: u32 = 4;
+    /// The membership map was full: a new sshd process is not followed.
+    pub const MEMBERS_FULL: u32 = 5;
+    /// A session's forward was not recorded because the ring buffer was
+    /// more than half full: the other half is kept for logins.
+    pub const SHED: u32 = 6;
+    /// Records not made because their tree was refused.
+    pub const REFUSED_TREE: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 8;
 }
 
 /// Fields every record starts with.
@@ -72,12 +123,14 @@ pub struct Header {
     pub uid: u32,
     /// Real gid of the caller when the probe ran.
     pub gid: u32,
-    /// Explicit padding so the layout has no holes.
-    pub _pad: u32,
+    /// The caller's tree when the probe ran: [`Member::tree`].
+    pub tree: u32,
     /// `CLOCK_BOOTTIME` in nanoseconds (`bpf_ktime_get_boot_ns`).
     pub ktime_ns: u64,
     /// The caller's `comm`, NUL padded.
     pub comm: [u8; COMM_LEN],
+    /// [`Member::tree_ns`] of the caller's tree.
+    pub tree_ns: u64,
 }
 
 /// An audit message or a syslog line, copied from the `sendto` buffer.
@@ -113,6 +166,16 @@ pub struct ForkRecord {
     pub _pad: u32,
 }
 
+/// `header.pid` exec'd; `header.comm` is the new name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: Header,
+    /// One of [`exec`].
+    pub how: u32,
+    pub _pad: u32,
+}
+
 /// `header.pid` exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -144,6 +207,7 @@ pub mod layout {
     pub const SETRESUID_SIZE: usize = core::mem::size_of::<SetresuidRecord>();
     pub const FORK_SIZE: usize = core::mem::size_of::<ForkRecord>();
     pub const EXIT_SIZE: usize = core::mem::size_of::<ExitRecord>();
+    pub const EXEC_SIZE: usize = core::mem::size_of::<ExecRecord>();
     pub const CONNECT_FD: usize = HEADER_SIZE;
     pub const CONNECT_ADDR_LEN: usize = HEADER_SIZE + 4;
     pub const CONNECT_ADDR: usize = HEADER_SIZE + 8;
@@ -202,6 +266,7 @@ mod user {
     unsafe impl aya::Pod for super::Family {}
     unsafe impl aya::Pod for super::TraceOffsets {}
     unsafe impl aya::Pod for super::RawSyscalls {}
+    unsafe impl aya::Pod for super::Member {}
 }
 
 #[cfg(test)]
@@ -211,20 +276,25 @@ mod tests {
 
     #[test]
     fn layouts_have_no_holes() {
-        assert_eq!(size_of::<Header>(), 48);
+        assert_eq!(size_of::<Header>(), 56);
+        assert_eq!(offset_of!(Header, tree), 20);
         assert_eq!(offset_of!(Header, ktime_ns), 24);
         assert_eq!(offset_of!(Header, comm), 32);
+        assert_eq!(offset_of!(Header, tree_ns), 48);
         assert_eq!(offset_of!(MessageRecord, len), layout::MESSAGE_LEN);
         assert_eq!(offset_of!(MessageRecord, copied), layout::MESSAGE_COPIED);
         assert_eq!(offset_of!(MessageRecord, data), layout::MESSAGE_DATA);
-        assert_eq!(layout::MESSAGE_SIZE, 48 + 8 + TEXT_CAP);
-        assert_eq!(offset_of!(SetresuidRecord, ruid), 48);
-        assert_eq!(layout::SETRESUID_SIZE, 64);
-        assert_eq!(offset_of!(ForkRecord, child_pid), 48);
-        assert_eq!(layout::FORK_SIZE, 56);
-        assert_eq!(layout::EXIT_SIZE, 48);
+        assert_eq!(layout::MESSAGE_SIZE, 56 + 8 + TEXT_CAP);
+        assert_eq!(offset_of!(SetresuidRecord, ruid), 56);
+        assert_eq!(layout::SETRESUID_SIZE, 72);
+        assert_eq!(offset_of!(ForkRecord, child_pid), 56);
+        assert_eq!(layout::FORK_SIZE, 64);
+        assert_eq!(layout::EXIT_SIZE, 56);
+        assert_eq!(offset_of!(ExecRecord, how), 56);
+        assert_eq!(layout::EXEC_SIZE, 64);
         assert_eq!(offset_of!(ConnectRecord, addr), layout::CONNECT_ADDR);
-        assert_eq!(layout::CONNECT_SIZE, 48 + 8 + SOCKADDR_CAP + 4);
+        assert_eq!(layout::CONNECT_SIZE, 56 + 8 + SOCKADDR_CAP + 4);
+        assert_eq!(size_of::<Member>(), 16);
         assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
     }
 }

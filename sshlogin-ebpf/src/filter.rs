@@ -1,4 +1,6 @@
-//! Maps, load-time settings and the per-call filter shared by every probe.
+//! Maps, load-time settings and the admission every probe starts with: the
+//! caller must be a member of an sshd process tree (the `MEMBERS` map).
+//! For every other process a probe costs that one hash lookup.
 
 use aya_ebpf::{
     helpers::{
@@ -6,11 +8,15 @@ use aya_ebpf::{
         generated::{bpf_get_current_comm as raw_get_current_comm, bpf_ktime_get_boot_ns},
     },
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use sshlogin_common::{COMM_LEN, Family, Header, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
+use sshlogin_common::{
+    COMM_LEN, Family, Header, MAX_FAMILY, MAX_MEMBERS, Member, RawSyscalls, TraceOffsets, member, stat,
+};
 
-/// Process names whose calls are recorded; written by the daemon at load time.
+/// Names of the sshd binaries (as `comm`); written by the daemon at load
+/// time. Only a root exec of one of these names can start a tree, and a
+/// member that execs anything else leaves its tree.
 #[unsafe(no_mangle)]
 static FAMILY: Family = Family::EMPTY;
 
@@ -36,37 +42,72 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 21, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// The sshd process trees, by tgid. A plain hash, not an LRU: an entry
+/// leaves only when its process exits or execs something that is not sshd,
+/// never to make room (a full map is counted as `MEMBERS_FULL`).
+#[map]
+pub static MEMBERS: HashMap<u32, Member> = HashMap::with_max_entries(MAX_MEMBERS, 0);
+
 /// `setresuid` arguments between syscall entry and exit, keyed by pid_tgid.
 /// LRU so that an entry orphaned by a missed exit cannot fill the map.
 #[map]
 pub static PENDING_SETRESUID: LruHashMap<u64, [u32; 4]> = LruHashMap::with_max_entries(1024, 0);
 
-/// The caller's comm when it belongs to the sshd family, `None` otherwise.
-/// This is the whole cost of a probe for every other process.
 #[inline(always)]
-pub fn family_comm() -> Option<[u8; COMM_LEN]> {
-    // Into two zeroed u64s (two stores, no memset call), compared as words.
-    // Zeroed because some kernels copy the name without padding the rest of
-    // the buffer (Debian 12's 6.1 does; 6.18 pads): the bytes after the NUL
-    // would be stack garbage and a name would match only by luck. Found by
-    // `cargo xtask vm-test`, where most records went missing.
-    let mut words = [0u64; 2];
-    // SAFETY: the helper writes at most 16 bytes, NUL terminated.
-    if unsafe { raw_get_current_comm(words.as_mut_ptr().cast(), COMM_LEN as u32) } != 0 {
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The caller's membership, whatever its tree's verdict.
+#[inline(always)]
+pub fn membership() -> Option<Member> {
+    // SAFETY: the value is copied out at once; entries are plain integers.
+    unsafe { MEMBERS.get(current_tgid()) }.copied()
+}
+
+/// The caller's membership if its tree may record: the first (and, for
+/// every process that is not sshd, the only) thing each probe does.
+#[inline(always)]
+pub fn admitted() -> Option<Member> {
+    let m = membership()?;
+    if m.flags & member::REFUSED != 0 {
+        count(stat::REFUSED_TREE);
         return None;
     }
+    Some(m)
+}
+
+/// The caller's `comm`, NUL padded.
+#[inline(always)]
+pub fn current_comm() -> [u8; COMM_LEN] {
+    // Into two zeroed u64s (two stores, no memset call). Zeroed because some
+    // kernels copy the name without padding the rest of the buffer (Debian
+    // 12's 6.1 does; 6.18 pads): the bytes after the NUL would be stack
+    // garbage. Found by `cargo xtask vm-test`.
+    let mut words = [0u64; 2];
+    // SAFETY: the helper writes at most 16 bytes, NUL terminated; on error
+    // the buffer is zeroed, which matches no name.
+    unsafe { raw_get_current_comm(words.as_mut_ptr().cast(), COMM_LEN as u32) };
+    // SAFETY: same size, every bit pattern is valid for both.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) }
+}
+
+/// Whether `comm` is one of the sshd names.
+#[inline(always)]
+pub fn in_family(comm: &[u8; COMM_LEN]) -> bool {
+    // SAFETY: same size, every bit pattern is valid for both.
+    let words = unsafe { core::mem::transmute::<[u8; COMM_LEN], [u64; 2]>(*comm) };
     let mut i = 0;
     while i < MAX_FAMILY {
         // SAFETY: FAMILY is 8-aligned and made of u64-sized name halves; the
         // volatile read keeps the compiler from folding the all-zero default.
         let name = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(FAMILY.names[i]).cast::<[u64; 2]>()) };
         if name[0] == words[0] && name[1] == words[1] {
-            // SAFETY: same size, every bit pattern is valid for both.
-            return Some(unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) });
+            return true;
         }
         i += 1;
     }
-    None
+    false
 }
 
 #[inline(always)]
@@ -75,13 +116,20 @@ pub fn offsets() -> TraceOffsets {
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OFFSETS)) }
 }
 
+/// The caller's real uid.
 #[inline(always)]
 pub fn current_uid() -> u32 {
     bpf_get_current_uid_gid() as u32
 }
 
 #[inline(always)]
-pub fn header(kind: u32, comm: [u8; COMM_LEN]) -> Header {
+pub fn now_ns() -> u64 {
+    // SAFETY: no arguments, always available from 5.8.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+pub fn header(kind: u32, m: &Member) -> Header {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     Header {
@@ -90,10 +138,10 @@ pub fn header(kind: u32, comm: [u8; COMM_LEN]) -> Header {
         tid: pid_tgid as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        _pad: 0,
-        // SAFETY: no arguments, always available from 5.8.
-        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-        comm,
+        tree: m.tree,
+        ktime_ns: now_ns(),
+        comm: current_comm(),
+        tree_ns: m.tree_ns,
     }
 }
 

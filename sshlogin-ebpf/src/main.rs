@@ -3,8 +3,10 @@
 //! from tracefs rather than guessed from kernel structs (Rust eBPF has no
 //! CO-RE relocations).
 //!
-//! Each program first checks the caller's `comm` against the sshd family so
-//! that every other process on the host pays one comparison and nothing more.
+//! Each program first looks the caller up in the membership map (the sshd
+//! process trees, kept by the `sched:*` programs), so that every other
+//! process on the host pays one hash lookup and nothing more, whatever it
+//! calls itself.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

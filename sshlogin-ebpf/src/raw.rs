@@ -12,7 +12,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
-    filter::{family_comm, raw_syscalls},
+    filter::{admitted, raw_syscalls},
     syscalls,
 };
 
@@ -30,13 +30,13 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     if id != u64::from(cfg.sendto) && id != u64::from(cfg.setresuid) && id != u64::from(cfg.connect) {
         return 0;
     }
-    // Reading a register is a helper call; the comm check is one, and rules
-    // out every process but sshd's. The `_by` halves do not check it again.
-    let Some(comm) = family_comm() else { return 0 };
+    // One membership lookup rules out every process but sshd's; the `_by`
+    // halves do not look again.
+    let Some(m) = admitted() else { return 0 };
     let regs: u64 = ctx.arg(0);
     if id == u64::from(cfg.sendto) {
         let _ = syscalls::sendto_by(
-            comm,
+            &m,
             reg(regs, cfg.args[1]) as *const u8,
             reg(regs, cfg.args[2]),
             reg(regs, cfg.args[4]),
@@ -49,7 +49,7 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
         }
     } else {
         let _ = syscalls::connect_by(
-            comm,
+            &m,
             reg(regs, cfg.args[0]),
             reg(regs, cfg.args[1]) as *const u8,
             reg(regs, cfg.args[2]),

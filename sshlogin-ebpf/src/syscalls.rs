@@ -6,9 +6,13 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
     maps::ring_buf::RingBufEntry,
 };
-use sshlogin_common::{COMM_LEN, ConnectRecord, MessageRecord, SOCKADDR_CAP, TEXT_CAP, kind, stat};
+use sshlogin_common::{ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, TEXT_CAP, kind, stat};
 
-use crate::filter::{EVENTS, PENDING_SETRESUID, count, current_uid, family_comm, header};
+use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header};
+
+/// `bpf_ringbuf_query` flags.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
 
 const AF_NETLINK: u16 = 16;
 const SOCKADDR_NL_LEN: u64 = 12;
@@ -40,19 +44,19 @@ fn is_user_audit_type(ty: u16) -> bool {
 
 /// `sendto(fd, buf, len, flags, addr, addr_len)`: PAM's and sshd's audit
 /// records (to the kernel over NETLINK_AUDIT) and sshd's syslog lines (to a
-/// connected `/dev/log`, so no address). Only root's count: anyone can name
-/// a process `sshd`, but only root's records are the real thing; the others
-/// are counted.
+/// connected `/dev/log`, so no address), from members of an sshd tree. Only
+/// root's count: a member that dropped root is a session child, run for the
+/// user; what it sends is counted, not recorded.
 #[inline(always)]
 pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u64) {
-    let Some(comm) = family_comm() else { return };
-    let _ = sendto_by(comm, buf, len, addr, addr_len);
+    let Some(m) = admitted() else { return };
+    let _ = sendto_by(&m, buf, len, addr, addr_len);
 }
 
-/// `sendto` for a caller already known to be of the family (the raw probe
-/// checks the comm before it reads any register).
+/// `sendto` for a caller already admitted (the raw probe looks the caller
+/// up before it reads any register).
 #[inline(always)]
-pub fn sendto_by(comm: [u8; COMM_LEN], buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
+pub fn sendto_by(m: &Member, buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
     // SAFETY (all reads below): reads of user memory through the probe-read
     // helpers, which fail instead of fault.
     let record_kind = if addr == 0 {
@@ -79,12 +83,12 @@ pub fn sendto_by(comm: [u8; COMM_LEN], buf: *const u8, len: u64, addr: u64, addr
         count(if record_kind == kind::AUDIT { stat::AUDIT_NOT_ROOT } else { stat::SYSLOG_NOT_ROOT });
         return Ok(());
     }
-    emit_message(record_kind, comm, buf, len);
+    emit_message(record_kind, m, buf, len);
     Ok(())
 }
 
 #[inline(always)]
-fn emit_message(record_kind: u32, comm: [u8; COMM_LEN], buf: *const u8, len: u64) {
+fn emit_message(record_kind: u32, m: &Member, buf: *const u8, len: u64) {
     let Some(mut entry) = EVENTS.reserve::<MessageRecord>(0) else {
         count(stat::RINGBUF_FULL);
         return;
@@ -94,7 +98,7 @@ fn emit_message(record_kind: u32, comm: [u8; COMM_LEN], buf: *const u8, len: u64
     // SAFETY: `record` points at a reserved, exclusively owned slot of the
     // ring buffer; `copied` is at most TEXT_CAP, the size of `data`.
     let ok = unsafe {
-        (*record).header = header(record_kind, comm);
+        (*record).header = header(record_kind, m);
         (*record).len = len as u32;
         (*record).copied = copied;
         read_user_raw((*record).data.as_mut_ptr().cast(), copied, buf.cast()) == 0
@@ -120,9 +124,9 @@ fn submit_if<T: 'static>(entry: RingBufEntry<T>, filled: bool) {
 /// session starts.
 #[inline(always)]
 pub fn setresuid_enter(r: u32, e: u32, s: u32) {
-    // The arguments first: cheaper than the comm, and they rule out almost
+    // The arguments first: cheaper than the lookup, and they rule out almost
     // every call (a permanent drop is rare).
-    if is_permanent_drop(r, e, s) && family_comm().is_some() {
+    if is_permanent_drop(r, e, s) && admitted().is_some() {
         setresuid_enter_by(r, e, s);
     }
 }
@@ -132,7 +136,7 @@ pub fn is_permanent_drop(r: u32, e: u32, s: u32) -> bool {
     r == e && e == s && r != 0 && r != u32::MAX
 }
 
-/// `setresuid` entry for a permanent drop by a caller of the family.
+/// `setresuid` entry for a permanent drop by an admitted caller.
 #[inline(always)]
 pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
     if current_uid() != 0 {
@@ -143,24 +147,32 @@ pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
     }
 }
 
-/// `connect(fd, addr, addrlen)` by a non-root process of the family to an
-/// IPv4 or IPv6 address: the session child opening a forwarded connection
+/// `connect(fd, addr, addrlen)` by a member that dropped root to an IPv4 or
+/// IPv6 address: the session child opening a forwarded connection
 /// (ProxyJump, `-W`, `-L`). User space tells TCP from DNS look-ups.
 #[inline(always)]
 pub fn connect(fd: u64, addr: *const u8, addr_len: u64) {
-    let Some(comm) = family_comm() else { return };
-    let _ = connect_by(comm, fd, addr, addr_len);
+    let Some(m) = admitted() else { return };
+    let _ = connect_by(&m, fd, addr, addr_len);
 }
 
-/// `connect` by a caller already known to be of the family.
+/// `connect` by a caller already admitted.
 #[inline(always)]
-pub fn connect_by(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
+pub fn connect_by(m: &Member, fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
     if current_uid() == 0 {
         return Ok(());
     }
     // SAFETY: a read of the caller's sockaddr through the probe-read helper.
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.map_err(i64::from)?;
     if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    // A logged-in user decides how many connections their session opens
+    // (`ssh -D` and a busy SOCKS client): forwards may use only the first
+    // half of the ring buffer, so that they can never crowd out the
+    // records of other users' logins.
+    if EVENTS.query(BPF_RB_AVAIL_DATA) > EVENTS.query(BPF_RB_RING_SIZE) / 2 {
+        count(stat::SHED);
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
@@ -172,7 +184,7 @@ pub fn connect_by(comm: [u8; COMM_LEN], fd: u64, addr: *const u8, addr_len: u64)
     // SAFETY: `record` is a reserved, exclusively owned ring-buffer slot;
     // `len` is at most the size of `addr`.
     let ok = unsafe {
-        (*record).header = header(kind::CONNECT, comm);
+        (*record).header = header(kind::CONNECT, m);
         (*record).fd = fd as u32;
         (*record).addr_len = addr_len as u32;
         (*record).addr = [0; SOCKADDR_CAP];

@@ -1,12 +1,20 @@
 //! Tracepoint programs. Field offsets of `syscalls:*` events are the syscall
 //! ABI (8-byte argument slots after a 16-byte common header); the one
 //! `sched:*` offset that differs between kernels comes from the daemon.
+//!
+//! The `sched:*` programs keep the membership map: a root member's child
+//! joins its tree at fork, an exec either keeps a member (an sshd name),
+//! drops it (anything else) or, for a root process that was no member and
+//! execs an sshd name, starts a tree; an exit ends membership.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use sshlogin_common::{ExitRecord, ForkRecord, SetresuidRecord, kind, stat};
+use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SetresuidRecord, exec, kind, member, stat};
 
 use crate::{
-    filter::{EVENTS, PENDING_SETRESUID, count, family_comm, header, offsets},
+    filter::{
+        EVENTS, MEMBERS, PENDING_SETRESUID, admitted, count, current_comm, current_tgid, current_uid, header,
+        in_family, membership, now_ns, offsets,
+    },
     syscalls,
 };
 
@@ -60,48 +68,98 @@ pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
     let Some(ids) = (unsafe { PENDING_SETRESUID.get(&key) }).copied() else {
         return 0;
     };
-    let Some(comm) = family_comm() else { return 0 };
     let _ = PENDING_SETRESUID.remove(&key);
-    // SAFETY: read of the tracepoint record.
+    let Some(m) = admitted() else { return 0 };
     if arg::<i64>(&ctx, RET) != 0 {
         return 0;
     }
     let record =
-        SetresuidRecord { header: header(kind::SETRESUID, comm), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
+        SetresuidRecord { header: header(kind::SETRESUID, &m), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
     }
     0
 }
 
-/// `sched_process_fork`, run in the parent: gives user space the sshd
-/// process tree (listener -> monitor -> pre-auth and session children).
+/// `sched_process_fork`, run in the parent. A child of a root member joins
+/// the parent's tree; a child forked after its parent dropped root (the
+/// user's shell and everything below it) does not.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let Some(comm) = family_comm() else { return 0 };
+    let Some(m) = membership() else { return 0 };
+    if m.flags & member::REFUSED != 0 || current_uid() != 0 {
+        return 0;
+    }
     let offset = offsets().fork_child_pid as usize;
     // SAFETY: read of the tracepoint record at an offset taken from tracefs.
     let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
         return 0;
     };
-    let record = ForkRecord { header: header(kind::FORK, comm), child_pid: child as u32, _pad: 0 };
+    let child = child as u32;
+    // Any entry under this pid is from an earlier life: this one starts now.
+    if MEMBERS.insert(child, m, 0).is_err() {
+        count(stat::MEMBERS_FULL);
+        return 0;
+    }
+    let record = ForkRecord { header: header(kind::FORK, &m), child_pid: child, _pad: 0 };
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
     }
     0
 }
 
-/// `sched_process_exit`, run in the exiting task: the end of a monitor, a
-/// pre-auth child or a session child. Threads other than the leader are
-/// skipped so one process gives one record.
+/// `sched_process_exec`, run in the task that exec'd, with its new name.
 #[tracepoint]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let Some(comm) = family_comm() else { return 0 };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = current_tgid();
+    let comm = current_comm();
+    let (m, how) = match membership() {
+        Some(m) if in_family(&comm) => (m, exec::STAYED),
+        Some(m) => {
+            let _ = MEMBERS.remove(tgid);
+            (m, exec::LEFT)
+        }
+        // Only root can start a tree: a setuid binary run through a symlink
+        // named sshd keeps its caller's real uid.
+        None if current_uid() == 0 && in_family(&comm) => {
+            let m = Member { tree: tgid, flags: 0, tree_ns: now_ns() };
+            if MEMBERS.insert(tgid, m, 0).is_err() {
+                count(stat::MEMBERS_FULL);
+                return 0;
+            }
+            (m, exec::NEW_TREE)
+        }
+        None => return 0,
+    };
+    if m.flags & member::REFUSED != 0 {
+        count(stat::REFUSED_TREE);
         return 0;
     }
-    let record = ExitRecord { header: header(kind::EXIT, comm) };
+    let record = ExecRecord { header: header(kind::EXEC, &m), how, _pad: 0 };
+    if EVENTS.output(record, 0).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
+    0
+}
+
+/// `sched_process_exit`, run in the exiting task: a member's exit ends its
+/// membership. Threads other than the leader make no record, but an entry
+/// the fork probe made under a thread's id goes with it.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tgid != tid {
+        let _ = MEMBERS.remove(tid);
+        return 0;
+    }
+    let Some(m) = membership() else { return 0 };
+    let _ = MEMBERS.remove(tgid);
+    if m.flags & member::REFUSED != 0 {
+        count(stat::REFUSED_TREE);
+        return 0;
+    }
+    let record = ExitRecord { header: header(kind::EXIT, &m) };
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
     }

@@ -11,13 +11,14 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    admit::{HostCheck, TreeCheck, TrustCapture, binaries::Binaries, scan},
     capture, cli, config,
     correlate::{
         self,
         process::{NoProc, ProcFs, ProcView},
     },
     decode,
-    enrich::{self, Nss, UserDb},
+    enrich::{self, Nss},
     export::{Exporters, stdout::StdoutSink},
     metrics::Metrics,
     pipeline::{self, Pipeline},
@@ -27,6 +28,8 @@ use crate::{
 /// When nothing is pending, the daemon wakes this often (to read the kernel
 /// counters and forget exited processes); otherwise when a timer is due.
 const IDLE_TICK: Duration = Duration::from_secs(10);
+/// Batches between the ring-buffer reader and the pipeline.
+const READER_QUEUE: usize = 4096;
 
 pub async fn main(command: cli::Command) -> Result<()> {
     match command {
@@ -58,21 +61,40 @@ fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<con
     Ok(config::resolve_without_env(&flags)?)
 }
 
-fn pipeline(capture: &config::Capture, view: Box<dyn ProcView + Send>, metrics: Arc<Metrics>) -> Pipeline<Nss> {
-    let privsep_uid = Nss.uid_of(&capture.privsep_user);
-    if privsep_uid.is_none() {
+fn pipeline(
+    capture: &config::Capture,
+    view: Box<dyn ProcView + Send>,
+    check: Box<dyn TreeCheck>,
+    metrics: Arc<Metrics>,
+) -> Pipeline<Nss> {
+    let settings = correlate::Settings { boot_id: pipeline::boot_id(), family: capture.family.clone() };
+    Pipeline::new(settings, view, check, Nss, metrics)
+}
+
+/// The sshd processes running now become members; their binaries (and
+/// those of the host's own listeners) are what new trees are checked against.
+fn scan_running(capture: &config::Capture, probes: &probes::Probes) -> (scan::Scan, HostCheck) {
+    let mut binaries = Binaries::new(capture.sshd_paths.clone());
+    let members = probes.members();
+    let found = scan::scan(&capture.family, &mut binaries, members.as_ref());
+    for path in &found.discovered {
+        tracing::info!(path, "admitting the binary of a running sshd listener of this host");
+    }
+    for (pid, exe) in &found.refused {
         tracing::warn!(
-            user = %capture.privsep_user,
-            "sshd's privilege-separation user does not exist here; set --privsep-user if sshd uses another"
+            pid,
+            exe,
+            "refused a running root process named like sshd whose executable is not one of this host's sshd \
+             binaries; if it is an sshd, admit it with --sshd-path {exe} (capture.sshd_paths)"
         );
     }
-    let settings = correlate::Settings {
-        privsep_uid,
-        boot_id: pipeline::boot_id(),
-        family: capture.family.clone(),
-        sshd_paths: capture.sshd_paths.clone(),
-    };
-    Pipeline::new(settings, view, Nss, metrics)
+    tracing::info!(
+        trees = found.trees.len(),
+        processes = found.seeds.len(),
+        binaries = ?binaries.paths(),
+        "sshd processes already running are followed"
+    );
+    (found, HostCheck::new(binaries, members))
 }
 
 /// A watch that flips on SIGINT or SIGTERM.
@@ -99,11 +121,13 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
-    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), metrics.clone());
     let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    let (found, check) = scan_running(&config.capture, &probes);
+    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), Box::new(check), metrics.clone());
+    pipeline.seed(&found);
     let stop = stop_on_signal()?;
-    let (tx, mut rx) = mpsc::channel(1024);
-    let reader = tokio::spawn(source::run(ring, tx, stop.clone()));
+    let (tx, mut rx) = mpsc::channel(READER_QUEUE);
+    let reader = source::spawn(ring, tx, stop.clone())?;
     let mut kernel = probes::KernelCounters::default();
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
@@ -127,13 +151,19 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             pipeline.tick(now, &mut events);
         }
         if counters_read.elapsed() >= IDLE_TICK {
-            kernel = kernel_counters(&probes, kernel, &metrics);
+            let (now_counters, lost) = kernel_counters(&probes, kernel, &metrics);
+            kernel = now_counters;
+            if lost {
+                pipeline.records_lost(enrich::boot_now_ns(), &mut events);
+            }
             counters_read = std::time::Instant::now();
         }
         exporters.send(&events)?;
         events.clear();
     }
-    reader.await.context("the ring buffer reader panicked")??;
+    if reader.join().is_err() {
+        anyhow::bail!("the ring-buffer reader thread panicked");
+    }
     pipeline.finish(&mut events);
     exporters.send(&events)?;
     kernel_counters(&probes, kernel, &metrics);
@@ -148,17 +178,17 @@ async fn run(args: cli::RunArgs) -> Result<()> {
 }
 
 /// Reads the kernel's counters into the metrics; warns about what was lost
-/// or refused since `before`.
+/// or refused since `before`. Also says whether records were lost.
 fn kernel_counters(
     probes: &probes::Probes,
     before: probes::KernelCounters,
     metrics: &Metrics,
-) -> probes::KernelCounters {
+) -> (probes::KernelCounters, bool) {
     let now = match probes.counters() {
         Ok(now) => now,
         Err(e) => {
             tracing::warn!("cannot read the kernel counters: {e:#}");
-            return before;
+            return (before, false);
         }
     };
     let delta = |a: u64, b: u64| a.saturating_sub(b);
@@ -166,20 +196,34 @@ fn kernel_counters(
         ("ringbuf_full", delta(now.ringbuf_full, before.ringbuf_full)),
         ("read_failed", delta(now.read_failed, before.read_failed)),
         ("pending_full", delta(now.pending_full, before.pending_full)),
+        ("members_full", delta(now.members_full, before.members_full)),
     ];
+    let mut any = false;
     for (reason, n) in lost {
         if n > 0 {
+            any = true;
             metrics.kernel_dropped(reason, n);
-            tracing::warn!(reason, n, "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows)");
+            tracing::warn!(
+                reason,
+                n,
+                "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows; members_full: more \
+                 sshd processes than the membership map holds)"
+            );
         }
+    }
+    let shed = delta(now.shed, before.shed);
+    if shed > 0 {
+        metrics.kernel_dropped("forward_shed", shed);
+        tracing::warn!(n = shed, "forwards not recorded: the ring buffer was more than half full");
     }
     let forged = delta(now.audit_not_root, before.audit_not_root);
     if forged > 0 {
         metrics.refused("audit_not_root", forged);
-        tracing::warn!(n = forged, "refused audit records sent by a non-root process named like sshd");
+        tracing::warn!(n = forged, "refused audit records sent by an sshd process that is not root");
     }
     metrics.refused("syslog_not_root", delta(now.syslog_not_root, before.syslog_not_root));
-    now
+    metrics.refused("tree", delta(now.refused_tree, before.refused_tree));
+    (now, any)
 }
 
 fn replay(args: cli::ReplayArgs) -> Result<()> {
@@ -196,7 +240,9 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
         return Ok(out.flush()?);
     }
     let config = defaults(&cli::ProbeArgs::default(), &args.pipeline)?;
-    let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Metrics::new());
+    // The records were admitted by the kernel and the daemon that captured
+    // them; nothing on this host can check their trees again.
+    let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Box::new(TrustCapture), Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);
@@ -213,9 +259,11 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     };
     let config = defaults(&args.probes, &cli::PipelineArgs::default())?;
     let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    // Running sshd processes must be members for their records to be made.
+    scan_running(&config.capture, &probes);
     let stop = stop_on_signal()?;
-    let (tx, mut rx) = mpsc::channel(64);
-    let reader = tokio::spawn(source::run(ring, tx, stop.clone()));
+    let (tx, mut rx) = mpsc::channel(READER_QUEUE);
+    let reader = source::spawn(ring, tx, stop.clone())?;
     let deadline = async {
         match args.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -240,7 +288,7 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
         }
     }
     drop(rx);
-    reader.abort();
+    drop(reader);
     tracing::info!(records = count, kernel = ?probes.counters()?, "capture done");
     Ok(())
 }

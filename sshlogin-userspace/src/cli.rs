@@ -76,10 +76,12 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct ProbeArgs {
-    /// Process name (comm) of an sshd binary whose records count; repeat for
-    /// each. OpenSSH <= 9.7 runs as `sshd`, 9.8+ adds `sshd-session`, 10.x
-    /// adds `sshd-auth`. At most 4, each at most 15 bytes. [default: sshd
-    /// sshd-session sshd-auth]
+    /// Name (comm) of an sshd binary; repeat for each. Only a root exec of
+    /// one of these names starts an sshd process tree (its binary is then
+    /// checked against --sshd-path), and an sshd process that execs any
+    /// other name leaves its tree. OpenSSH <= 9.7 runs as `sshd`, 9.8+ adds
+    /// `sshd-session`, 10.x adds `sshd-auth`. At most 4, each at most 15
+    /// bytes. [default: sshd sshd-session sshd-auth]
     #[arg(long = "sshd-comm", value_name = "NAME", value_parser = comm)]
     pub family: Option<Vec<String>>,
 
@@ -89,10 +91,13 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "BYTES", value_parser = ring_size)]
     pub ring_buffer_size: Option<u32>,
 
-    /// Path of an sshd binary; repeat for each. Records from processes (or
-    /// sshd listeners) running anything else are refused and counted.
-    /// [default: /usr/sbin/sshd and sshd-session/sshd-auth under
-    /// /usr/lib/openssh, /usr/libexec/openssh, /usr/libexec, /usr/local]
+    /// Path of an sshd binary; repeat for each. A process tree whose root
+    /// runs any other file (compared by device and inode) is refused and
+    /// counted, with one log line naming it. The binaries of the host's own
+    /// sshd listeners running at start, and the sshd-session/sshd-auth they
+    /// name, are admitted as well. [default: /usr/sbin/sshd, /usr/bin/sshd
+    /// and sshd-session/sshd-auth under /usr/lib/openssh, /usr/lib/ssh,
+    /// /usr/libexec/openssh, /usr/libexec, /usr/local]
     #[arg(long = "sshd-path", value_name = "PATH")]
     pub sshd_paths: Option<Vec<String>>,
 
@@ -271,10 +276,10 @@ impl RunArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct PipelineArgs {
-    /// The unprivileged user sshd's pre-authentication child switches to
-    /// (`SSH_PRIVSEP_USER`). Its privilege drop is not a login. [default:
-    /// sshd]
-    #[arg(long, value_name = "USER")]
+    /// No longer used: sshd's pre-authentication child is told apart by
+    /// its place in the process tree, not by its user. Accepted (with a
+    /// warning) so that older command lines still start.
+    #[arg(long, value_name = "USER", hide = true)]
     pub privsep_user: Option<String>,
 }
 

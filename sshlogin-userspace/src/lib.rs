@@ -3,12 +3,13 @@
 //! The pipeline, one module a stage:
 //!
 //! ```text
-//! probes (kernel) -> source -> decode -> correlate -> enrich -> export
+//! probes (kernel) -> source -> decode -> admit -> correlate -> enrich -> spool -> export
 //! ```
 //!
-//! `pipeline` runs decode → correlate → enrich on batches of raw records;
+//! `pipeline` runs decode → admit → correlate → enrich on batches of raw records;
 //! `app` wires the stages for each command of the `sshlogin` binary.
 
+pub mod admit;
 pub mod app;
 pub mod capture;
 pub mod check;

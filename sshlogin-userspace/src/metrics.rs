@@ -33,6 +33,7 @@ pub struct Metrics {
     pub decode_errors: Counter,
     kernel_dropped: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
+    evicted: Family<Labels, Counter>,
     spool_events: Family<Labels, Gauge>,
     spool_bytes: Family<Labels, Gauge>,
     pub spool_dropped: Counter,
@@ -56,8 +57,13 @@ impl Metrics {
         );
         r.register(
             "sshlogin_refused",
-            "Records refused as not from sshd (audit_not_root, syslog_not_root, exe)",
+            "Records refused as not from the host's sshd (exe, vanished, audit_not_root, syslog_not_root, tree)",
             m.refused.clone(),
+        );
+        r.register(
+            "sshlogin_evicted",
+            "Entries dropped to keep a table bounded (connections, processes)",
+            m.evicted.clone(),
         );
         r.register("sshlogin_spool_events", "Events waiting in a network exporter's spool", m.spool_events.clone());
         r.register(
@@ -105,6 +111,14 @@ impl Metrics {
         self.refused.get_or_create(&label("reason", reason)).inc_by(n);
     }
 
+    pub fn evicted(&self, table: &str, n: u64) {
+        self.evicted.get_or_create(&label("table", table)).inc_by(n);
+    }
+
+    pub fn evicted_count(&self, table: &str) -> u64 {
+        self.evicted.get_or_create(&label("table", table)).get()
+    }
+
     pub fn refused_count(&self, reason: &str) -> u64 {
         self.refused.get_or_create(&label("reason", reason)).get()
     }
@@ -149,7 +163,10 @@ impl Metrics {
 
     /// The shutdown summary.
     pub fn summary(&self) -> String {
-        let refused: u64 = ["audit_not_root", "syslog_not_root", "exe"].iter().map(|r| self.refused_count(r)).sum();
+        let refused: u64 = ["audit_not_root", "syslog_not_root", "exe", "vanished", "tree"]
+            .iter()
+            .map(|r| self.refused_count(r))
+            .sum();
         format!(
             "events: open={} close={} failure={}; records={} decode_errors={} refused={}; \
              exported: sent={} rejected={} dropped={} retries={}; spool: {} waiting, {} dropped; queue dropped={}",

@@ -1,29 +1,56 @@
-//! decode → correlate → enrich, for batches of raw records. Synchronous and
-//! free of I/O except the user-database and /proc look-ups behind traits, so
-//! the daemon, `sshlogin replay` and the tests run the same code.
+//! decode → admit → correlate → enrich, for batches of raw records.
+//! Synchronous and free of I/O except the user-database and /proc look-ups
+//! behind traits, so the daemon, `sshlogin replay` and the tests run the
+//! same code.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::{
+    admit::{Admission, TreeCheck, scan::Scan},
     correlate::{self, Correlator, process::ProcView},
-    decode,
+    decode::{self, Record},
     enrich::{self, Enricher, UserDb},
     event::Event,
     metrics::Metrics,
 };
 
 pub struct Pipeline<U: UserDb> {
+    admission: Admission,
     correlator: Correlator,
     enricher: Enricher<U>,
+    admitted: Vec<Record>,
     pub metrics: Arc<Metrics>,
 }
 
 impl<U: UserDb> Pipeline<U> {
-    pub fn new(settings: correlate::Settings, view: Box<dyn ProcView + Send>, users: U, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: correlate::Settings,
+        view: Box<dyn ProcView + Send>,
+        check: Box<dyn TreeCheck>,
+        users: U,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let boot_id = settings.boot_id;
-        Pipeline { correlator: Correlator::new(settings, view), enricher: Enricher::new(users, boot_id), metrics }
+        Pipeline {
+            admission: Admission::new(check),
+            correlator: Correlator::new(settings, view),
+            enricher: Enricher::new(users, boot_id),
+            admitted: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// What the scan at start found running.
+    pub fn seed(&mut self, scan: &Scan) {
+        for tree in &scan.trees {
+            self.admission.seed(*tree);
+        }
+        self.correlator.seed(&scan.seeds);
+        if !scan.refused.is_empty() {
+            self.metrics.refused("exe", scan.refused.len() as u64);
+        }
     }
 
     /// Takes raw records; appends the finished events to `out`.
@@ -33,7 +60,12 @@ impl<U: UserDb> Pipeline<U> {
             let raw = raw.as_ref();
             self.metrics.records.inc();
             match decode::decode(raw) {
-                Ok(record) => self.correlator.handle(record, out),
+                Ok(record) => {
+                    self.admission.admit(record, &mut self.admitted);
+                    for record in self.admitted.drain(..) {
+                        self.correlator.handle(record, out);
+                    }
+                }
                 Err(e) => {
                     if self.metrics.decode_errors.inc() < 10 {
                         tracing::warn!(error = %e, len = raw.len(), "undecodable record dropped");
@@ -47,26 +79,50 @@ impl<U: UserDb> Pipeline<U> {
     /// Timers: events that waited long enough. `now_ns` is CLOCK_BOOTTIME.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         let first = out.len();
+        self.admission.tick(now_ns);
         self.correlator.tick(now_ns, out);
+        if self.correlator.connections() > correlate::MAX_CONNS / 2 {
+            self.correlator.reap(now_ns, out);
+        }
+        self.finish_events(first, out);
+    }
+
+    /// The kernel lost records: a monitor's exit may be among them, so the
+    /// host is asked which connections are still there.
+    pub fn records_lost(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let first = out.len();
+        self.correlator.reap(now_ns, out);
         self.finish_events(first, out);
     }
 
     /// When the next timer is due (CLOCK_BOOTTIME ns), if one is pending.
     pub fn next_due(&self) -> Option<u64> {
-        self.correlator.next_due()
+        [self.admission.next_due(), self.correlator.next_due()].into_iter().flatten().min()
     }
 
     /// Everything still pending.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         let first = out.len();
+        self.admission.finish();
         self.correlator.finish(out);
         self.finish_events(first, out);
     }
 
     fn finish_events(&mut self, first: usize, out: &mut [Event]) {
-        let refused = std::mem::take(&mut self.correlator.refused);
-        if refused > 0 {
-            self.metrics.refused("exe", refused);
+        let refused = std::mem::take(&mut self.admission.refused);
+        if refused.exe > 0 {
+            self.metrics.refused("exe", refused.exe);
+        }
+        if refused.vanished > 0 {
+            self.metrics.refused("vanished", refused.vanished);
+        }
+        let evicted = self.correlator.take_evictions();
+        if evicted.connections > 0 {
+            self.metrics.evicted("connections", evicted.connections);
+        }
+        if evicted.processes > 0 {
+            self.metrics.evicted("processes", evicted.processes);
+            tracing::warn!(n = evicted.processes, "too many sshd processes tracked; forgot the oldest of ended ones");
         }
         if first == out.len() {
             return;

@@ -1,43 +1,49 @@
-//! The ring-buffer reader: wakes when the kernel has records and hands them
-//! on in batches, as raw bytes. Decoding happens downstream so this loop
-//! does as little as possible between wake-ups.
+//! The ring-buffer reader: a thread of its own that wakes when the kernel
+//! has records and hands them on in batches, as raw bytes. Nothing else
+//! runs on it (no decoding, no host look-ups, no exporting), so a slow
+//! endpoint or a busy pipeline never keeps it from emptying the kernel's
+//! buffer; a full queue to the pipeline blocks it, and then the kernel
+//! counts what it cannot deliver.
+
+use std::{
+    os::fd::AsRawFd,
+    thread::{self, JoinHandle},
+};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::{mpsc, watch},
-};
+use tokio::sync::{mpsc, watch};
 
 /// Raw records drained in one wake-up.
 pub type Batch = Vec<Vec<u8>>;
 
-/// Reads until `stop` changes, then drains what is left and returns.
-/// Returns early (Ok) if the receiving side has gone away.
-pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, mut stop: watch::Receiver<bool>) -> Result<()> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged
-    // until it is dropped, which happens only when the AsyncFd is.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with tokio")?;
+/// How often the reader looks at `stop` while no record arrives.
+const POLL_MS: i32 = 100;
+
+/// Starts the reader. It reads until `stop` changes, then drains what is
+/// left and ends; it ends early if the receiving side has gone away.
+pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("sshlogin-ring".into())
+        .spawn(move || read(ring, tx, stop))
+        .context("starting the ring-buffer reader thread")
+}
+
+fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: watch::Receiver<bool>) {
+    let fd = ring.as_raw_fd();
     loop {
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                let batch = drain(guard.get_inner_mut());
-                guard.clear_ready();
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
-                    return Ok(());
-                }
-            }
-            _ = stop.changed() => {
-                let batch = drain(fd.get_mut());
-                if !batch.is_empty() {
-                    let _ = tx.send(batch).await;
-                }
-                return Ok(());
-            }
+        let stopping = *stop.borrow();
+        let batch = drain(&mut ring);
+        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+            return;
         }
+        if stopping {
+            return;
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; the ring buffer keeps its fd open for as
+        // long as this function owns it. EINTR and timeouts just loop.
+        unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
     }
 }
 
@@ -79,7 +85,7 @@ mod tests {
         m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&99_999u32.to_ne_bytes());
         assert_eq!(used_len(&m), m.len(), "a bad length is left for the decoder to reject");
         assert_eq!(used_len(&[1, 2]), 2);
-        let fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 52]].concat();
+        let fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 60]].concat();
         assert_eq!(used_len(&fork), fork.len());
     }
 }

@@ -76,7 +76,7 @@ fn help_explains_every_run_flag() {
         "--config",
         "--sshd-comm",
         "--ring-buffer-size",
-        "--privsep-user",
+        "--sshd-path",
         "--stdout",
         "--otlp-endpoint",
         "--otlp-logs-endpoint",
@@ -144,7 +144,7 @@ fn json_logs_are_one_object_per_line() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(!lines.is_empty(), "replay warned about the unknown privsep user");
+    assert!(!lines.is_empty(), "replay warned that --privsep-user is no longer used");
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");

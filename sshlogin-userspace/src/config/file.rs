@@ -45,6 +45,7 @@ pub struct Capture {
     pub sshd_paths: Option<Vec<String>>,
     pub syscall_probes: Option<String>,
     pub ring_buffer_size: Option<String>,
+    /// No longer used; accepted with a warning.
     pub privsep_user: Option<String>,
 }
 
@@ -172,7 +173,11 @@ mod tests {
     fn the_example_config_parses() {
         let text = include_str!("../../../packaging/config.example.toml");
         let f = parse(text).unwrap();
-        assert_eq!(f.capture.privsep_user.as_deref(), Some("sshd"));
+        assert_eq!(f.capture.privsep_user, None, "the example no longer sets privsep_user");
+        let paths = f.capture.sshd_paths.unwrap();
+        for p in crate::config::DEFAULT_SSHD_PATHS {
+            assert!(paths.iter().any(|x| x == p), "the example's sshd_paths lack the default {p}");
+        }
     }
 
     #[test]

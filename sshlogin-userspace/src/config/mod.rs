@@ -56,11 +56,15 @@ pub struct Flags {
 
 /// Where OpenSSH's binaries live on the distributions sshlogin knows:
 /// Debian/Ubuntu (`/usr/lib/openssh`), Fedora/RHEL/SUSE (`/usr/libexec`),
-/// source builds (`/usr/local`).
+/// Arch (`/usr/bin/sshd`, `/usr/lib/ssh`), merged-/usr systems, source
+/// builds (`/usr/local`).
 pub const DEFAULT_SSHD_PATHS: &[&str] = &[
     "/usr/sbin/sshd",
+    "/usr/bin/sshd",
     "/usr/lib/openssh/sshd-session",
     "/usr/lib/openssh/sshd-auth",
+    "/usr/lib/ssh/sshd-session",
+    "/usr/lib/ssh/sshd-auth",
     "/usr/libexec/openssh/sshd-session",
     "/usr/libexec/openssh/sshd-auth",
     "/usr/libexec/sshd-session",
@@ -92,8 +96,7 @@ pub struct Config {
 pub struct Capture {
     pub family: Vec<String>,
     pub ring_buffer_bytes: u32,
-    pub privsep_user: String,
-    /// sshd binaries; records from any other executable are refused.
+    /// sshd binaries: a tree whose root runs any other file is refused.
     pub sshd_paths: Vec<String>,
     pub syscall_probes: crate::probes::SyscallProbes,
 }
@@ -309,7 +312,12 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
             format!("1 to {} process names, got {}", sshlogin_common::MAX_FAMILY, family.len()),
         ));
     }
-    let privsep_user = flags.privsep_user.clone().or(f.capture.privsep_user.clone()).unwrap_or_else(|| "sshd".into());
+    if flags.privsep_user.is_some() || f.capture.privsep_user.is_some() {
+        tracing::warn!(
+            "--privsep-user / capture.privsep_user is no longer used and can be removed: sshd's \
+             pre-authentication child is told apart by its place in the process tree"
+        );
+    }
     let sshd_paths = match (&flags.sshd_paths, &f.capture.sshd_paths) {
         (Some(p), _) => p.clone(),
         (None, Some(p)) => p.clone(),
@@ -323,7 +331,7 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
         (None, Some(v)) => syscall_probes("capture.syscall_probes", v)?,
         (None, None) => DEFAULT_SYSCALL_PROBES,
     };
-    let capture = Capture { family, ring_buffer_bytes, privsep_user, sshd_paths, syscall_probes };
+    let capture = Capture { family, ring_buffer_bytes, sshd_paths, syscall_probes };
     let spool = SpoolConfig {
         dir: flags.state_dir.clone().or(f.spool.dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         max_bytes: match (flags.spool_max_size, &f.spool.max_size) {

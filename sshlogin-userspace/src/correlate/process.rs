@@ -1,10 +1,11 @@
-//! The sshd process tree, from fork and exit records, with /proc filling in
-//! processes that started before sshlogin did.
+//! The sshd process trees as user space follows them: from the fork, exec
+//! and exit records of members (the kernel sends no others), seeded with
+//! what ran before the daemon started.
 //!
-//! OpenSSH runs a listener that forks one monitor per connection; the monitor
-//! forks the pre-authentication child first and, once the user is in, the
-//! session child. The listener is the sshd-family process whose parent is not
-//! in the family; a connection is named by its monitor, the listener's child.
+//! A tree's root is a listener; the listener's children are monitors, one
+//! per connection; everything below a monitor belongs to its connection.
+//! `sshd` without `-D` forks once and its first process exits: that child,
+//! having done nothing yet, becomes the listener.
 
 use std::{
     collections::HashMap,
@@ -35,109 +36,212 @@ impl Hasher for PidHasher {
 /// A map keyed by pid.
 pub type PidMap<V> = HashMap<u32, V, BuildHasherDefault<PidHasher>>;
 
-#[derive(Clone, Debug, Default)]
+/// A member's place in its tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts connections and forks a monitor for each.
+    Listener,
+    /// One connection: sends its audit records and log lines.
+    Monitor,
+    /// Below a monitor: the pre-authentication child, a PAM or
+    /// AuthorizedKeysCommand helper, the session child.
+    Child,
+}
+
+#[derive(Clone, Debug)]
 struct Proc {
-    /// The parent when it is in the sshd family; `None` for a listener or a
-    /// process whose parent is unknown.
     parent: Option<u32>,
+    role: Role,
     start_ns: Option<u64>,
+    children: u32,
     first_child: Option<u32>,
+    /// Did anything after its fork: exec'd, forked, sent a record.
+    active: bool,
+    /// Forked by its monitor after authentication had succeeded.
+    after_auth: bool,
+    /// Exec'd something that is not sshd: a helper, out of the tree.
+    left: bool,
     exited_ns: Option<u64>,
-    /// The executable, looked up once (`Some(None)`: it could not be read).
-    exe: Option<Option<String>>,
+}
+
+impl Proc {
+    fn new(parent: Option<u32>, role: Role, start_ns: Option<u64>) -> Proc {
+        Proc {
+            parent,
+            role,
+            start_ns,
+            children: 0,
+            first_child: None,
+            active: false,
+            after_auth: false,
+            left: false,
+            exited_ns: None,
+        }
+    }
 }
 
 /// How long an exited process stays in the table, so that records of its
 /// children still find their connection.
 const EXITED_GRACE_NS: u64 = 60_000_000_000;
-const MAX_PROCS: usize = 1 << 16;
+/// Processes tracked; beyond this the exited go first (oldest first), then
+/// children whose connection has ended. Listeners and monitors never.
+pub const MAX_PROCS: usize = 1 << 16;
 
 pub struct ProcessTable {
     procs: PidMap<Proc>,
+    /// The sshd names: for processes learnt from /proc (a lost fork record).
     family: Vec<String>,
     view: Box<dyn ProcView + Send>,
+    /// Entries dropped to stay within [`MAX_PROCS`]; taken by the caller.
+    pub evicted: u64,
 }
 
 impl ProcessTable {
     pub fn new(family: Vec<String>, view: Box<dyn ProcView + Send>) -> Self {
-        ProcessTable { procs: PidMap::default(), family, view }
+        ProcessTable { procs: PidMap::default(), family, view, evicted: 0 }
     }
 
-    pub fn on_fork(&mut self, parent: u32, child: u32, ktime_ns: u64) {
-        self.ensure(parent);
-        if let Some(p) = self.procs.get_mut(&parent) {
-            p.first_child.get_or_insert(child);
+    /// A tree's root: a listener, whatever its pid held before.
+    pub fn root(&mut self, pid: u32, start_ns: u64) {
+        self.procs.insert(pid, Proc::new(None, Role::Listener, Some(start_ns)));
+    }
+
+    /// A process found running at start.
+    pub fn seed(&mut self, pid: u32, parent: Option<u32>, role: Role, start_ns: u64) {
+        self.procs.insert(pid, Proc { active: true, ..Proc::new(parent, role, Some(start_ns)) });
+        if let Some(p) = parent.and_then(|p| self.procs.get_mut(&p)) {
+            p.children += 1;
         }
-        // A pid can be reused; a fork always starts a new life.
-        self.procs.insert(child, Proc { parent: Some(parent), start_ns: Some(ktime_ns), ..Proc::default() });
     }
 
-    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) {
+    /// `parent` forked `child`; returns the child's role. A fork always
+    /// starts a new life: nothing the pid held before carries over.
+    pub fn on_fork(&mut self, parent: u32, child: u32, ktime_ns: u64) -> Role {
+        self.ensure(parent);
+        let role = match self.procs.get_mut(&parent) {
+            Some(p) => {
+                p.children += 1;
+                p.first_child.get_or_insert(child);
+                p.active = true;
+                if p.role == Role::Listener { Role::Monitor } else { Role::Child }
+            }
+            None => Role::Monitor,
+        };
+        self.procs.insert(child, Proc::new(Some(parent), role, Some(ktime_ns)));
+        role
+    }
+
+    /// `pid` exec'd something that is not sshd and left its tree; nothing
+    /// more will be heard of it.
+    pub fn on_left(&mut self, pid: u32, ktime_ns: u64) {
         if let Some(p) = self.procs.get_mut(&pid) {
+            p.left = true;
             p.exited_ns = Some(ktime_ns);
         }
     }
 
-    /// Drops processes that exited more than a minute before `now_ns`.
-    pub fn gc(&mut self, now_ns: u64) {
-        self.procs.retain(|_, p| p.exited_ns.is_none_or(|t| now_ns.saturating_sub(t) < EXITED_GRACE_NS));
-        if self.procs.len() > MAX_PROCS {
-            // Only under a flood of never-exiting pids: forget the oldest.
-            let mut starts: Vec<(u64, u32)> =
-                self.procs.iter().map(|(pid, p)| (p.start_ns.unwrap_or(0), *pid)).collect();
-            starts.sort_unstable();
-            for (_, pid) in starts.iter().take(self.procs.len() - MAX_PROCS / 2) {
-                self.procs.remove(pid);
-            }
+    /// `pid` did something of its own.
+    pub fn touch(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.active = true;
         }
     }
 
-    /// Learns an unknown process from the host, once.
+    /// `pid` exited. Returns the child that takes over as listener, when
+    /// `pid` was a listener that forked once and left (`sshd` without `-D`
+    /// daemonizing).
+    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) -> Option<u32> {
+        let p = self.procs.get_mut(&pid)?;
+        p.exited_ns = Some(ktime_ns);
+        let (role, children, first) = (p.role, p.children, p.first_child);
+        let heir = first.filter(|_| role == Role::Listener && children == 1)?;
+        let c = self.procs.get_mut(&heir)?;
+        if c.role != Role::Monitor || c.active || c.exited_ns.is_some() {
+            return None;
+        }
+        c.role = Role::Listener;
+        c.parent = None;
+        Some(heir)
+    }
+
+    /// Forgets processes that exited more than a minute before `now_ns`;
+    /// beyond [`MAX_PROCS`], the exited and then the children of ended
+    /// connections (`open(monitor)` says which are still going), oldest
+    /// first.
+    pub fn gc(&mut self, now_ns: u64, open: impl Fn(u32) -> bool) {
+        self.procs.retain(|_, p| p.exited_ns.is_none_or(|t| now_ns.saturating_sub(t) < EXITED_GRACE_NS));
+        if self.procs.len() <= MAX_PROCS {
+            return;
+        }
+        let mut victims: Vec<(bool, u64, u32)> = Vec::new();
+        for (&pid, p) in &self.procs {
+            if p.exited_ns.is_some() {
+                victims.push((false, p.exited_ns.unwrap_or(0), pid));
+            } else if p.role == Role::Child {
+                let monitor = self.monitor_above(pid);
+                if monitor.is_none_or(|m| !open(m)) {
+                    victims.push((true, p.start_ns.unwrap_or(0), pid));
+                }
+            }
+        }
+        victims.sort_unstable();
+        let extra = self.procs.len() - MAX_PROCS / 2;
+        for (_, _, pid) in victims.into_iter().take(extra) {
+            self.procs.remove(&pid);
+            self.evicted += 1;
+        }
+    }
+
+    /// Learns a process from the host once, when its fork was not seen (it
+    /// predates a restart, or the record was lost): its parent if that is
+    /// an sshd, else it is taken for a listener.
     fn ensure(&mut self, pid: u32) {
+        self.ensure_depth(pid, 0);
+    }
+
+    fn ensure_depth(&mut self, pid: u32, depth: u32) {
         if self.procs.contains_key(&pid) {
             return;
         }
         let parent = match self.view.parent(pid) {
-            Some((ppid, comm)) if self.family.contains(&comm) => Some(ppid),
+            Some((ppid, comm)) if depth < 8 && self.family.contains(&comm) => Some(ppid),
             _ => None,
         };
-        let start_ns = self.view.start_ns(pid);
-        self.procs.insert(pid, Proc { parent, start_ns, ..Proc::default() });
         if let Some(ppid) = parent {
-            self.ensure(ppid);
+            self.ensure_depth(ppid, depth + 1);
         }
+        let role = match parent.and_then(|p| self.procs.get(&p)) {
+            Some(p) if p.role == Role::Listener => Role::Monitor,
+            Some(_) => Role::Child,
+            None => Role::Listener,
+        };
+        self.procs.insert(pid, Proc { active: true, ..Proc::new(parent, role, self.view.start_ns(pid)) });
     }
 
-    /// `pid`'s chain up to its listener: (the listener, the monitor). The
-    /// monitor is `None` when `pid` is the listener.
-    fn chain(&mut self, pid: u32) -> Option<(u32, Option<u32>)> {
-        self.ensure(pid);
-        let mut below = None;
+    fn monitor_above(&self, pid: u32) -> Option<u32> {
         let mut current = pid;
         // Bounded: sshd trees are three or four deep; a cycle from pid reuse
         // must not hang the daemon.
         for _ in 0..16 {
-            match self.procs.get(&current).and_then(|p| p.parent) {
-                Some(parent) => {
-                    below = Some(current);
-                    current = parent;
-                    self.ensure(current);
-                }
-                None => return Some((current, below)),
+            let p = self.procs.get(&current)?;
+            match p.role {
+                Role::Monitor => return Some(current),
+                Role::Listener => return None,
+                Role::Child => current = p.parent?,
             }
         }
         None
     }
 
-    /// The monitor (connection) `pid` belongs to: itself or the ancestor
-    /// just below the listener. `None` for a listener.
+    /// The monitor (connection) `pid` belongs to: itself or the monitor
+    /// above it. `None` for a listener.
     pub fn monitor_of(&mut self, pid: u32) -> Option<u32> {
-        self.chain(pid)?.1
+        self.ensure(pid);
+        self.monitor_above(pid)
     }
 
-    /// The listener at the top of `pid`'s tree (`pid` itself for a listener).
-    pub fn listener_of(&mut self, pid: u32) -> Option<u32> {
-        Some(self.chain(pid)?.0)
+    pub fn role(&self, pid: u32) -> Option<Role> {
+        Some(self.procs.get(&pid)?.role)
     }
 
     /// (local, remote) of `pid`'s established TCP connection, from the host.
@@ -153,12 +257,11 @@ impl ProcessTable {
         self.view.audit_ids(pid)
     }
 
-    /// `pid`'s executable, read from the host the first time it is asked.
-    pub fn exe(&mut self, pid: u32) -> Option<String> {
-        self.ensure(pid);
-        let view = &self.view;
-        let p = self.procs.get_mut(&pid)?;
-        p.exe.get_or_insert_with(|| view.exe(pid)).clone()
+    /// Whether `pid` is alive and still the process that started at
+    /// `start_ns` (`None`: the host cannot say).
+    pub fn alive(&self, pid: u32) -> Option<bool> {
+        let start = self.procs.get(&pid)?.start_ns?;
+        self.view.alive(pid, start)
     }
 
     pub fn start_ns(&self, pid: u32) -> Option<u64> {
@@ -173,6 +276,28 @@ impl ProcessTable {
     pub fn first_child(&self, pid: u32) -> Option<u32> {
         self.procs.get(&pid)?.first_child
     }
+
+    pub fn set_after_auth(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.after_auth = true;
+        }
+    }
+
+    pub fn after_auth(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.after_auth)
+    }
+
+    pub fn has_left(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.left)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -186,16 +311,41 @@ mod tests {
     #[test]
     fn listener_monitor_children() {
         let mut t = table();
-        t.on_fork(100, 200, 1); // listener -> monitor
-        t.on_fork(200, 201, 2); // monitor -> pre-auth child
-        t.on_fork(200, 202, 3); // monitor -> session child
-        t.on_fork(202, 203, 4); // session child -> shell
+        t.root(100, 0);
+        assert_eq!(t.on_fork(100, 200, 1), Role::Monitor);
+        assert_eq!(t.on_fork(200, 201, 2), Role::Child); // pre-auth child
+        assert_eq!(t.on_fork(200, 202, 3), Role::Child); // session child
         assert_eq!(t.monitor_of(100), None);
         assert_eq!(t.monitor_of(200), Some(200));
         assert_eq!(t.monitor_of(201), Some(200));
-        assert_eq!(t.monitor_of(203), Some(200));
         assert_eq!(t.first_child(200), Some(201));
         assert_eq!(t.parent(202), Some(200));
+    }
+
+    #[test]
+    fn a_daemonizing_listener_hands_over_to_its_child() {
+        let mut t = table();
+        t.root(100, 0);
+        t.on_fork(100, 101, 1); // daemon(): fork ...
+        assert_eq!(t.on_exit(100, 2), Some(101)); // ... and the parent leaves
+        assert_eq!(t.role(101), Some(Role::Listener));
+        assert_eq!(t.on_fork(101, 300, 3), Role::Monitor);
+        assert_eq!(t.monitor_of(300), Some(300));
+    }
+
+    #[test]
+    fn a_listener_restarted_keeps_its_connections() {
+        let mut t = table();
+        t.root(100, 0);
+        t.on_fork(100, 200, 1);
+        t.touch(200); // the monitor re-exec'd
+        assert_eq!(t.on_exit(100, 2), None, "a monitor that did something stays a monitor");
+        assert_eq!(t.monitor_of(200), Some(200));
+        let mut t = table();
+        t.root(100, 0);
+        t.on_fork(100, 200, 1);
+        t.on_fork(100, 201, 1);
+        assert_eq!(t.on_exit(100, 2), None, "a listener with two connections was no daemonizing parent");
     }
 
     struct Fake;
@@ -210,39 +360,60 @@ mod tests {
         fn start_ns(&self, pid: u32) -> Option<u64> {
             Some(u64::from(pid) * 10)
         }
-        fn exe(&self, pid: u32) -> Option<String> {
-            (pid == 100).then(|| "/usr/sbin/sshd".to_string())
-        }
     }
 
     #[test]
-    fn processes_older_than_the_daemon_come_from_the_view() {
+    fn processes_whose_fork_was_not_seen_come_from_the_view() {
         let mut t = ProcessTable::new(vec!["sshd".into()], Box::new(Fake));
         assert_eq!(t.monitor_of(200), Some(200));
         assert_eq!(t.monitor_of(100), None);
         assert_eq!(t.start_ns(200), Some(2000));
-        assert_eq!(t.listener_of(200), Some(100));
-        assert_eq!(t.exe(100).as_deref(), Some("/usr/sbin/sshd"));
-        assert_eq!(t.exe(200), None);
         assert_eq!(t.first_child(200), None);
     }
 
     #[test]
     fn exited_processes_are_forgotten_after_the_grace() {
         let mut t = table();
+        t.root(100, 0);
         t.on_fork(100, 200, 1);
         t.on_exit(200, 10);
-        t.gc(20);
+        t.gc(20, |_| true);
         assert_eq!(t.parent(200), Some(100));
-        t.gc(10 + EXITED_GRACE_NS);
+        t.gc(10 + EXITED_GRACE_NS, |_| true);
         assert_eq!(t.parent(200), None);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_exited_then_children_of_ended_connections_never_monitors() {
+        let mut t = table();
+        t.root(1, 0);
+        // Connection 2 is open, connection 3 has ended (its exit was lost).
+        t.on_fork(1, 2, 1);
+        t.on_fork(1, 3, 1);
+        let mut pid = 10;
+        while t.len() <= MAX_PROCS {
+            t.on_fork(if pid % 2 == 0 { 2 } else { 3 }, pid, u64::from(pid));
+            pid += 1;
+        }
+        t.on_exit(11, 5);
+        t.gc(6, |m| m == 2);
+        assert!(t.len() < MAX_PROCS, "{}", t.len());
+        assert_eq!(t.role(13), None, "a child of the ended connection went");
+        assert_eq!(t.role(1), Some(Role::Listener));
+        assert_eq!(t.role(2), Some(Role::Monitor));
+        assert_eq!(t.role(3), Some(Role::Monitor));
+        assert_eq!(t.role(11), None, "the exited went first");
+        assert_eq!(t.role(12), Some(Role::Child), "an open connection's child stays");
+        assert!(t.evicted > 0);
     }
 
     #[test]
     fn pid_reuse_cycles_do_not_hang() {
         let mut t = table();
+        t.root(1, 0);
         t.on_fork(1, 2, 1);
-        t.on_fork(2, 1, 2);
-        assert_eq!(t.monitor_of(1), None);
+        t.on_fork(2, 3, 2);
+        t.on_fork(3, 2, 3);
+        assert_eq!(t.monitor_of(3), None);
     }
 }

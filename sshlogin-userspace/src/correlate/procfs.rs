@@ -1,6 +1,6 @@
-//! What sshlogin asks the host about a process: its parent, start time and
-//! executable, its TCP connection, its audit ids. `/proc` in the daemon;
-//! nothing when replaying a capture from another host or time.
+//! What sshlogin asks the host about a process: its parent and start time,
+//! its TCP connection, its audit ids. `/proc` in the daemon; nothing when
+//! replaying a capture from another host or time.
 
 use std::{
     fs,
@@ -14,8 +14,11 @@ pub trait ProcView {
     fn parent(&self, pid: u32) -> Option<(u32, String)>;
     /// Process start, CLOCK_BOOTTIME nanoseconds.
     fn start_ns(&self, pid: u32) -> Option<u64>;
-    /// The executable's path, without the " (deleted)" of an upgraded binary.
-    fn exe(&self, pid: u32) -> Option<String>;
+    /// Whether `pid` is alive and started at `start_ns` (as [`Self::start_ns`]
+    /// or the fork record said, to the clock tick); `None`: cannot tell.
+    fn alive(&self, _pid: u32, _start_ns: u64) -> Option<bool> {
+        None
+    }
     /// (local, remote) of the process's established TCP connection: for an
     /// sshd monitor, the server and client ends of the SSH connection.
     fn tcp_connection(&self, _pid: u32) -> Option<(SocketAddr, SocketAddr)> {
@@ -69,10 +72,11 @@ impl ProcView for ProcFs {
         Some(ticks.saturating_mul(1_000_000_000 / hz.max(1)))
     }
 
-    fn exe(&self, pid: u32) -> Option<String> {
-        let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let path = link.to_string_lossy();
-        Some(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
+    fn alive(&self, pid: u32, start_ns: u64) -> Option<bool> {
+        let Some(now) = self.start_ns(pid) else { return Some(false) };
+        let tick = 1_000_000_000
+            / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1) as u64;
+        Some(now.abs_diff(start_ns) <= 2 * tick)
     }
 
     fn tcp_connection(&self, pid: u32) -> Option<(SocketAddr, SocketAddr)> {
@@ -179,9 +183,6 @@ impl ProcView for NoProc {
         None
     }
     fn start_ns(&self, _pid: u32) -> Option<u64> {
-        None
-    }
-    fn exe(&self, _pid: u32) -> Option<String> {
         None
     }
 }

@@ -29,12 +29,7 @@ fn copy_fd(pidfd: &OwnedFd, fd: u32) -> Option<OwnedFd> {
 }
 
 fn sock_type(fd: &OwnedFd) -> Option<libc::c_int> {
-    let mut ty: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `ty` and `len` describe a c_int the kernel writes.
-    let rc =
-        unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut ty).cast(), &mut len) };
-    (rc == 0).then_some(ty)
+    int_opt(fd, libc::SO_TYPE)
 }
 
 type NameFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
@@ -99,6 +94,27 @@ fn tcp_ends(sock: &OwnedFd) -> Option<(SocketAddr, SocketAddr)> {
     Some((name(sock, libc::getsockname)?, remote))
 }
 
+/// Whether `pid` holds a listening TCP socket; `None` if its descriptors
+/// cannot be copied.
+pub fn listens(pid: u32) -> Option<bool> {
+    let pidfd = pidfd(pid)?;
+    for fd in socket_fds(pid) {
+        let sock = copy_fd(&pidfd, fd)?;
+        if sock_type(&sock) == Some(libc::SOCK_STREAM) && int_opt(&sock, libc::SO_ACCEPTCONN) == Some(1) {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+fn int_opt(fd: &OwnedFd, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` describe a c_int the kernel writes.
+    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
+    (rc == 0).then_some(v)
+}
+
 /// Whether `fd` of `pid` is a datagram socket; `None` if it cannot be asked.
 pub fn is_datagram(pid: u32, fd: u32) -> Option<bool> {
     let sock = copy_fd(&pidfd(pid)?, fd)?;
@@ -131,6 +147,7 @@ mod tests {
         assert_eq!(ends(&server), Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
         assert_eq!(ends(&client), Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
         assert_eq!(ends(&listener), None, "listening, not connected");
+        assert_eq!(listens(std::process::id()), Some(true));
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(ends(&udp), None);
         let pid = std::process::id();

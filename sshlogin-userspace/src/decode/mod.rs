@@ -5,7 +5,7 @@
 pub mod audit;
 pub mod syslog;
 
-use sshlogin_common::{COMM_LEN, SOCKADDR_CAP, TEXT_CAP, kind, layout};
+use sshlogin_common::{COMM_LEN, SOCKADDR_CAP, TEXT_CAP, exec, kind, layout};
 
 /// Who sent a record and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,27 @@ pub struct Meta {
     /// CLOCK_BOOTTIME, nanoseconds.
     pub ktime_ns: u64,
     pub comm: Comm,
+    /// The sshd process tree the sender belonged to when the record was made.
+    pub tree: TreeId,
+}
+
+/// An sshd process tree: the pid of the process whose exec (or the
+/// daemon's scan at start) made it, and when (CLOCK_BOOTTIME ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TreeId {
+    pub root: u32,
+    pub ns: u64,
+}
+
+/// What an exec did to a member (`sshlogin_common::exec`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// A root process that was no member exec'd an sshd name: a new tree.
+    NewTree,
+    /// A member exec'd an sshd name and stays in its tree.
+    Stayed,
+    /// A member exec'd something else and left its tree.
+    Left,
 }
 
 /// A task's `comm` as the kernel stores it: at most 15 bytes, NUL padded.
@@ -72,8 +93,24 @@ pub enum Record {
     Fork { meta: Meta, child: u32 },
     /// `meta.pid` exited.
     Exit { meta: Meta },
-    /// A non-root process of the family connected socket `fd` to `addr`.
+    /// A member that dropped root connected socket `fd` to `addr`.
     Connect { meta: Meta, fd: u32, addr: std::net::SocketAddr },
+    /// `meta.pid` exec'd a binary now called `meta.comm`.
+    Exec { meta: Meta, how: Exec },
+}
+
+impl Record {
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Record::Audit { meta, .. }
+            | Record::Syslog { meta, .. }
+            | Record::Setresuid { meta, .. }
+            | Record::Fork { meta, .. }
+            | Record::Exit { meta }
+            | Record::Connect { meta, .. }
+            | Record::Exec { meta, .. } => meta,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +125,8 @@ pub enum DecodeError {
     Audit(#[from] audit::AuditError),
     #[error("connect record without an IPv4 or IPv6 address")]
     BadAddress,
+    #[error("exec record of unknown kind {0}")]
+    BadExec(u32),
 }
 
 /// `sockaddr_in` or `sockaddr_in6` (family in host order, port and address
@@ -128,6 +167,7 @@ fn meta(bytes: &[u8]) -> Meta {
         gid: u32_at(bytes, 16).unwrap_or_default(),
         ktime_ns: u64_at(bytes, 24).unwrap_or_default(),
         comm: Comm::new(bytes.get(32..32 + COMM_LEN).unwrap_or_default()),
+        tree: TreeId { root: u32_at(bytes, 20).unwrap_or_default(), ns: u64_at(bytes, 48).unwrap_or_default() },
     }
 }
 
@@ -176,6 +216,16 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let raw = bytes.get(layout::CONNECT_ADDR..layout::CONNECT_ADDR + SOCKADDR_CAP).unwrap_or_default();
             let addr = sockaddr(raw).ok_or(DecodeError::BadAddress)?;
             Ok(Record::Connect { meta, fd, addr })
+        }
+        kind::EXEC => {
+            need(bytes, kind, layout::EXEC_SIZE)?;
+            let how = match u32_at(bytes, layout::HEADER_SIZE).unwrap_or_default() {
+                exec::NEW_TREE => Exec::NewTree,
+                exec::STAYED => Exec::Stayed,
+                exec::LEFT => Exec::Left,
+                other => return Err(DecodeError::BadExec(other)),
+            };
+            Ok(Record::Exec { meta, how })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -238,7 +288,7 @@ mod tests {
         assert_eq!(decode(&m), Err(DecodeError::BadLength { copied: 5000, cap: TEXT_CAP }));
         m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&3u32.to_ne_bytes());
         assert!(matches!(decode(&m), Err(DecodeError::Audit(_))));
-        let short_fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 48]].concat();
+        let short_fork = [kind::FORK.to_ne_bytes().as_slice(), &[0u8; 56]].concat();
         assert!(matches!(decode(&short_fork), Err(DecodeError::Short { kind: kind::FORK, .. })));
     }
 

@@ -2,14 +2,18 @@
 //!
 //! Dropping [`Probes`] detaches every program and frees the maps.
 
+pub mod members;
 mod tracefs;
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
+pub use members::{Members, Membership};
 use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
@@ -28,10 +32,13 @@ pub enum SyscallProbes {
 }
 
 /// Programs attached in every mode: (program, tracepoint category, name).
+/// The three `sched:*` ones keep the membership map and go first, so that
+/// a process is a member before any syscall probe asks.
 const ALWAYS: &[(&str, &str, &str)] = &[
-    ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
     ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
 ];
 
 /// The per-syscall entry tracepoints, replaced by `raw_sys_enter` in raw mode.
@@ -99,7 +106,8 @@ fn raw_syscalls() -> Option<RawSyscalls> {
 /// Load-time settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Process names (`comm`) of the sshd family.
+    /// Names (`comm`) of the sshd binaries: a root exec of one of them
+    /// starts a tree, a member that execs anything else leaves its tree.
     pub family: Vec<String>,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
@@ -110,6 +118,7 @@ pub struct Settings {
 pub struct Probes {
     _ebpf: Ebpf,
     stats: PerCpuArray<MapData, u64>,
+    members: Arc<Members>,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -120,6 +129,9 @@ pub struct KernelCounters {
     pub pending_full: u64,
     pub audit_not_root: u64,
     pub syslog_not_root: u64,
+    pub members_full: u64,
+    pub shed: u64,
+    pub refused_tree: u64,
 }
 
 impl Probes {
@@ -190,6 +202,8 @@ impl Probes {
             .context("map EVENTS is not a ring buffer")?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
+        let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
+            .context("map MEMBERS is not a hash of u32 to Member")?;
         tracing::info!(
             programs = attached,
             syscall_probes = ?settings.syscall_probes,
@@ -197,7 +211,12 @@ impl Probes {
             ring_buffer_bytes = settings.ring_buffer_bytes,
             "probes attached"
         );
-        Ok((Probes { _ebpf: ebpf, stats }, ring))
+        Ok((Probes { _ebpf: ebpf, stats, members: Arc::new(Members::new(members)) }, ring))
+    }
+
+    /// The membership map, shared with admission.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.clone()
     }
 
     /// Counters of records the kernel half could not deliver.
@@ -212,6 +231,9 @@ impl Probes {
             pending_full: sum(stat::PENDING_FULL)?,
             audit_not_root: sum(stat::AUDIT_NOT_ROOT)?,
             syslog_not_root: sum(stat::SYSLOG_NOT_ROOT)?,
+            members_full: sum(stat::MEMBERS_FULL)?,
+            shed: sum(stat::SHED)?,
+            refused_tree: sum(stat::REFUSED_TREE)?,
         })
     }
 }

@@ -9,8 +9,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login, metric,
-    privileged, privileged_alone, scratch_file, ssh_password, state_dir, user,
+    Daemon, PATIENT, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login, metric,
+    privileged, privileged_alone, scratch_file, ssh_password_with, state_dir, user,
 };
 
 /// Fast retries so tests do not wait out production backoffs.
@@ -217,15 +217,20 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
     let clients: Vec<_> = (0..200)
         .map(|_| {
             let port = sshd.port;
-            thread::spawn(move || ssh_password(port, "sl-ned", "wrong-password", "true"))
+            thread::spawn(move || ssh_password_with(PATIENT, port, "sl-ned", "wrong-password", "true"))
         })
         .collect();
+    let mut said: HashMap<String, usize> = HashMap::new();
     for c in clients {
         let out = c.join().unwrap();
         assert!(!out.status.success());
+        *said.entry(String::from_utf8_lossy(&out.stderr).trim().to_string()).or_default() += 1;
     }
     let sshd_logged = logged_settled(&format!("Failed password for {} from", ned.name)).len() - before;
-    assert!(sshd_logged >= 150, "sshd logged only {sshd_logged} failures: the burst did not happen");
+    assert!(
+        sshd_logged >= 150,
+        "sshd logged only {sshd_logged} failures: the burst did not happen; the clients said {said:?}"
+    );
     eventually("as many failures as sshd logged", 60, || {
         daemon.settle(Duration::from_millis(200));
         daemon.events_for("ssh.auth.failure", ned.name).len() >= sshd_logged

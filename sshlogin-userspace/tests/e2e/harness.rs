@@ -266,6 +266,11 @@ const CLIENT_OPTS: &[&str] = &[
     "ConnectTimeout=10",
 ];
 
+/// For clients of a deliberate overload (a burst, a flood of held
+/// connections): on two cores sshd may take longer than 10 s to send its
+/// banner to some of them, and such a client is no failure of sshlogin's.
+pub const PATIENT: &[&str] = &["-o", "ConnectTimeout=60"];
+
 /// `ssh -i KEY user@127.0.0.1 -p PORT COMMAND` with public keys only.
 pub fn ssh_key(port: u16, user: &str, key: &Path, command: &str) -> Output {
     ssh_key_to("127.0.0.1", port, user, key, command)
@@ -293,8 +298,14 @@ pub fn key_client(key: &Path) -> Command {
 
 /// A password login through sshpass.
 pub fn ssh_password(port: u16, user: &str, password: &str, command: &str) -> Output {
+    ssh_password_with(&[], port, user, password, command)
+}
+
+/// As [`ssh_password`], with client options that come first (and so win).
+pub fn ssh_password_with(opts: &[&str], port: u16, user: &str, password: &str, command: &str) -> Output {
     Command::new("sshpass")
         .args(["-p", password, "ssh"])
+        .args(opts)
         .args(CLIENT_OPTS)
         .args(["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
         .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), command])

@@ -117,6 +117,10 @@ impl Exporter {
     pub async fn run(self, spool: Arc<Spool>, arrived: Arc<Notify>, mut stop: watch::Receiver<bool>, drain: Duration) {
         let max = self.config.batch_max_events;
         let mut deadline: Option<Instant> = None;
+        // A batch that could not be delivered is tried again as it was: the
+        // spool keeps exactly it from eviction, so that a full spool drops
+        // its oldest other events, not whatever arrived since.
+        let mut held: Option<(Vec<u64>, Vec<Event>)> = None;
         loop {
             if deadline.is_none() && *stop.borrow() {
                 deadline = Some(Instant::now() + drain);
@@ -125,33 +129,43 @@ impl Exporter {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
-            let batch = match read_spool(&spool, max).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("cannot read the spool: {e:#}");
-                    return;
+            let (ids, events) = match held.take() {
+                Some(batch) => batch,
+                None => {
+                    let batch = match read_spool(&spool, max).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!("cannot read the spool: {e:#}");
+                            return;
+                        }
+                    };
+                    if batch.is_empty() {
+                        if stopping {
+                            return;
+                        }
+                        tokio::select! {
+                            _ = arrived.notified() => {}
+                            _ = stop.changed() => {}
+                        }
+                        // Let a batch fill before sending: bounded by the delay.
+                        if !*stop.borrow() {
+                            tokio::time::sleep(self.config.batch_max_delay).await;
+                        }
+                        continue;
+                    }
+                    let (ids, events): (Vec<u64>, Vec<Option<Event>>) = batch.into_iter().unzip();
+                    let events: Vec<Event> = events.into_iter().flatten().collect();
+                    if events.len() < ids.len() {
+                        tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
+                        self.metrics.export_events(
+                            self.config.kind.name(),
+                            "dropped",
+                            (ids.len() - events.len()) as u64,
+                        );
+                    }
+                    (ids, events)
                 }
             };
-            if batch.is_empty() {
-                if stopping {
-                    return;
-                }
-                tokio::select! {
-                    _ = arrived.notified() => {}
-                    _ = stop.changed() => {}
-                }
-                // Let a batch fill before sending: bounded by the delay.
-                if !*stop.borrow() {
-                    tokio::time::sleep(self.config.batch_max_delay).await;
-                }
-                continue;
-            }
-            let (ids, events): (Vec<u64>, Vec<Option<Event>>) = batch.into_iter().unzip();
-            let events: Vec<Event> = events.into_iter().flatten().collect();
-            if events.len() < ids.len() {
-                tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
-                self.metrics.export_events(self.config.kind.name(), "dropped", (ids.len() - events.len()) as u64);
-            }
             let give_up_at = deadline.unwrap_or_else(|| Instant::now() + self.config.retry.max_elapsed);
             // A batch of nothing but unreadable entries is removed unsent.
             let outcome = if events.is_empty() {
@@ -161,6 +175,7 @@ impl Exporter {
             };
             match outcome {
                 Outcome::Retryable { reason } => {
+                    held = Some((ids, events));
                     if stopping || *stop.borrow() {
                         continue;
                     }

@@ -1,0 +1,75 @@
+//! The kernel's membership map (`MEMBERS`) as the daemon sees it: read to
+//! confirm that a process is still the member a record said it was, written
+//! to add the sshd processes that ran before the daemon and to refuse a
+//! tree whose executable is not sshd.
+
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap, MapData};
+use sshlogin_common::{Member, member};
+
+use crate::decode::TreeId;
+
+/// `bpf_map_update_elem` flag: only replace an existing entry. A refusal
+/// must not bring back the entry of a process that has just exited.
+const BPF_EXIST: u64 = 2;
+
+/// What admission needs of the membership map; the kernel's in the daemon.
+pub trait Membership: Send {
+    /// The tree `pid` is a member of now.
+    fn tree_of(&self, pid: u32) -> Option<TreeId>;
+    /// Marks `pid` refused if it is still a member of `tree`: it and the
+    /// children it forks from now on record nothing.
+    fn refuse(&self, pid: u32, tree: TreeId);
+    /// Makes `pid` a member of `tree`.
+    fn add(&self, pid: u32, tree: TreeId) -> Result<()>;
+    /// Forgets `pid`.
+    fn remove(&self, pid: u32);
+}
+
+pub struct Members {
+    map: Mutex<HashMap<MapData, u32, Member>>,
+}
+
+impl Members {
+    pub(super) fn new(map: HashMap<MapData, u32, Member>) -> Members {
+        Members { map: Mutex::new(map) }
+    }
+
+    fn get(&self, pid: u32) -> Option<Member> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&pid, 0).ok()
+    }
+}
+
+fn tree(m: &Member) -> TreeId {
+    TreeId { root: m.tree, ns: m.tree_ns }
+}
+
+impl Membership for Members {
+    fn tree_of(&self, pid: u32) -> Option<TreeId> {
+        self.get(pid).map(|m| tree(&m))
+    }
+
+    fn refuse(&self, pid: u32, id: TreeId) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(m) = map.get(&pid, 0) else { return };
+        if tree(&m) != id || m.flags & member::REFUSED != 0 {
+            return;
+        }
+        let _ = map.insert(pid, Member { flags: m.flags | member::REFUSED, ..m }, BPF_EXIST);
+    }
+
+    fn add(&self, pid: u32, id: TreeId) -> Result<()> {
+        let m = Member { tree: id.root, flags: 0, tree_ns: id.ns };
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, m, 0)
+            .with_context(|| format!("adding pid {pid} to the membership map MEMBERS"))
+    }
+
+    fn remove(&self, pid: u32) {
+        let _ = self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+    }
+}
