@@ -80,13 +80,17 @@ fn scan_running(capture: &config::Capture, probes: &probes::Probes) -> (scan::Sc
     for path in &found.discovered {
         tracing::info!(path, "admitting the binary of a running sshd listener of this host");
     }
+    let mut named = std::collections::HashSet::new();
     for (pid, exe) in &found.refused {
-        tracing::warn!(
-            pid,
-            exe,
-            "refused a running root process named like sshd whose executable is not one of this host's sshd \
-             binaries; if it is an sshd, admit it with --sshd-path {exe} (capture.sshd_paths)"
-        );
+        if named.insert(exe) {
+            tracing::warn!(
+                pid,
+                exe,
+                "refused a running process tree whose executable is not one of this host's sshd binaries (root \
+                 runs a binary named like sshd); if it is an sshd, admit it with --sshd-path {exe} \
+                 (capture.sshd_paths)"
+            );
+        }
     }
     tracing::info!(
         trees = found.trees.len(),

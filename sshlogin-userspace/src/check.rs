@@ -5,6 +5,7 @@
 use std::{fmt, fs, os::unix::net::UnixDatagram, path::Path, process::Command, time::Duration};
 
 use crate::{
+    admit::{binaries::Binaries, scan},
     config::{Config, Sink},
     probes::{self, SyscallProbes},
 };
@@ -63,6 +64,7 @@ pub async fn run(config: &Config, network: bool) -> Vec<Item> {
     }
     items.push(probes_load(config));
     items.push(sshd_binaries(&config.capture.sshd_paths));
+    items.push(sshd_trees(config));
     items.push(pam_audit(&config.capture.sshd_paths));
     items.push(syslog());
     if config.otlp.is_some() || config.webhook.is_some() {
@@ -177,7 +179,38 @@ fn sshd_binaries(paths: &[String]) -> Item {
     )
 }
 
-/// `UsePAM` as sshd resolves its configuration, if sshd can say.
+/// The sshd process trees running now, as the daemon would judge them at
+/// start: the refused ones by executable, with what admits them.
+fn sshd_trees(config: &Config) -> Item {
+    let mut binaries = Binaries::new(config.capture.sshd_paths.clone());
+    let (tops, discovered) = scan::running(&config.capture.family, &mut binaries);
+    let refused: Vec<&scan::Top> = tops.iter().filter(|t| !t.admitted).collect();
+    let admitted = tops.len() - refused.len();
+    let mut detail = format!("{admitted} running sshd tree(s) admitted");
+    if !discovered.is_empty() {
+        detail.push_str(&format!("; admitted as this host's listener binaries: {}", discovered.join(", ")));
+    }
+    if refused.is_empty() {
+        return ok("sshd-trees", detail);
+    }
+    let mut exes: Vec<&str> = refused.iter().map(|t| t.exe.as_str()).collect();
+    exes.dedup();
+    let pids: Vec<String> = refused.iter().map(|t| t.pid.to_string()).collect();
+    warn(
+        "sshd-trees",
+        format!(
+            "{detail}; refused (root, named like sshd, not one of this host's sshd binaries): {} (pid {}); \
+             their records are not reported",
+            exes.join(", "),
+            pids.join(", ")
+        ),
+        format!(
+            "if it is an sshd (in a chroot or container, say), admit it with {} (capture.sshd_paths)",
+            exes.iter().map(|e| format!("--sshd-path {e}")).collect::<Vec<_>>().join(" ")
+        ),
+    )
+}
+
 /// `UsePAM` as the sshd among `paths` reads its config (`sshd -T`).
 fn use_pam(paths: &[String]) -> Option<bool> {
     let sshd = paths.iter().find(|p| p.ends_with("/sshd") && Path::new(p).is_file())?;

@@ -47,6 +47,9 @@ impl<U: UserDb> Pipeline<U> {
         for tree in &scan.trees {
             self.admission.seed(*tree);
         }
+        for (_, exe) in &scan.refused {
+            self.admission.refused_at_start(exe);
+        }
         self.correlator.seed(&scan.seeds);
         if !scan.refused.is_empty() {
             self.metrics.refused("exe", scan.refused.len() as u64);

@@ -24,7 +24,18 @@ pub const OTEL_PROTO_PY: &str = "1.45.2";
 /// What the end-to-end tests run: a real sshd, real clients, sshpass, and
 /// the conformance receiver's Python package.
 pub fn test_tools() -> Result<()> {
-    apt(&["openssh-server", "openssh-client", "sshpass", "iproute2", "procps", "openssl", "debootstrap", "systemd"])?;
+    apt(&[
+        "openssh-server",
+        "openssh-client",
+        "sshpass",
+        "iproute2",
+        "procps",
+        "openssl",
+        "debootstrap",
+        "systemd",
+        "sudo",
+        "gcc",
+    ])?;
     python_package("opentelemetry-proto", OTEL_PROTO_PY)
 }
 

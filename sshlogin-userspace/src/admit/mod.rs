@@ -134,6 +134,11 @@ impl Admission {
         self.trees.insert(tree, Tree { verdict: Verdict::Admitted, seen_ns: tree.ns });
     }
 
+    /// An executable the scan at start refused (and named in the log).
+    pub fn refused_at_start(&mut self, exe: &str) {
+        self.logged.insert(exe.to_string());
+    }
+
     /// Takes one record; pushes onto `out` what is admitted now (records a
     /// tree held while it waited for its check included, in order).
     pub fn admit(&mut self, record: Record, out: &mut Vec<Record>) {

@@ -82,21 +82,57 @@ fn is_host_listener(pid: u32) -> bool {
     same("root") && same("ns/mnt") && socket::listens(pid) == Some(true)
 }
 
+/// A root process named like sshd whose parent is not: the top of a tree.
+#[derive(Clone, Debug)]
+pub struct Top {
+    pub pid: u32,
+    /// Its executable as the host sees it.
+    pub exe: String,
+    /// Whether that is one of the sshd binaries.
+    pub admitted: bool,
+    start_ns: u64,
+    ruid: u32,
+}
+
+/// The tops of the sshd trees in `procs`; a host listener's binaries (and
+/// the sshd-session/sshd-auth it names) join `binaries` first, and are
+/// listed in `discovered`.
+fn tops(
+    procs: &HashMap<u32, Proc>,
+    family: &[String],
+    binaries: &mut Binaries,
+    discovered: &mut Vec<String>,
+) -> Vec<Top> {
+    let named = |p: &Proc| p.ruid == 0 && family.contains(&p.comm);
+    let mut found: Vec<&Proc> =
+        procs.values().filter(|p| named(p) && !procs.get(&p.ppid).is_some_and(&named)).collect();
+    found.sort_by_key(|p| p.pid);
+    let mut out = Vec::new();
+    for top in found {
+        let Some((id, exe)) = exe_of(top.pid) else { continue };
+        if !binaries.contains(id) && is_host_listener(top.pid) {
+            discovered.extend(binaries.add_listener(&exe));
+        }
+        let admitted = binaries.contains(id);
+        out.push(Top { pid: top.pid, exe, admitted, start_ns: top.start_ns, ruid: top.ruid });
+    }
+    out
+}
+
+/// The sshd trees running now, for `sshlogin check`: nothing is written.
+pub fn running(family: &[String], binaries: &mut Binaries) -> (Vec<Top>, Vec<String>) {
+    let mut discovered = Vec::new();
+    let found = tops(&read_all(), family, binaries, &mut discovered);
+    (found, discovered)
+}
+
 /// Finds the sshd trees running now and makes their processes members.
 pub fn scan(family: &[String], binaries: &mut Binaries, members: &dyn Membership) -> Scan {
     let mut out = Scan::default();
-    let procs = read_all();
-    let named = |p: &Proc| p.ruid == 0 && family.contains(&p.comm);
     let mut admitted: HashMap<u32, (TreeId, Role)> = HashMap::new();
-    let mut tops: Vec<&Proc> = procs.values().filter(|p| named(p) && !procs.get(&p.ppid).is_some_and(&named)).collect();
-    tops.sort_by_key(|p| p.pid);
-    for top in tops {
-        let Some((id, exe)) = exe_of(top.pid) else { continue };
-        if !binaries.contains(id) && is_host_listener(top.pid) {
-            out.discovered.extend(binaries.add_listener(&exe));
-        }
-        if !binaries.contains(id) {
-            out.refused.push((top.pid, exe));
+    for top in tops(&read_all(), family, binaries, &mut out.discovered) {
+        if !top.admitted {
+            out.refused.push((top.pid, top.exe));
             continue;
         }
         let tree = TreeId { root: top.pid, ns: top.start_ns };

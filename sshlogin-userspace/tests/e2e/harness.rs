@@ -67,7 +67,7 @@ pub struct User {
 pub const USERS: &[&str] = &[
     "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
     "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
-    "sl-vic", "sl-wes", "sl-xena", "sl-yuri",
+    "sl-vic", "sl-wes", "sl-xena", "sl-yuri", "sl-zoe", "sl-abe", "sl-bea", "sl-cal", "sl-dot", "sl-eve",
 ];
 
 struct Fixture {
@@ -194,6 +194,59 @@ pub fn logged_settled(needle: &str) -> Vec<String> {
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A directory only root can write, all the way up, for the commands sshd
+/// runs (AuthorizedKeysCommand refuses anything under /tmp).
+pub fn root_only_dir() -> PathBuf {
+    let dir = PathBuf::from("/usr/local/lib/sshlogin-e2e");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Writes an executable script (root's, 0755) into [`root_only_dir`].
+pub fn root_script(name: &str, text: &str) -> PathBuf {
+    let path = root_only_dir().join(name);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// sshd started the way an init script does, without `-D`: it forks, its
+/// first process exits, the child listens. Killed (by its pid file) on drop.
+pub struct DaemonizedSshd {
+    pub port: u16,
+    pid_file: PathBuf,
+}
+
+impl DaemonizedSshd {
+    pub fn start(use_pam: bool, extra: &str) -> DaemonizedSshd {
+        let f = fixture();
+        let port = free_port();
+        let config = f.dir.join(format!("sshd_config_{port}"));
+        let pid_file = f.dir.join(format!("sshd_{port}.pid"));
+        let host_key = f.dir.join("hostkey").display().to_string();
+        let text = sshd_config("127.0.0.1", port, &host_key, use_pam, extra)
+            .replace("PidFile none", &format!("PidFile {}", pid_file.display()));
+        fs::write(&config, text).unwrap();
+        run(Command::new("/usr/sbin/sshd").arg("-f").arg(&config));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the daemonized sshd did not listen on port {port}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        DaemonizedSshd { port, pid_file }
+    }
+}
+
+impl Drop for DaemonizedSshd {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill with a pid sshd wrote and a valid signal number.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
 }
 
 /// A real sshd on a loopback port; killed on drop.
@@ -418,10 +471,19 @@ impl Daemon {
         self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
     }
 
-    /// The benchmark reads the daemon's CPU time and RSS from /proc/PID.
-    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time the daemon has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        // After the comm: state(0) ... utime(11) stime(12), in clock ticks.
+        let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     /// What the daemon logged so far.

@@ -2,6 +2,7 @@
 //! Needs root; fails (does not skip) where that or eBPF is missing, unless
 //! SSHLOGIN_SKIP_PRIVILEGED=1.
 
+mod admission;
 mod check;
 mod durability;
 mod facts;
