@@ -15,9 +15,9 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_FAMILY: usize = 4;
 
 /// Capacity of the kernel's membership map: sshd processes (listeners,
-/// one monitor per connection and its children) tracked at once. About
-/// 64 bytes of kernel memory each.
-pub const MAX_MEMBERS: u32 = 16384;
+/// one monitor per connection and its children) tracked at once; a logged-in
+/// connection holds two. About 72 bytes of kernel memory each (2.3 MiB).
+pub const MAX_MEMBERS: u32 = 32768;
 
 /// How many bytes of an audit message or syslog line are copied. sshd's and
 /// PAM's longest records are about 400 bytes; the rest is headroom for long
@@ -230,12 +230,13 @@ impl Family {
 
 /// Load-time settings that come from the running kernel rather than the
 /// user: the offset of `child_pid` in `sched_process_fork`'s record, which
-/// moved in Linux 6.x when the comm fields became `__data_loc` strings.
+/// moved in Linux 6.x when the comm fields became `__data_loc` strings, and
+/// of `old_pid` in `sched_process_exec`'s.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceOffsets {
     pub fork_child_pid: u32,
-    pub _pad: u32,
+    pub exec_old_pid: u32,
 }
 
 /// For the raw `sys_enter` tracepoint, which fires for every syscall and

@@ -22,7 +22,7 @@ static FAMILY: Family = Family::EMPTY;
 
 /// Tracepoint field offsets read from tracefs by the daemon at load time.
 #[unsafe(no_mangle)]
-static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, _pad: 0 };
+static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, exec_old_pid: 16 };
 
 /// Syscall numbers and register offsets for the raw `sys_enter` program.
 #[unsafe(no_mangle)]

@@ -110,8 +110,16 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 
 /// `sched_process_exec`, run in the task that exec'd, with its new name.
 #[tracepoint]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
+    // A thread other than the leader exec'd and took the leader's pid: an
+    // entry the fork probe made under its thread id must not outlive it.
+    // SAFETY: read of the tracepoint record at an offset taken from tracefs.
+    if let Ok(old) = unsafe { ctx.read_at::<i32>(offsets().exec_old_pid as usize) }
+        && old as u32 != tgid
+    {
+        let _ = MEMBERS.remove(old as u32);
+    }
     let comm = current_comm();
     let (m, how) = match membership() {
         Some(m) if in_family(&comm) => (m, exec::STAYED),

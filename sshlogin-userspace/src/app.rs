@@ -152,7 +152,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         // Timers and counters also run while records keep arriving.
         let now = enrich::boot_now_ns();
         if pipeline.next_due().is_some_and(|due| due <= now) || counters_read.elapsed() >= IDLE_TICK {
-            pipeline.tick(now, &mut events);
+            pipeline.tick(now, rx.is_empty(), &mut events);
         }
         if counters_read.elapsed() >= IDLE_TICK {
             let (now_counters, lost) = kernel_counters(&probes, kernel, &metrics);

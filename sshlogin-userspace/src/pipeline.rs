@@ -21,6 +21,9 @@ pub struct Pipeline<U: UserDb> {
     correlator: Correlator,
     enricher: Enricher<U>,
     admitted: Vec<Record>,
+    /// The latest kernel time of a record taken: how far the pipeline has
+    /// got, which is behind the clock when records wait to be read.
+    clock_ns: u64,
     pub metrics: Arc<Metrics>,
 }
 
@@ -38,6 +41,7 @@ impl<U: UserDb> Pipeline<U> {
             correlator: Correlator::new(settings, view),
             enricher: Enricher::new(users, boot_id),
             admitted: Vec::new(),
+            clock_ns: 0,
             metrics,
         }
     }
@@ -64,6 +68,7 @@ impl<U: UserDb> Pipeline<U> {
             self.metrics.records.inc();
             match decode::decode(raw) {
                 Ok(record) => {
+                    self.clock_ns = self.clock_ns.max(record.meta().ktime_ns);
                     self.admission.admit(record, &mut self.admitted);
                     for record in self.admitted.drain(..) {
                         self.correlator.handle(record, out);
@@ -79,8 +84,13 @@ impl<U: UserDb> Pipeline<U> {
         self.finish_events(first, out);
     }
 
-    /// Timers: events that waited long enough. `now_ns` is CLOCK_BOOTTIME.
-    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+    /// Timers: events that waited long enough. `now_ns` is CLOCK_BOOTTIME;
+    /// `caught_up` says whether every record made so far has been taken.
+    /// Until then time is what the records say: a record still waiting in
+    /// a queue (the exec that shows a drop was a helper's) must not find its
+    /// timer already fired.
+    pub fn tick(&mut self, now_ns: u64, caught_up: bool, out: &mut Vec<Event>) {
+        let now_ns = if caught_up { now_ns.max(self.clock_ns) } else { self.clock_ns };
         let first = out.len();
         self.admission.tick(now_ns);
         self.correlator.tick(now_ns, out);

@@ -24,14 +24,27 @@ pub fn file_id(path: impl AsRef<Path>) -> Option<FileId> {
     Some(FileId { dev: m.dev(), ino: m.ino() })
 }
 
-/// What `pid` runs: its executable's identity and path (as the host sees
-/// it; without the " (deleted)" of a binary replaced since).
-pub fn exe_of(pid: u32) -> Option<(FileId, String)> {
+/// What a process runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exe {
+    pub id: FileId,
+    /// As the host sees it, without the " (deleted)" of a binary replaced
+    /// since it was exec'd.
+    pub path: String,
+    /// The file is no longer at `path` (an upgrade replaced it).
+    pub replaced: bool,
+}
+
+pub fn exe_of(pid: u32) -> Option<Exe> {
     let link = format!("/proc/{pid}/exe");
     let id = file_id(&link)?;
     let path = fs::read_link(&link).ok()?;
     let path = path.to_string_lossy();
-    Some((id, path.strip_suffix(" (deleted)").unwrap_or(&path).to_string()))
+    let (path, replaced) = match path.strip_suffix(" (deleted)") {
+        Some(p) => (p.to_string(), true),
+        None => (path.to_string(), false),
+    };
+    Some(Exe { id, path, replaced })
 }
 
 /// Stat the configured paths again at most this often when a lookup
@@ -44,19 +57,28 @@ pub struct Binaries {
     /// The binaries of the sshd listeners found running at start and the
     /// sshd-session / sshd-auth they name.
     discovered: Vec<String>,
+    /// Files admitted as what a running sshd runs, whatever is at their
+    /// path now (an upgrade may have replaced them): kept across refreshes.
+    running: BTreeMap<FileId, String>,
     ids: BTreeMap<FileId, String>,
     refreshed: Option<Instant>,
 }
 
 impl Binaries {
     pub fn new(configured: Vec<String>) -> Binaries {
-        let mut b = Binaries { configured, discovered: Vec::new(), ids: BTreeMap::new(), refreshed: None };
+        let mut b = Binaries {
+            configured,
+            discovered: Vec::new(),
+            running: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            refreshed: None,
+        };
         b.refresh();
         b
     }
 
     fn refresh(&mut self) {
-        self.ids.clear();
+        self.ids = self.running.clone();
         for path in self.configured.iter().chain(&self.discovered) {
             if let Some(id) = file_id(path) {
                 self.ids.entry(id).or_insert_with(|| path.clone());
@@ -77,10 +99,23 @@ impl Binaries {
         self.ids.contains_key(&id)
     }
 
-    /// Adds a running listener's executable (`exe`, a path the host can
-    /// open) and the sshd-session and sshd-auth it would exec: those beside
-    /// it and those whose paths are compiled into it.
-    pub fn add_listener(&mut self, exe: &str) -> Vec<String> {
+    /// Whether `path` is one of the paths sshd binaries are looked for at.
+    pub fn is_known_path(&self, path: &str) -> bool {
+        self.configured.iter().chain(&self.discovered).any(|p| p == path)
+    }
+
+    /// Admits the file a running process runs, whatever is at its path now.
+    pub fn add_running(&mut self, exe: &Exe) {
+        self.running.insert(exe.id, exe.path.clone());
+        self.refresh();
+    }
+
+    /// Adds a running listener's executable (the file it runs, and the one
+    /// at its path) and the sshd-session and sshd-auth it would exec: those
+    /// beside it and those whose paths are compiled into it.
+    pub fn add_listener(&mut self, exe: &Exe) -> Vec<String> {
+        self.running.insert(exe.id, exe.path.clone());
+        let exe = exe.path.as_str();
         let mut added = Vec::new();
         let mut add = |p: String, added: &mut Vec<String>| {
             if !self.configured.contains(&p) && !self.discovered.contains(&p) && file_id(&p).is_some() {

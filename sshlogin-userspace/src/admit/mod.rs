@@ -59,11 +59,11 @@ impl HostCheck {
 
 impl TreeCheck for HostCheck {
     fn check(&mut self, pid: u32, tree: TreeId) -> Check {
-        let Some((id, exe)) = exe_of(pid) else { return Check::Vanished };
+        let Some(exe) = exe_of(pid) else { return Check::Vanished };
         if self.members.tree_of(pid) != Some(tree) {
             return Check::Vanished;
         }
-        if self.binaries.contains(id) { Check::Admitted } else { Check::Refused { exe } }
+        if self.binaries.contains(exe.id) { Check::Admitted } else { Check::Refused { exe: exe.path } }
     }
 
     fn refuse(&mut self, pid: u32, tree: TreeId) {
@@ -98,6 +98,8 @@ enum Verdict {
 struct Tree {
     verdict: Verdict,
     seen_ns: u64,
+    /// Something of the tree forked: it is more than a one-off `sshd -t`.
+    forked: bool,
 }
 
 /// Records refused since the caller last took them: by reason.
@@ -131,7 +133,7 @@ impl Admission {
 
     /// A tree checked by the scan at start.
     pub fn seed(&mut self, tree: TreeId) {
-        self.trees.insert(tree, Tree { verdict: Verdict::Admitted, seen_ns: tree.ns });
+        self.trees.insert(tree, Tree { verdict: Verdict::Admitted, seen_ns: tree.ns, forked: true });
     }
 
     /// An executable the scan at start refused (and named in the log).
@@ -148,13 +150,23 @@ impl Admission {
             Record::Fork { child, .. } => Some(*child),
             _ => None,
         };
+        let ends_root = matches!(record, Record::Exit { .. }) && pid == id.root;
         let tree = self.trees.entry(id).or_insert_with(|| Tree {
             verdict: Verdict::Pending { since_ns: ktime, held: VecDeque::new() },
             seen_ns: ktime,
+            forked: false,
         });
         tree.seen_ns = tree.seen_ns.max(ktime);
+        tree.forked |= child.is_some();
         match &mut tree.verdict {
-            Verdict::Admitted => out.push(record),
+            Verdict::Admitted => {
+                // `sshd -t`, `sshd -T`: a tree that ends as it began needs no
+                // verdict kept.
+                if ends_root && !tree.forked {
+                    self.trees.remove(&id);
+                }
+                out.push(record);
+            }
             Verdict::Refused => {
                 self.refused.exe += 1;
                 // Children forked before the kernel heard of the refusal.
@@ -169,9 +181,12 @@ impl Admission {
                     held.pop_front();
                     self.refused.vanished += 1;
                 }
-                // The tree's root first, then whoever this record names.
-                let candidates = [Some(id.root), Some(pid), child];
-                for c in candidates.into_iter().flatten() {
+                // Only the root speaks for its tree: it is the process whose
+                // exec made the tree. When it has gone (`sshd` without -D
+                // forks and exits at once), a child it forked and that has
+                // not exec'd since runs the same file.
+                let heir = child.filter(|c| pid == id.root && !held.iter().any(|r| exec_of(r, *c)));
+                for c in [Some(id.root), heir].into_iter().flatten() {
                     match self.check.check(c, id) {
                         Check::Vanished => continue,
                         verdict => {
@@ -270,6 +285,10 @@ impl Admission {
     pub fn finish(&mut self) {
         self.tick(u64::MAX);
     }
+}
+
+fn exec_of(record: &Record, pid: u32) -> bool {
+    matches!(record, Record::Exec { meta, .. } if meta.pid == pid)
 }
 
 #[cfg(test)]

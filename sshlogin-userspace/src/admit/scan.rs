@@ -71,13 +71,16 @@ fn title(pid: u32) -> String {
     String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string()
 }
 
-/// A listener of this host: it runs from the host's root in the daemon's
-/// mount namespace and listens on TCP. A chroot's or container's sshd does
-/// not qualify and stays refused unless configured.
+/// A listener of this host: it runs from init's root in init's mount
+/// namespace (not the daemon's own: systemd gives the unit a private one;
+/// the daemon's where init's cannot be read) and listens on TCP. A
+/// chroot's or container's sshd does not qualify and stays refused unless
+/// configured.
 fn is_host_listener(pid: u32) -> bool {
     let same = |what: &str| {
-        let mine = fs::read_link(format!("/proc/self/{what}")).ok();
-        mine.is_some() && fs::read_link(format!("/proc/{pid}/{what}")).ok() == mine
+        let host =
+            fs::read_link(format!("/proc/1/{what}")).or_else(|_| fs::read_link(format!("/proc/self/{what}"))).ok();
+        host.is_some() && fs::read_link(format!("/proc/{pid}/{what}")).ok() == host
     };
     same("root") && same("ns/mnt") && socket::listens(pid) == Some(true)
 }
@@ -109,12 +112,18 @@ fn tops(
     found.sort_by_key(|p| p.pid);
     let mut out = Vec::new();
     for top in found {
-        let Some((id, exe)) = exe_of(top.pid) else { continue };
-        if !binaries.contains(id) && is_host_listener(top.pid) {
-            discovered.extend(binaries.add_listener(&exe));
+        let Some(exe) = exe_of(top.pid) else { continue };
+        if !binaries.contains(exe.id) {
+            if exe.replaced && binaries.is_known_path(&exe.path) {
+                // sshd upgraded under a listener or a session that still runs
+                // the old file, exec'd from an sshd path.
+                binaries.add_running(&exe);
+            } else if is_host_listener(top.pid) {
+                discovered.extend(binaries.add_listener(&exe));
+            }
         }
-        let admitted = binaries.contains(id);
-        out.push(Top { pid: top.pid, exe, admitted, start_ns: top.start_ns, ruid: top.ruid });
+        let admitted = binaries.contains(exe.id);
+        out.push(Top { pid: top.pid, exe: exe.path, admitted, start_ns: top.start_ns, ruid: top.ruid });
     }
     out
 }

@@ -95,6 +95,36 @@ fn a_root_gone_before_its_check_is_judged_by_a_process_still_in_the_tree() {
 }
 
 #[test]
+fn only_the_root_or_a_child_it_forked_speaks_for_a_tree() {
+    // The root has gone; a grandchild runs sshd (it exec'd it): that says
+    // nothing about what the root ran, and the root's records stay out.
+    let host = Host::default();
+    host.set(12, Check::Admitted);
+    let mut a = Admission::new(Box::new(host.clone()));
+    let got = run(&mut a, vec![fork(10, 11, 2_000), fork(11, 12, 2_100)]);
+    assert!(got.is_empty());
+    // Nor does a child of the root that exec'd since.
+    host.set(11, Check::Admitted);
+    let mut a = Admission::new(Box::new(host));
+    let exec = Record::Exec { meta: meta(11, 1_500), how: crate::decode::Exec::Stayed };
+    let got = run(&mut a, vec![exec, fork(10, 11, 2_000)]);
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[test]
+fn a_one_off_tree_is_forgotten_a_listener_s_is_kept() {
+    let host = Host::default();
+    host.set(10, Check::Admitted);
+    let mut a = Admission::new(Box::new(host.clone()));
+    let exec = Record::Exec { meta: meta(10, 1_000), how: crate::decode::Exec::NewTree };
+    assert_eq!(run(&mut a, vec![exec, exit(10, 1_100)]).len(), 2);
+    assert!(a.trees.is_empty(), "sshd -t left a verdict behind");
+    let exec = Record::Exec { meta: meta(10, 1_000), how: crate::decode::Exec::NewTree };
+    assert_eq!(run(&mut a, vec![exec, fork(10, 11, 1_050), exit(10, 1_100)]).len(), 3);
+    assert_eq!(a.trees.len(), 1, "a tree whose root forked lives on in its children");
+}
+
+#[test]
 fn a_tree_nobody_could_check_is_refused_never_admitted() {
     let host = Host::default();
     let mut a = Admission::new(Box::new(host));

@@ -96,6 +96,11 @@ impl Correlator {
                     conn.uid = Some(s.uid);
                     conn.session = Session::Open { ktime_ns: None, child: Some(s.pid), pam: None, terminal: None };
                 }
+                Role::Child if is_preauth_title(&s.title) => {
+                    if let Some(m) = s.parent {
+                        self.procs.set_first_child(m, s.pid);
+                    }
+                }
                 _ => {}
             }
         }
@@ -376,8 +381,28 @@ impl Correlator {
     }
 }
 
-/// A session child's title as sshd sets it: `sshd: alice@pts/0`,
-/// `sshd-session: alice@notty`; not `[priv]` (monitor) or `[net]` (pre-auth).
+/// A session child's title as sshd sets it (`sshd: alice@pts/0`,
+/// `sshd-session: alice@notty`): the user, then the terminal or `notty`.
+/// A user name may hold an `@` (`alice@corp`); the terminal cannot.
 fn is_session_title(title: &str) -> bool {
-    title.contains('@') && !title.contains("[priv]") && !title.contains("[net]")
+    title.rsplit_once('@').is_some_and(|(_, tty)| tty == "notty" || tty.starts_with("pts/") || tty.starts_with("tty"))
+}
+
+/// A pre-authentication child's title: `sshd: alice [net]`, `sshd-auth:
+/// ...`; OpenSSH always forks it first.
+fn is_preauth_title(title: &str) -> bool {
+    title.ends_with("[net]") || title.starts_with("sshd-auth")
+}
+
+#[cfg(test)]
+#[test]
+fn titles_tell_a_session_child_from_a_pre_authentication_child() {
+    assert!(is_session_title("sshd: alice@pts/0"));
+    assert!(is_session_title("sshd-session: alice@notty"));
+    assert!(is_session_title("sshd: alice@corp@notty"));
+    assert!(!is_session_title("sshd: alice@corp [net]"));
+    assert!(!is_session_title("sshd: alice@corp [priv]"));
+    assert!(is_preauth_title("sshd: alice@corp [net]"));
+    assert!(is_preauth_title("sshd-auth: alice [net]"));
+    assert!(!is_preauth_title("sshd: alice [priv]"));
 }

@@ -54,7 +54,10 @@ struct Proc {
     role: Role,
     start_ns: Option<u64>,
     children: u32,
+    /// Its first child, when its fork was seen (so the first child seen is
+    /// the first it forked).
     first_child: Option<u32>,
+    whole_life: bool,
     /// Did anything after its fork: exec'd, forked, sent a record.
     active: bool,
     /// Forked by its monitor after authentication had succeeded.
@@ -72,6 +75,7 @@ impl Proc {
             start_ns,
             children: 0,
             first_child: None,
+            whole_life: true,
             active: false,
             after_auth: false,
             left: false,
@@ -106,11 +110,20 @@ impl ProcessTable {
         self.procs.insert(pid, Proc::new(None, Role::Listener, Some(start_ns)));
     }
 
-    /// A process found running at start.
+    /// A process found running at start. Which of its children came first
+    /// is not known, unless the caller says ([`Self::set_first_child`]).
     pub fn seed(&mut self, pid: u32, parent: Option<u32>, role: Role, start_ns: u64) {
-        self.procs.insert(pid, Proc { active: true, ..Proc::new(parent, role, Some(start_ns)) });
+        self.procs.insert(pid, Proc { active: true, whole_life: false, ..Proc::new(parent, role, Some(start_ns)) });
         if let Some(p) = parent.and_then(|p| self.procs.get_mut(&p)) {
             p.children += 1;
+        }
+    }
+
+    /// `child` is known to be `pid`'s first (its pre-authentication child,
+    /// by its title).
+    pub fn set_first_child(&mut self, pid: u32, child: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.first_child = Some(child);
         }
     }
 
@@ -121,7 +134,9 @@ impl ProcessTable {
         let role = match self.procs.get_mut(&parent) {
             Some(p) => {
                 p.children += 1;
-                p.first_child.get_or_insert(child);
+                if p.whole_life {
+                    p.first_child.get_or_insert(child);
+                }
                 p.active = true;
                 if p.role == Role::Listener { Role::Monitor } else { Role::Child }
             }
@@ -215,7 +230,8 @@ impl ProcessTable {
             Some(_) => Role::Child,
             None => Role::Listener,
         };
-        self.procs.insert(pid, Proc { active: true, ..Proc::new(parent, role, self.view.start_ns(pid)) });
+        let start_ns = self.view.start_ns(pid);
+        self.procs.insert(pid, Proc { active: true, whole_life: false, ..Proc::new(parent, role, start_ns) });
     }
 
     fn monitor_above(&self, pid: u32) -> Option<u32> {
@@ -272,7 +288,8 @@ impl ProcessTable {
         self.procs.get(&pid)?.parent
     }
 
-    /// `pid`'s first child, if sshlogin saw it being forked.
+    /// `pid`'s first child, if sshlogin saw `pid` fork it first (or, for a
+    /// process found running at start, knows it from its title).
     pub fn first_child(&self, pid: u32) -> Option<u32> {
         self.procs.get(&pid)?.first_child
     }
@@ -360,6 +377,19 @@ mod tests {
         fn start_ns(&self, pid: u32) -> Option<u64> {
             Some(u64::from(pid) * 10)
         }
+    }
+
+    #[test]
+    fn a_process_whose_fork_was_not_seen_has_no_first_child() {
+        let mut t = table();
+        t.seed(100, None, Role::Listener, 0);
+        t.seed(200, Some(100), Role::Monitor, 1);
+        // Its pre-authentication child may be running already: the next
+        // fork seen is not known to be the first.
+        t.on_fork(200, 300, 2);
+        assert_eq!(t.first_child(200), None);
+        t.set_first_child(200, 250);
+        assert_eq!(t.first_child(200), Some(250));
     }
 
     #[test]

@@ -11,8 +11,10 @@ use sshlogin_common::{Member, member};
 
 use crate::decode::TreeId;
 
-/// `bpf_map_update_elem` flag: only replace an existing entry. A refusal
-/// must not bring back the entry of a process that has just exited.
+/// `bpf_map_update_elem` flags. A refusal only replaces an existing entry
+/// (it must not bring back the entry of a process that has just exited);
+/// an addition never replaces one (the kernel's, made at a fork, is newer).
+const BPF_NOEXIST: u64 = 1;
 const BPF_EXIST: u64 = 2;
 
 /// What admission needs of the membership map; the kernel's in the daemon.
@@ -22,7 +24,7 @@ pub trait Membership: Send {
     /// Marks `pid` refused if it is still a member of `tree`: it and the
     /// children it forks from now on record nothing.
     fn refuse(&self, pid: u32, tree: TreeId);
-    /// Makes `pid` a member of `tree`.
+    /// Makes `pid` a member of `tree`, unless it is a member already.
     fn add(&self, pid: u32, tree: TreeId) -> Result<()>;
     /// Forgets `pid`.
     fn remove(&self, pid: u32);
@@ -65,7 +67,7 @@ impl Membership for Members {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, m, 0)
+            .insert(pid, m, BPF_NOEXIST)
             .with_context(|| format!("adding pid {pid} to the membership map MEMBERS"))
     }
 

@@ -159,10 +159,12 @@ impl Probes {
         raise_memlock();
         let family = family(&settings.family)?;
         let fork_format = tracefs::read_format(&tracefs, "sched", "sched_process_fork")?;
+        let exec_format = tracefs::read_format(&tracefs, "sched", "sched_process_exec")?;
         let offsets = TraceOffsets {
             fork_child_pid: tracefs::field_offset(&fork_format, "child_pid")
                 .context("sched:sched_process_fork has no child_pid field in its format")?,
-            _pad: 0,
+            exec_old_pid: tracefs::field_offset(&exec_format, "old_pid")
+                .context("sched:sched_process_exec has no old_pid field in its format")?,
         };
         check_ring_size(settings.ring_buffer_bytes)?;
         let raw = match (settings.syscall_probes, raw_syscalls()) {

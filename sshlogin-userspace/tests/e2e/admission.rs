@@ -398,3 +398,45 @@ fn three_hundred_unauthenticated_connections_hide_no_login() {
     drop(held);
     daemon.stop();
 }
+
+/// An sshd installed where no default path points (here, a copy under the
+/// test directory): the daemon admits a listener of this host that runs
+/// when it starts, and refuses, names and counts one started from another
+/// unknown binary afterwards.
+#[test]
+fn a_running_listener_is_admitted_an_unknown_one_started_later_is_not() {
+    let Some(_guard) = privileged() else { return };
+    let (fay, gus) = (user("sl-fay"), user("sl-gus"));
+    let dir = fixture_dir().join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = |name: &str| {
+        let path = dir.join(name).join("sshd");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        std::fs::copy("/usr/sbin/sshd", &path).unwrap();
+        path.display().to_string()
+    };
+    let (before, after) = (copy("before"), copy("after"));
+    let running = Sshd::start_on("127.0.0.1", &before, true, "");
+    let metrics = free_port();
+    let listen = format!("127.0.0.1:{metrics}");
+    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    assert!(
+        daemon.log().contains("admitting the binary of a running sshd listener") && daemon.log().contains(&before),
+        "the running listener's binary was not admitted:\n{}",
+        daemon.log()
+    );
+    login(running.port, &fay, "true");
+    let (opens, _) = sessions(&mut daemon, fay.name, 1);
+    assert_eq!(opens.len(), 1);
+
+    let later = Sshd::start_on("127.0.0.1", &after, true, "");
+    login(later.port, &gus, "true");
+    eventually("the later sshd refused", 20, || metric(metrics, "sshlogin_refused_total{reason=\"exe\"}") >= 1);
+    daemon.settle(Duration::from_secs(1));
+    let reported = naming(daemon.settle(Duration::ZERO), gus.name, None).len();
+    assert_eq!(reported, 0, "an sshd started later from an unknown binary was reported");
+    let log = daemon.stop();
+    let named: Vec<&String> = log.iter().filter(|l| l.contains(&after) && l.contains("--sshd-path")).collect();
+    assert_eq!(named.len(), 1, "the refused binary is named once with the flag that admits it: {log:?}");
+}
