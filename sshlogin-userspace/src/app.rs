@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::{
     admit::{HostCheck, TreeCheck, TrustCapture, binaries::Binaries, scan},
@@ -101,20 +101,21 @@ fn scan_running(capture: &config::Capture, probes: &probes::Probes) -> (scan::Sc
     (found, HostCheck::new(binaries, members))
 }
 
-/// A watch that flips on SIGINT or SIGTERM.
-fn stop_on_signal() -> Result<watch::Receiver<bool>> {
+/// Stops the ring-buffer reader on SIGINT or SIGTERM; the rest of the
+/// pipeline stops when the reader has handed on its last batch.
+fn stop_reader_on_signal(reader: &source::Stopper) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let (tx, rx) = watch::channel(false);
+    let reader = reader.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         }
-        let _ = tx.send(true);
+        reader.stop();
     });
-    Ok(rx)
+    Ok(())
 }
 
 async fn run(args: cli::RunArgs) -> Result<()> {
@@ -129,9 +130,9 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let (found, check) = scan_running(&config.capture, &probes);
     let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
-    let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
-    let reader = source::spawn(ring, tx, stop.clone())?;
+    let reader = source::spawn(ring, tx)?;
+    stop_reader_on_signal(&reader.1)?;
     let mut kernel = probes::KernelCounters::default();
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
@@ -165,7 +166,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         exporters.send(&events)?;
         events.clear();
     }
-    if reader.join().is_err() {
+    if reader.0.join().is_err() {
         anyhow::bail!("the ring-buffer reader thread panicked");
     }
     pipeline.finish(&mut events);
@@ -265,9 +266,9 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
     // Running sshd processes must be members for their records to be made.
     scan_running(&config.capture, &probes);
-    let stop = stop_on_signal()?;
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
-    let reader = source::spawn(ring, tx, stop.clone())?;
+    let reader = source::spawn(ring, tx)?;
+    stop_reader_on_signal(&reader.1)?;
     let deadline = async {
         match args.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -276,6 +277,7 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     };
     tokio::pin!(deadline);
     let mut count = 0u64;
+    let mut timed_out = false;
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
@@ -288,11 +290,16 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
                 }
                 None => break,
             },
-            _ = &mut deadline => break,
+            // Then the reader hands on what is left and the channel closes.
+            _ = &mut deadline, if !timed_out => {
+                timed_out = true;
+                reader.1.stop();
+            }
         }
     }
-    drop(rx);
-    drop(reader);
+    if reader.0.join().is_err() {
+        anyhow::bail!("the ring-buffer reader thread panicked");
+    }
     tracing::info!(records = count, kernel = ?probes.counters()?, "capture done");
     Ok(())
 }

@@ -1,38 +1,62 @@
 //! The ring-buffer reader: a thread of its own that wakes when the kernel
-//! has records and hands them on in batches, as raw bytes. Nothing else
+//! has records (or it is stopped) and hands them on in batches, as raw
+//! bytes. Nothing else
 //! runs on it (no decoding, no host look-ups, no exporting), so a slow
 //! endpoint or a busy pipeline never keeps it from emptying the kernel's
 //! buffer; a full queue to the pipeline blocks it, and then the kernel
 //! counts what it cannot deliver.
 
 use std::{
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
     thread::{self, JoinHandle},
 };
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Raw records drained in one wake-up.
 pub type Batch = Vec<Vec<u8>>;
 
-/// How often the reader looks at `stop` while no record arrives.
-const POLL_MS: i32 = 100;
+/// Tells the reader to drain what is left and end. It sleeps until the
+/// kernel has records or this is called: no timer wakes it when idle.
+#[derive(Clone)]
+pub struct Stopper(Arc<OwnedFd>);
 
-/// Starts the reader. It reads until `stop` changes, then drains what is
-/// left and ends; it ends early if the receiving side has gone away.
-pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name("sshlogin-ring".into())
-        .spawn(move || read(ring, tx, stop))
-        .context("starting the ring-buffer reader thread")
+impl Stopper {
+    pub fn stop(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to the eventfd this handle owns.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
 }
 
-fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: watch::Receiver<bool>) {
-    let fd = ring.as_raw_fd();
+/// Starts the reader. It reads until stopped, then drains what is left and
+/// ends; it ends early if the receiving side has gone away.
+pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+    // SAFETY: eventfd with valid flags; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the reader's stop eventfd");
+    }
+    // SAFETY: a new descriptor this process owns.
+    let stopper = Stopper(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }));
+    let stop = stopper.clone();
+    let handle = thread::Builder::new()
+        .name("sshlogin-ring".into())
+        .spawn(move || read(ring, tx, stop))
+        .context("starting the ring-buffer reader thread")?;
+    Ok((handle, stopper))
+}
+
+fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
+    let mut fds = [
+        libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: stop.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
     loop {
-        let stopping = *stop.borrow();
+        let stopping = fds[1].revents != 0;
         let batch = drain(&mut ring);
         if !batch.is_empty() && tx.blocking_send(batch).is_err() {
             return;
@@ -40,10 +64,9 @@ fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: watch::Receiv
         if stopping {
             return;
         }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; the ring buffer keeps its fd open for as
-        // long as this function owns it. EINTR and timeouts just loop.
-        unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        // SAFETY: two valid pollfds; the ring buffer and the eventfd stay
+        // open for as long as this function owns them. EINTR just loops.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
     }
 }
 

@@ -36,6 +36,9 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return; // cargo bench asks the harness for its benchmarks
     }
+    if let Some(n) = args.iter().position(|a| a == "--emit").and_then(|i| args.get(i + 1)?.parse().ok()) {
+        return syscalls::send_lines(n); // the emit path's sshd (syscalls::emit_path)
+    }
     let Some(_guard) = harness::privileged_alone() else { return };
     let plan = if quick {
         Plan { quick, reps: 1, calls: 100_000, forks: 300, logins: 5, burst: 40, idle: Duration::from_secs(3) }
@@ -79,8 +82,10 @@ fn main() {
         syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
     };
     let mut programs: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
+    let emitter = syscalls::emitter().display().to_string();
     for (mode, cond) in [("tracepoints", Condition::Sshlogin), ("raw", Condition::SshloginRaw)] {
-        let daemon = syscalls::Setup::start(cond, bin);
+        let daemon =
+            syscalls::Setup::start_with(cond, bin, &["--sshd-path", "/usr/sbin/sshd", "--sshd-path", &emitter]);
         for (label, work) in [
             (
                 "filtered out: sendto",

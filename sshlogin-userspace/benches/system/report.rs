@@ -299,10 +299,10 @@ impl Report {
                  every task down the kernel's slow path, and that a per-syscall tracepoint then copies the call's \
                  arguments into a record before the program runs. Those two parts are most of what sshlogin adds; \
                  they are the same for every BPF tool that hooks syscalls with tracepoints, and the program itself \
-                 (one helper call for the comm, a few compares) is the smaller part. auditd, for comparison, costs \
+                 (one lookup in the membership map, a few compares) is the smaller part. auditd, for comparison, costs \
                  about as much on the calls its rules filter and three to four times more on every other syscall. \
                  Tried: reading tracepoint arguments from the context instead of with a helper, checking \
-                 setresuid's arguments before the comm, one raw `sys_enter` tracepoint (measured above: cheaper on \
+                 setresuid's arguments before the lookup, one raw `sys_enter` tracepoint (measured above: cheaper on \
                  nothing here, dearer on unfollowed calls). What would meet them: fentry or kprobe programs, which \
                  skip both kernel parts and which these kernels refuse (lockdown, no kprobes built in).\n",
             );

@@ -138,10 +138,16 @@ pub enum Setup {
 
 impl Setup {
     pub fn start(c: Condition, sshlogin: &str) -> Setup {
+        Self::start_with(c, sshlogin, &[])
+    }
+
+    /// As [`Setup::start`], with more flags for the daemon.
+    pub fn start_with(c: Condition, sshlogin: &str, extra: &[&str]) -> Setup {
+        let with = |mode: &'static str| -> Vec<&str> { [&["--syscall-probes", mode][..], extra].concat() };
         match c {
             Condition::Nothing => Setup::Nothing,
-            Condition::Sshlogin => Setup::Sshlogin(start_sshlogin(sshlogin, &["--syscall-probes", "tracepoints"])),
-            Condition::SshloginRaw => Setup::Sshlogin(start_sshlogin(sshlogin, &["--syscall-probes", "raw"])),
+            Condition::Sshlogin => Setup::Sshlogin(start_sshlogin(sshlogin, &with("tracepoints"))),
+            Condition::SshloginRaw => Setup::Sshlogin(start_sshlogin(sshlogin, &with("raw"))),
             Condition::Auditd => Setup::Auditd(start_auditd()),
         }
     }
@@ -232,24 +238,36 @@ pub fn per_run(before: &BTreeMap<String, (u64, u64)>, after: &BTreeMap<String, (
         .collect()
 }
 
-/// Sends `n` syslog-shaped datagrams as a process named `sshd` (root): the
-/// path on which sys_enter_sendto copies a record into the ring buffer.
+/// Where [`emit_path`] runs from: a copy of this benchmark named `sshd`,
+/// which the daemon is told is an sshd binary (`--sshd-path`).
+pub fn emitter() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("sshlogin-bench-emitter");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("sshd");
+    let _ = std::fs::remove_file(&exe);
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    exe
+}
+
+/// The path on which sys_enter_sendto copies a record into the ring
+/// buffer: `n` syslog-shaped datagrams sent by a root process exec'd as
+/// `sshd` from [`emitter`], a member of an admitted sshd tree.
 pub fn emit_path(n: u64) {
+    let out = Command::new(emitter()).args(["--emit", &n.to_string()]).output().expect("run the emitter");
+    assert!(out.status.success(), "the emitter failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The emitter's body (`--emit N`): `n` datagrams to itself.
+pub fn send_lines(n: u64) {
     let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     let line = b"<38>Jan  1 00:00:00 sshd[1]: benchmark line";
     let mut buf = [0u8; 128];
-    // SAFETY: renames this thread and sends on a socket we own.
-    unsafe {
-        let mut old = [0u8; 16];
-        libc::prctl(libc::PR_GET_NAME, old.as_mut_ptr());
-        libc::prctl(libc::PR_SET_NAME, c"sshd".as_ptr());
-        for i in 0..n {
-            libc::send(a.as_raw_fd(), line.as_ptr().cast(), line.len(), 0);
-            if i % 64 == 63 {
-                while b.recv(&mut buf).is_ok() {}
-            }
+    for i in 0..n {
+        // SAFETY: send on a socket we own, from a buffer that outlives it.
+        unsafe { libc::send(a.as_raw_fd(), line.as_ptr().cast(), line.len(), 0) };
+        if i % 64 == 63 {
+            while b.recv(&mut buf).is_ok() {}
         }
-        libc::prctl(libc::PR_SET_NAME, old.as_ptr());
     }
 }

@@ -50,6 +50,19 @@ fn sessions(daemon: &mut Daemon, user: &str, opens: usize) -> (Vec<Value>, Vec<V
     (daemon.events_for(OPEN, user), daemon.events_for(CLOSE, user))
 }
 
+/// `n` key logins of `user` that must succeed, each as patient as an
+/// overloaded sshd needs.
+fn patient_logins(port: u16, user: &crate::harness::User, n: usize) {
+    for _ in 0..n {
+        let out = key_client(&user.key)
+            .args(PATIENT)
+            .args(["-p", &port.to_string(), "-l", user.name, "127.0.0.1", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{} could not log in: {}", user.name, String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// The first report. With AuthorizedKeysCommandUser nobody every
 /// refused key made a helper that dropped to nobody, and each drop was
 /// reported as a session of nobody's.
@@ -276,14 +289,7 @@ fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
         })
         .collect();
     let started = Instant::now();
-    for _ in 0..10 {
-        let out = key_client(&bea.key)
-            .args(PATIENT)
-            .args(["-p", &sshd.port.to_string(), "-l", bea.name, "127.0.0.1", "true"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sl-bea could not log in: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    patient_logins(sshd.port, &bea, 10);
     let logins_took = started.elapsed();
     let mut connects = 0u64;
     for f in flooders {
@@ -384,14 +390,7 @@ fn three_hundred_unauthenticated_connections_hide_no_login() {
             s
         })
         .collect();
-    for _ in 0..10 {
-        let out = key_client(&eve.key)
-            .args(PATIENT)
-            .args(["-p", &sshd.port.to_string(), "-l", eve.name, "127.0.0.1", "true"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sl-eve could not log in: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    patient_logins(sshd.port, &eve, 10);
     let (opens, closes) = sessions(&mut daemon, eve.name, 10);
     assert_eq!((opens.len(), closes.len()), (10, 10), "every login seen beside 300 held connections");
     assert!(held.iter().all(|s| s.peer_addr().is_ok()), "the held connections were still open");
