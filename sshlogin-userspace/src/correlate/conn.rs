@@ -63,6 +63,8 @@ pub struct Conn {
     pub tty: Option<String>,
     /// (server, client) ends of the connection, from the monitor's socket.
     pub socket: Option<(SocketAddr, SocketAddr)>,
+    /// The socket was asked for again, at the monitor's first word.
+    pub socket_asked_again: bool,
     /// The session's audit login uid and session id.
     pub audit_ids: (Option<u32>, Option<u32>),
     /// When authentication succeeded: the pre-authentication child exited,

@@ -21,7 +21,7 @@ impl Correlator {
     pub(super) fn on_audit(&mut self, meta: &Meta, audit: &AuditMessage, out: &mut Vec<Event>) {
         let Some(m) = self.procs.monitor_of(meta.pid) else { return };
         let from_monitor = meta.pid == m;
-        let conn = self.conn(m, meta.ktime_ns);
+        let conn = if from_monitor { self.conn_speaking(m, meta.ktime_ns) } else { self.conn(m, meta.ktime_ns) };
         let f = audit.summary();
         if conn.exe.is_none() {
             conn.exe = f.exe.map(Cow::into_owned);
@@ -105,7 +105,7 @@ impl Correlator {
     pub(super) fn on_syslog(&mut self, meta: &Meta, message: SshdMessage, out: &mut Vec<Event>) {
         let Some(m) = self.procs.monitor_of(meta.pid) else { return };
         let from_monitor = meta.pid == m;
-        let conn = self.conn(m, meta.ktime_ns);
+        let conn = if from_monitor { self.conn_speaking(m, meta.ktime_ns) } else { self.conn(m, meta.ktime_ns) };
         match message {
             SshdMessage::Accepted { method, user, peer, key } => {
                 conn.peer = Some(peer);

@@ -227,6 +227,21 @@ impl Correlator {
         self.conns.get_mut(&monitor).expect("inserted above")
     }
 
+    /// As [`Self::conn`], for a record the monitor sent: it is alive, so its
+    /// socket can be asked again if the look at its fork found none (a new
+    /// monitor closes the sockets it inherited, and exec's, while the daemon
+    /// looks).
+    fn conn_speaking(&mut self, monitor: u32, ktime_ns: u64) -> &mut Conn {
+        let conn = self.conn(monitor, ktime_ns);
+        if conn.socket.is_none() && !conn.socket_asked_again {
+            conn.socket_asked_again = true;
+            let socket = self.procs.tcp_connection(monitor);
+            let conn = self.conns.get_mut(&monitor).expect("made above");
+            conn.socket = socket;
+        }
+        self.conns.get_mut(&monitor).expect("made above")
+    }
+
     fn on_fork(&mut self, meta: &Meta, child: u32, out: &mut Vec<Event>) {
         if self.conns.contains(&child) {
             self.end(child, meta.ktime_ns, out);

@@ -79,12 +79,17 @@ fn socket_fds(pid: u32) -> Vec<u32> {
 /// to the caller.
 pub fn tcp_connection(pid: u32) -> Option<Option<(SocketAddr, SocketAddr)>> {
     let pidfd = pidfd(pid)?;
+    let mut asked = false;
     for fd in socket_fds(pid) {
-        if let Some(ends) = tcp_ends(&copy_fd(&pidfd, fd)?) {
+        // A descriptor closed since it was listed (a new monitor closes the
+        // listening sockets it inherited) says nothing; the others still do.
+        let Some(sock) = copy_fd(&pidfd, fd) else { continue };
+        asked = true;
+        if let Some(ends) = tcp_ends(&sock) {
             return Some(Some(ends));
         }
     }
-    Some(None)
+    asked.then_some(None)
 }
 
 /// (local, remote) of a socket, if it is a connected TCP socket.
