@@ -77,6 +77,7 @@ struct Fixture {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 static DEVLOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+static DEVLOG_OURS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -159,6 +160,7 @@ fn devlog() -> Arc<Mutex<Vec<String>>> {
             let _ = fs::remove_file(path); // a stale socket from an earlier run
             let socket = UnixDatagram::bind(path).expect("bind /dev/log");
             fs::set_permissions(path, fs::Permissions::from_mode(0o666)).unwrap();
+            DEVLOG_OURS.store(true, std::sync::atomic::Ordering::Relaxed);
             let sink = lines.clone();
             thread::spawn(move || {
                 let mut buf = vec![0u8; 8192];
@@ -169,6 +171,13 @@ fn devlog() -> Arc<Mutex<Vec<String>>> {
             lines
         })
         .clone()
+}
+
+/// Whether the tests read what sshd logs (not when the host's own syslog
+/// daemon owns /dev/log).
+pub fn reads_sshd_log() -> bool {
+    devlog();
+    DEVLOG_OURS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Lines sshd logged that contain `needle` (empty when the host's own
