@@ -139,11 +139,6 @@ impl Binaries {
     pub fn paths(&self) -> Vec<String> {
         self.ids.values().cloned().collect()
     }
-
-    /// The listeners' binaries found at start (and their siblings).
-    pub fn discovered(&self) -> &[String] {
-        &self.discovered
-    }
 }
 
 /// Absolute paths ending in `/sshd-session` or `/sshd-auth` among the
