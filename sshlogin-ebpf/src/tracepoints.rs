@@ -120,16 +120,17 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     {
         let _ = MEMBERS.remove(old as u32);
     }
-    let comm = current_comm();
+    // The lookup, then the uid, before the name: most execs on a host are
+    // by processes that are neither members nor root.
     let (m, how) = match membership() {
-        Some(m) if in_family(&comm) => (m, exec::STAYED),
+        Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
             let _ = MEMBERS.remove(tgid);
             (m, exec::LEFT)
         }
         // Only root can start a tree: a setuid binary run through a symlink
         // named sshd keeps its caller's real uid.
-        None if current_uid() == 0 && in_family(&comm) => {
+        None if current_uid() == 0 && in_family(&current_comm()) => {
             let m = Member { tree: tgid, flags: 0, tree_ns: now_ns() };
             if MEMBERS.insert(tgid, m, 0).is_err() {
                 count(stat::MEMBERS_FULL);
