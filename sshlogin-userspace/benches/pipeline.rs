@@ -13,7 +13,9 @@ use sshlogin::{
     correlate::{Settings, process::NoProc},
     enrich::UserDb,
     export::otlp::encode,
+    host::SystemClock,
     metrics::Metrics,
+    otel,
     pipeline::Pipeline,
     resource,
 };
@@ -40,9 +42,7 @@ fn records() -> Vec<Vec<u8>> {
     let mut all = Vec::new();
     for copy in 0..COPIES {
         for f in FIXTURES {
-            let path = format!("{}/tests/fixtures/captures/{f}.hex", env!("CARGO_MANIFEST_DIR"));
-            let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-            for mut r in capture::read_records(file).unwrap() {
+            for mut r in capture::fixture(f) {
                 let shift = |bytes: &mut [u8], at: usize| {
                     let v = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
                     bytes[at..at + 4].copy_from_slice(&(v + copy * 100_000).to_ne_bytes());
@@ -64,11 +64,13 @@ fn records() -> Vec<Vec<u8>> {
 fn run(records: &[Vec<u8>], resource: &resource::Resource) -> usize {
     let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
     // The trees were checked when the fixtures were recorded.
-    let mut pipeline = Pipeline::new(settings, Box::new(NoProc), Box::new(TrustCapture), Users, Metrics::new());
+    let mut pipeline =
+        Pipeline::new(settings, Box::new(NoProc), Box::new(TrustCapture), Users, Box::new(SystemClock), Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);
-    for batch in events.chunks(512) {
+    let records: Vec<otel::LogRecord> = events.iter().map(otel::log_record).collect();
+    for batch in records.chunks(512) {
         let body = encode::body(&encode::request(resource, batch), Protocol::HttpProtobuf, Compression::None).unwrap();
         black_box(body.bytes.len());
     }

@@ -15,13 +15,14 @@ use crate::{
     capture, cli, config,
     correlate::{
         self,
-        process::{NoProc, ProcFs, ProcView},
+        process::{NoProc, ProcView},
     },
     decode,
-    enrich::{self, Nss},
     export::{Exporters, stdout::StdoutSink},
+    host::{self, Nss, SystemClock, procfs::ProcFs},
     metrics::Metrics,
-    pipeline::{self, Pipeline},
+    otel,
+    pipeline::Pipeline,
     probes, resource, source,
 };
 
@@ -67,8 +68,8 @@ fn pipeline(
     check: Box<dyn TreeCheck>,
     metrics: Arc<Metrics>,
 ) -> Pipeline<Nss> {
-    let settings = correlate::Settings { boot_id: pipeline::boot_id(), family: capture.family.clone() };
-    Pipeline::new(settings, view, check, Nss, metrics)
+    let settings = correlate::Settings { boot_id: host::boot_id(), family: capture.family.clone() };
+    Pipeline::new(settings, view, check, Nss, Box::new(SystemClock), metrics)
 }
 
 /// The sshd processes running now become members; their binaries (and
@@ -140,7 +141,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     loop {
         let wait = pipeline
             .next_due()
-            .map(|due| Duration::from_nanos(due.saturating_sub(enrich::boot_now_ns())))
+            .map(|due| Duration::from_nanos(due.saturating_sub(host::boot_now_ns())))
             .unwrap_or(IDLE_TICK)
             .min(IDLE_TICK);
         tokio::select! {
@@ -151,7 +152,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             _ = tokio::time::sleep(wait) => {}
         }
         // Timers and counters also run while records keep arriving.
-        let now = enrich::boot_now_ns();
+        let now = host::boot_now_ns();
         if pipeline.next_due().is_some_and(|due| due <= now) || counters_read.elapsed() >= IDLE_TICK {
             pipeline.tick(now, rx.is_empty(), &mut events);
         }
@@ -159,7 +160,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             let (now_counters, lost) = kernel_counters(&probes, kernel, &metrics);
             kernel = now_counters;
             if lost {
-                pipeline.records_lost(enrich::boot_now_ns(), &mut events);
+                pipeline.records_lost(host::boot_now_ns(), &mut events);
             }
             counters_read = std::time::Instant::now();
         }
@@ -251,8 +252,8 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);
-    let mut sink = StdoutSink::new(out, resource::detect());
-    sink.write(&events)?;
+    let records: Vec<_> = events.iter().map(otel::log_record).collect();
+    StdoutSink::new(out, resource::detect()).write(&records)?;
     Ok(())
 }
 

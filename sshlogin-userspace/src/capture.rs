@@ -2,7 +2,7 @@
 //! Lines starting with `#` are comments. Text, so fixtures diff and review
 //! like code.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
 
 use anyhow::{Context, Result, bail};
 
@@ -36,6 +36,16 @@ pub fn read_records(input: impl BufRead) -> Result<Vec<Vec<u8>>> {
         records.push(bytes);
     }
     Ok(records)
+}
+
+/// A capture recorded from a real sshd run (tests/fixtures/captures, made by
+/// record.sh there), for the tests and benchmarks. Panics, naming the file,
+/// when it cannot be read: a missing fixture is a broken checkout.
+#[doc(hidden)]
+pub fn fixture(name: &str) -> Vec<Vec<u8>> {
+    let path = format!("{}/tests/fixtures/captures/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+    let read = std::fs::File::open(&path).map_err(anyhow::Error::from).and_then(|f| read_records(BufReader::new(f)));
+    read.unwrap_or_else(|e| panic!("{path}: {e:#}"))
 }
 
 #[cfg(test)]

@@ -1,241 +1,114 @@
-//! The event sshlogin reports: one per session opened or closed and per
-//! failed authentication, with OpenTelemetry-style attributes.
+//! The events sshlogin reports, typed: what the correlator found about a
+//! connection and what `enrich` added. Nothing here is OpenTelemetry's
+//! vocabulary; `otel` is the one place that maps an event to a log record.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::net::{IpAddr, SocketAddr};
 
-use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-/// Attribute names (OpenTelemetry semantic conventions where one exists).
-pub mod attr {
-    pub const USER_NAME: &str = "user.name";
-    pub const USER_ID: &str = "user.id";
-    pub const CLIENT_ADDRESS: &str = "client.address";
-    pub const CLIENT_PORT: &str = "client.port";
-    pub const SERVER_ADDRESS: &str = "server.address";
-    pub const SERVER_PORT: &str = "server.port";
-    pub const AUTH_METHOD: &str = "ssh.auth.method";
-    pub const KEY_TYPE: &str = "ssh.key.type";
-    pub const KEY_FINGERPRINT: &str = "ssh.key.fingerprint";
-    pub const CERT_ID: &str = "ssh.cert.id";
-    pub const CERT_SERIAL: &str = "ssh.cert.serial";
-    pub const CERT_CA_TYPE: &str = "ssh.cert.ca.type";
-    pub const CERT_CA_FINGERPRINT: &str = "ssh.cert.ca.fingerprint";
-    pub const AUDIT_LOGIN_UID: &str = "linux.audit.login_uid";
-    pub const AUDIT_SESSION_ID: &str = "linux.audit.session_id";
-    pub const FORWARD_ADDRESS: &str = "ssh.forward.address";
-    pub const FORWARD_PORT: &str = "ssh.forward.port";
-    pub const TERMINAL: &str = "ssh.terminal";
-    /// The session's pseudo-terminal, once sshd has allocated one.
-    pub const TTY: &str = "ssh.tty";
-    pub const PROCESS_PID: &str = "process.pid";
-    pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
-    pub const PROCESS_EXE: &str = "process.executable.path";
-    pub const SESSION_DURATION_MS: &str = "ssh.session.duration_ms";
-    pub const FAILURE_REASON: &str = "ssh.failure.reason";
-    pub const CONNECTION_ID: &str = "ssh.connection.id";
-    /// Semantic conventions' id for de-duplicating log records.
-    pub const RECORD_UID: &str = "log.record.uid";
-}
+pub use crate::decode::syslog::{CertInfo, KeyInfo};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventName {
-    #[serde(rename = "ssh.session.open")]
+/// What happened, with the facts only that kind has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
     SessionOpen,
-    #[serde(rename = "ssh.session.close")]
-    SessionClose,
-    #[serde(rename = "ssh.auth.failure")]
-    AuthFailure,
-    #[serde(rename = "ssh.forward")]
-    Forward,
+    SessionClose {
+        /// `None`: the session opened before sshlogin started.
+        duration_ms: Option<u64>,
+    },
+    AuthFailure {
+        reason: FailureReason,
+    },
+    /// A process of the session connected somewhere (`ssh -J`, `-L`, `-D`).
+    Forward {
+        to: SocketAddr,
+    },
 }
 
-impl EventName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventName::SessionOpen => "ssh.session.open",
-            EventName::SessionClose => "ssh.session.close",
-            EventName::AuthFailure => "ssh.auth.failure",
-            EventName::Forward => "ssh.forward",
-        }
-    }
-
-    pub fn severity(self) -> Severity {
-        match self {
-            EventName::SessionOpen | EventName::SessionClose | EventName::Forward => Severity::Info,
-            EventName::AuthFailure => Severity::Warn,
-        }
-    }
-}
-
+/// Why an authentication failed, as far as sshd's and PAM's records tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Info,
-    Warn,
+pub enum FailureReason {
+    WrongPassword,
+    PublickeyRejected,
+    InvalidUser,
+    MaxAuthTries,
+    /// The client named a user and left before any method failed.
+    PreauthDisconnect,
+    /// A method other than password or public key failed.
+    AuthFailed,
 }
 
-impl Severity {
-    /// OpenTelemetry SeverityNumber.
-    pub fn number(self) -> i32 {
-        match self {
-            Severity::Info => 9,
-            Severity::Warn => 13,
-        }
-    }
-
-    pub fn text(self) -> &'static str {
-        match self {
-            Severity::Info => "INFO",
-            Severity::Warn => "WARN",
-        }
-    }
+/// The process an event is about: the session child when there is one,
+/// the connection's monitor otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub parent_pid: Option<u32>,
+    pub exe: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    Str(String),
-    Int(i64),
-}
-
-impl From<String> for Value {
-    fn from(s: String) -> Self {
-        Value::Str(s)
-    }
-}
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Value::Str(s.to_string())
-    }
-}
-impl From<i64> for Value {
-    fn from(i: i64) -> Self {
-        Value::Int(i)
-    }
-}
-impl From<u32> for Value {
-    fn from(i: u32) -> Self {
-        Value::Int(i64::from(i))
-    }
-}
-impl From<u16> for Value {
-    fn from(i: u16) -> Self {
-        Value::Int(i64::from(i))
-    }
-}
-
-/// Keys are the `attr` constants (borrowed, no allocation per event), or
-/// owned when read back from the spool.
-pub type Attributes = BTreeMap<Cow<'static, str>, Value>;
-
-/// One event. `correlate` fills the name, the kernel time and the facts;
-/// `enrich` adds wall-clock times, looked-up facts, the body and the id.
-/// Serialized as is into the spool.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One event. `correlate` fills the kind, the time and the facts; `enrich`
+/// fills the other half of user name and uid, the wall-clock times and the
+/// record id.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub name: EventName,
+    pub kind: Kind,
     /// When it happened, CLOCK_BOOTTIME nanoseconds.
     pub ktime_ns: u64,
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    /// IPv4 clients as IPv4, even when sshd listens on an IPv6 socket.
+    pub client_address: Option<IpAddr>,
+    pub client_port: Option<u16>,
+    /// The end of the connection on this host.
+    pub server: Option<SocketAddr>,
+    /// sshd's name for it: `password`, `publickey`, `keyboard-interactive/pam`...
+    pub auth_method: Option<String>,
+    pub key: Option<KeyInfo>,
+    /// PAM's or sshd's terminal label (`ssh`, `sshd`).
+    pub terminal: Option<String>,
+    /// The session's pseudo-terminal, once sshd has allocated one.
+    pub tty: Option<String>,
+    pub audit_login_uid: Option<u32>,
+    pub audit_session_id: Option<u32>,
+    pub process: Process,
+    /// Names the SSH connection in every event of it.
+    pub connection_id: Option<String>,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.
     pub observed_time_unix_nano: u64,
-    pub body: String,
-    pub attributes: Attributes,
+    /// Stable across replays of the same records: for de-duplication.
+    pub record_uid: Option<Uuid>,
 }
 
 impl Event {
-    pub fn new(name: EventName, ktime_ns: u64) -> Self {
+    pub fn new(kind: Kind, ktime_ns: u64) -> Self {
         Event {
-            name,
+            kind,
             ktime_ns,
+            user: None,
+            uid: None,
+            client_address: None,
+            client_port: None,
+            server: None,
+            auth_method: None,
+            key: None,
+            terminal: None,
+            tty: None,
+            audit_login_uid: None,
+            audit_session_id: None,
+            process: Process::default(),
+            connection_id: None,
             time_unix_nano: 0,
             observed_time_unix_nano: 0,
-            body: String::new(),
-            attributes: Attributes::new(),
-        }
-    }
-
-    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        self.attributes.insert(Cow::Borrowed(key), value.into());
-    }
-
-    pub fn str(&self, key: &str) -> Option<&str> {
-        match self.attributes.get(key)? {
-            Value::Str(s) => Some(s),
-            Value::Int(_) => None,
-        }
-    }
-
-    pub fn int(&self, key: &str) -> Option<i64> {
-        match self.attributes.get(key)? {
-            Value::Int(i) => Some(*i),
-            Value::Str(_) => None,
-        }
-    }
-
-    /// The human-readable sentence, e.g. "alice opened a session from
-    /// 192.0.2.7 port 51234 (publickey)".
-    pub fn describe(&self) -> String {
-        let user = self.str(attr::USER_NAME).unwrap_or("an unknown user");
-        let from = match (self.str(attr::CLIENT_ADDRESS), self.int(attr::CLIENT_PORT)) {
-            (Some(a), Some(p)) => format!(" from {a} port {p}"),
-            (Some(a), None) => format!(" from {a}"),
-            _ => String::new(),
-        };
-        match self.name {
-            EventName::SessionOpen => {
-                let method = self.str(attr::AUTH_METHOD).map(|m| format!(" ({m})")).unwrap_or_default();
-                format!("{user} opened a session{from}{method}")
-            }
-            EventName::SessionClose => {
-                let took = self
-                    .int(attr::SESSION_DURATION_MS)
-                    .map(|ms| format!(" after {}", human_duration(ms)))
-                    .unwrap_or_default();
-                format!("{user} closed a session{from}{took}")
-            }
-            EventName::AuthFailure => {
-                let why =
-                    self.str(attr::FAILURE_REASON).map(|r| format!(": {}", r.replace('_', " "))).unwrap_or_default();
-                format!("failed login for {user}{from}{why}")
-            }
-            EventName::Forward => {
-                let to = match (self.str(attr::FORWARD_ADDRESS), self.int(attr::FORWARD_PORT)) {
-                    (Some(a), Some(p)) => format!("{a} port {p}"),
-                    _ => "somewhere".to_string(),
-                };
-                format!("{user} forwarded a connection to {to} (session{from})")
-            }
+            record_uid: None,
         }
     }
 }
 
-fn human_duration(ms: i64) -> String {
-    match ms {
-        ms if ms < 1_000 => format!("{ms} ms"),
-        ms if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        ms if ms < 3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
-        ms => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_read_like_sentences() {
-        let mut e = Event::new(EventName::SessionOpen, 1);
-        e.set(attr::USER_NAME, "alice");
-        e.set(attr::CLIENT_ADDRESS, "192.0.2.7");
-        e.set(attr::CLIENT_PORT, 51234u16);
-        e.set(attr::AUTH_METHOD, "publickey");
-        assert_eq!(e.describe(), "alice opened a session from 192.0.2.7 port 51234 (publickey)");
-        e.name = EventName::SessionClose;
-        e.set(attr::SESSION_DURATION_MS, 61_500i64);
-        assert_eq!(e.describe(), "alice closed a session from 192.0.2.7 port 51234 after 1m01s");
-        let mut f = Event::new(EventName::AuthFailure, 1);
-        f.set(attr::FAILURE_REASON, "invalid_user");
-        assert_eq!(f.describe(), "failed login for an unknown user: invalid user");
-    }
+/// An address as a person reads it: an IPv4-mapped IPv6 address is the IPv4
+/// address it carries.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    addr.to_canonical()
 }

@@ -5,21 +5,21 @@
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use crate::{
     admit::{Admission, TreeCheck, scan::Scan},
     correlate::{self, Correlator, process::ProcView},
     decode::{self, Record},
-    enrich::{self, Enricher, UserDb},
+    enrich::{Clock, Enricher, UserDb},
     event::Event,
     metrics::Metrics,
+    otel::EventName,
 };
 
 pub struct Pipeline<U: UserDb> {
     admission: Admission,
     correlator: Correlator,
     enricher: Enricher<U>,
+    clock: Box<dyn Clock + Send>,
     admitted: Vec<Record>,
     /// The latest kernel time of a record taken: how far the pipeline has
     /// got, which is behind the clock when records wait to be read.
@@ -33,6 +33,7 @@ impl<U: UserDb> Pipeline<U> {
         view: Box<dyn ProcView + Send>,
         check: Box<dyn TreeCheck>,
         users: U,
+        clock: Box<dyn Clock + Send>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let boot_id = settings.boot_id;
@@ -40,6 +41,7 @@ impl<U: UserDb> Pipeline<U> {
             admission: Admission::new(check),
             correlator: Correlator::new(settings, view),
             enricher: Enricher::new(users, boot_id),
+            clock,
             admitted: Vec::new(),
             clock_ns: 0,
             metrics,
@@ -140,20 +142,11 @@ impl<U: UserDb> Pipeline<U> {
         if first == out.len() {
             return;
         }
-        let offset = enrich::boot_to_unix_ns();
-        let now = enrich::unix_now_ns();
+        let offset = self.clock.boot_to_unix_ns();
+        let now = self.clock.unix_now_ns();
         for e in &mut out[first..] {
             self.enricher.enrich(e, offset, now);
-            self.metrics.event(e.name.as_str());
+            self.metrics.event(EventName::of(&e.kind).as_str());
         }
     }
-}
-
-/// This boot's id (`/proc/sys/kernel/random/boot_id`), the namespace of
-/// connection and event ids; a random one if the kernel does not say.
-pub fn boot_id() -> Uuid {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .and_then(|s| Uuid::parse_str(s.trim()).ok())
-        .unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, enrich::unix_now_ns().to_string().as_bytes()))
 }

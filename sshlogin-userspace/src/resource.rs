@@ -1,6 +1,6 @@
 //! The OpenTelemetry resource: what is reporting, from where.
 
-use std::{collections::BTreeMap, fs};
+use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
@@ -15,15 +15,8 @@ pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Resource {
 
 /// Reads the host facts once at start.
 pub fn detect() -> Resource {
-    let machine_id = fs::read_to_string("/etc/machine-id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    let uname = nix::sys::utsname::uname().ok();
-    let host_name = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-    build(
-        machine_id,
-        host_name,
-        uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()),
-        std::env::consts::ARCH,
-    )
+    use crate::host;
+    build(host::machine_id(), host::host_name(), host::kernel_release(), std::env::consts::ARCH)
 }
 
 /// Pure part of [`detect`].

@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-use crate::event::Event;
+use crate::otel::LogRecord;
 
 /// One table per network exporter: sequence number → the event as JSON.
 type Table = TableDefinition<'static, u64, &'static [u8]>;
@@ -128,7 +128,7 @@ impl Spool {
 
     /// Commits `events` durably. Returns how many old events were dropped
     /// to stay within the size bound.
-    pub fn append(&self, events: &[Event]) -> Result<u64> {
+    pub fn append(&self, events: &[LogRecord]) -> Result<u64> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -179,7 +179,7 @@ impl Spool {
     /// next call. An entry that no longer parses (a format change) is
     /// returned as `None` so the caller can remove it rather than retry it
     /// forever.
-    pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Option<Event>)>> {
+    pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Option<LogRecord>)>> {
         let mut state = self.state.lock().expect("spool state");
         let read = self.db.begin_read()?;
         let table = read.open_table(self.table)?;
@@ -217,10 +217,10 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventName, attr};
+    use crate::otel::{EventName, attr};
 
-    fn event(i: u64) -> Event {
-        let mut e = Event::new(EventName::AuthFailure, i);
+    fn event(i: u64) -> LogRecord {
+        let mut e = LogRecord::new(EventName::AuthFailure, i);
         e.set(attr::USER_NAME, format!("user{i}"));
         e
     }

@@ -13,8 +13,9 @@ use std::{collections::HashMap, fs};
 
 use super::binaries::{Binaries, exe_of};
 use crate::{
-    correlate::{process::Role, procfs::parse_stat, socket},
+    correlate::process::Role,
     decode::TreeId,
+    host::{procfs::parse_stat, socket},
     probes::Membership,
 };
 

@@ -16,7 +16,10 @@
 //! try (PAM's verdict or a "Failed ..." line); otherwise it only marks the
 //! user invalid. An invalid user who offers one key is one failure.
 
-use crate::decode::syslog::{KeyInfo, Peer};
+use crate::{
+    decode::syslog::{KeyInfo, Peer},
+    event::FailureReason,
+};
 
 /// Which kind of record contributed to an attempt (a bit each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,18 +108,17 @@ impl Attempt {
         }
     }
 
-    /// `ssh.failure.reason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         if self.max_tries {
-            "max_auth_tries"
+            FailureReason::MaxAuthTries
         } else if self.invalid {
-            "invalid_user"
+            FailureReason::InvalidUser
         } else {
             match self.method.as_deref() {
-                Some("password") => "wrong_password",
-                Some("publickey") => "publickey_rejected",
-                Some(m) if m.starts_with("keyboard-interactive") => "wrong_password",
-                _ => "auth_failed",
+                Some("password") => FailureReason::WrongPassword,
+                Some("publickey") => FailureReason::PublickeyRejected,
+                Some(m) if m.starts_with("keyboard-interactive") => FailureReason::WrongPassword,
+                _ => FailureReason::AuthFailed,
             }
         }
     }
@@ -141,17 +143,17 @@ mod tests {
         assert!(!a.accepts(Source::AuditLogin, &fact(Some("alice"))), "another user is a new attempt");
         assert!(a.accepts(Source::AuditLogin, &fact(None)));
         assert_eq!((a.ktime_ns, a.last_ns), (5, 9));
-        assert_eq!(a.reason(), "wrong_password");
+        assert_eq!(a.reason(), FailureReason::WrongPassword);
     }
 
     #[test]
     fn reasons() {
         let mut a = Attempt { invalid: true, method: Some("password".into()), ..Attempt::default() };
-        assert_eq!(a.reason(), "invalid_user");
+        assert_eq!(a.reason(), FailureReason::InvalidUser);
         a.max_tries = true;
-        assert_eq!(a.reason(), "max_auth_tries");
-        assert_eq!(Attempt::default().reason(), "auth_failed");
+        assert_eq!(a.reason(), FailureReason::MaxAuthTries);
+        assert_eq!(Attempt::default().reason(), FailureReason::AuthFailed);
         let k = Attempt { method: Some("publickey".into()), ..Attempt::default() };
-        assert_eq!(k.reason(), "publickey_rejected");
+        assert_eq!(k.reason(), FailureReason::PublickeyRejected);
     }
 }

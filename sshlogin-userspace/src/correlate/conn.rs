@@ -1,7 +1,7 @@
 //! One SSH connection (a monitor process) and what is known of it, and the
 //! bounded table that holds them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::{attempt::Attempt, process::PidMap};
 use crate::decode::syslog::{KeyInfo, Peer};
@@ -50,7 +50,7 @@ pub struct Conn {
     pub created_ns: u64,
     pub peer: Option<Peer>,
     /// Client address from audit records (no port there).
-    pub addr: Option<String>,
+    pub addr: Option<IpAddr>,
     pub user: Option<String>,
     pub uid: Option<u32>,
     pub method: Option<String>,

@@ -14,7 +14,7 @@ use crate::{
         audit::{AuditMessage, types},
         syslog::{SshdMessage, UserState},
     },
-    event::{Event, attr},
+    event::{Event, FailureReason},
 };
 
 impl Correlator {
@@ -27,7 +27,7 @@ impl Correlator {
             conn.exe = f.exe.map(Cow::into_owned);
         }
         if conn.addr.is_none() {
-            conn.addr = f.addr.map(Cow::into_owned);
+            conn.addr = f.addr.and_then(|a| a.parse().ok());
         }
         let acct = f.acct.map(Cow::into_owned);
         let terminal = f.terminal.map(Cow::into_owned);
@@ -187,7 +187,7 @@ impl Correlator {
 
     pub(super) fn flush_attempt(&mut self, m: u32, out: &mut Vec<Event>) {
         let Some(attempt) = self.conns.get_mut(&m).and_then(|c| c.attempt.take()) else { return };
-        let e = self.failure_event(m, &attempt);
+        let e = self.failure_event(m, &attempt, attempt.reason());
         if let Some(conn) = self.conns.get_mut(&m) {
             conn.failures += 1;
         }
@@ -204,8 +204,6 @@ impl Correlator {
         let Some(user) = conn.named_user.clone() else { return };
         let attempt =
             Attempt { ktime_ns, user: Some(user), invalid: conn.invalid_user.is_some(), ..Attempt::default() };
-        let mut e = self.failure_event(m, &attempt);
-        e.set(attr::FAILURE_REASON, "preauth_disconnect");
-        out.push(e);
+        out.push(self.failure_event(m, &attempt, FailureReason::PreauthDisconnect));
     }
 }

@@ -24,9 +24,7 @@ mod conn;
 pub use conn::MAX_CONNS;
 mod messages;
 pub mod process;
-pub mod procfs;
 mod report;
-pub(crate) mod socket;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +37,7 @@ use uuid::Uuid;
 use crate::{
     admit::scan::Seed,
     decode::{Exec, Meta, Record},
-    event::{Event, EventName, attr},
+    event::{Event, Kind},
 };
 
 /// A session opened by PAM waits this long for its session child before it
@@ -387,11 +385,9 @@ impl Correlator {
         if !from_session {
             return;
         }
-        let mut e = Event::new(EventName::Forward, meta.ktime_ns);
+        let mut e = Event::new(Kind::Forward { to: addr }, meta.ktime_ns);
         self.set_session(&mut e, conn, child.or(Some(meta.pid)), None);
-        e.set(attr::PROCESS_PID, meta.pid);
-        e.set(attr::FORWARD_ADDRESS, report::client_address(&addr.ip()));
-        e.set(attr::FORWARD_PORT, addr.port());
+        e.process.pid = meta.pid;
         out.push(e);
     }
 }

@@ -12,8 +12,10 @@ use crate::{
     correlate::{Settings, process::NoProc},
     decode::{Record, decode},
     enrich::UserDb,
-    event::{Event, EventName, attr},
+    event::{Event, FailureReason, Kind},
+    host::SystemClock,
     metrics::Metrics,
+    otel::EventName,
     pipeline::Pipeline,
 };
 
@@ -47,14 +49,7 @@ fn pipeline(
     view: Box<dyn super::process::ProcView + Send>,
     metrics: std::sync::Arc<Metrics>,
 ) -> Pipeline<FixtureUsers> {
-    Pipeline::new(settings(), view, Box::new(TrustCapture), FixtureUsers, metrics)
-}
-
-/// The raw records of a capture in tests/fixtures/captures.
-fn fixture_records(fixture: &str) -> Vec<Vec<u8>> {
-    let path = format!("{}/tests/fixtures/captures/{fixture}.hex", env!("CARGO_MANIFEST_DIR"));
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    capture::read_records(std::io::BufReader::new(file)).unwrap()
+    Pipeline::new(settings(), view, Box::new(TrustCapture), FixtureUsers, Box::new(SystemClock), metrics)
 }
 
 /// Index of the first record that decodes to something `pred` accepts.
@@ -72,11 +67,32 @@ fn run(records: impl IntoIterator<Item = Vec<u8>>) -> Vec<Event> {
 }
 
 fn replay(fixture: &str) -> Vec<Event> {
-    run(fixture_records(fixture))
+    run(capture::fixture(fixture))
 }
 
 fn names(events: &[Event]) -> Vec<EventName> {
-    events.iter().map(|e| e.name).collect()
+    events.iter().map(|e| EventName::of(&e.kind)).collect()
+}
+
+fn duration(e: &Event) -> Option<u64> {
+    match e.kind {
+        Kind::SessionClose { duration_ms } => duration_ms,
+        _ => None,
+    }
+}
+
+fn reason(e: &Event) -> Option<FailureReason> {
+    match e.kind {
+        Kind::AuthFailure { reason } => Some(reason),
+        _ => None,
+    }
+}
+
+fn forward_to(e: &Event) -> Option<std::net::SocketAddr> {
+    match e.kind {
+        Kind::Forward { to } => Some(to),
+        _ => None,
+    }
 }
 
 use EventName::{AuthFailure, Forward, SessionClose, SessionOpen};
@@ -86,98 +102,102 @@ fn key_login_and_logout() {
     let ev = replay("pam-key-login");
     assert_eq!(names(&ev), [SessionOpen, SessionClose]);
     let (open, close) = (&ev[0], &ev[1]);
-    assert_eq!(open.str(attr::USER_NAME), Some("sl-alice"));
-    assert_eq!(open.str(attr::USER_ID), Some("1001"));
-    assert_eq!(open.str(attr::CLIENT_ADDRESS), Some("127.0.0.1"));
-    assert!(open.int(attr::CLIENT_PORT).is_some());
-    assert_eq!(open.str(attr::AUTH_METHOD), Some("publickey"));
-    assert_eq!(open.str(attr::KEY_TYPE), Some("ED25519"));
-    assert!(open.str(attr::KEY_FINGERPRINT).unwrap().starts_with("SHA256:"));
-    assert_eq!(open.str(attr::TERMINAL), Some("ssh"));
-    assert_eq!(open.str(attr::PROCESS_EXE), Some("/usr/sbin/sshd"));
+    assert_eq!(open.user.as_deref(), Some("sl-alice"));
+    assert_eq!(open.uid, Some(1001));
+    assert_eq!(open.client_address.map(|a| a.to_string()).as_deref(), Some("127.0.0.1"));
+    assert!(open.client_port.is_some());
+    assert_eq!(open.auth_method.as_deref(), Some("publickey"));
+    assert_eq!(open.key.as_ref().map(|k| k.key_type.as_str()), Some("ED25519"));
+    assert!(open.key.as_ref().map(|k| k.fingerprint.as_str()).unwrap().starts_with("SHA256:"));
+    assert_eq!(open.terminal.as_deref(), Some("ssh"));
+    assert_eq!(open.process.exe.as_deref(), Some("/usr/sbin/sshd"));
     // The session child (the one that dropped to 1001), under the monitor.
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     let drop = &records[position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }))];
     let child = decode(drop).unwrap().meta().pid;
-    assert_eq!(open.int(attr::PROCESS_PID), Some(i64::from(child)));
-    assert_ne!(open.int(attr::PROCESS_PARENT_PID), open.int(attr::PROCESS_PID));
-    assert_eq!(close.int(attr::PROCESS_PID), Some(i64::from(child)));
-    assert_eq!(close.str(attr::CONNECTION_ID), open.str(attr::CONNECTION_ID));
-    let ms = close.int(attr::SESSION_DURATION_MS).unwrap();
+    assert_eq!(Some(open.process.pid), Some(child));
+    assert_ne!(open.process.parent_pid, Some(open.process.pid));
+    assert_eq!(Some(close.process.pid), Some(child));
+    assert_eq!(close.connection_id, open.connection_id);
+    let ms = duration(close).unwrap();
     assert!((1_000..1_500).contains(&ms), "{ms}");
-    assert_ne!(open.str(attr::RECORD_UID), close.str(attr::RECORD_UID));
-    assert!(open.body.starts_with("sl-alice opened a session from 127.0.0.1 port "), "{}", open.body);
+    assert_ne!(open.record_uid, close.record_uid);
+    assert!(
+        crate::otel::describe(open).starts_with("sl-alice opened a session from 127.0.0.1 port "),
+        "{}",
+        crate::otel::describe(open)
+    );
 }
 
 #[test]
 fn pty_session_names_its_tty_at_close() {
     let ev = replay("pam-pty-session");
     assert_eq!(names(&ev), [SessionOpen, SessionClose]);
-    assert!(ev[1].str(attr::TTY).is_some_and(|t| t.starts_with("/dev/pts/")), "{:?}", ev[1].str(attr::TTY));
-    assert_eq!(ev[1].str(attr::TERMINAL), Some("ssh"));
+    assert!(ev[1].tty.as_deref().is_some_and(|t| t.starts_with("/dev/pts/")), "{:?}", ev[1].tty.as_deref());
+    assert_eq!(ev[1].terminal.as_deref(), Some("ssh"));
 }
 
 #[test]
 fn without_pam_the_session_child_opens_and_closes() {
     let ev = replay("nopam-key-login");
     assert_eq!(names(&ev), [SessionOpen, SessionClose]);
-    assert_eq!(ev[0].str(attr::USER_ID), Some("1003"));
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-carol"));
-    assert_eq!(ev[0].str(attr::TERMINAL), None);
-    assert!(ev[1].int(attr::SESSION_DURATION_MS).unwrap() >= 500);
+    assert_eq!(ev[0].uid, Some(1003));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-carol"));
+    assert_eq!(ev[0].terminal.as_deref(), None);
+    assert!(duration(&ev[1]).unwrap() >= 500);
 }
 
 #[test]
 fn wrong_key_is_one_failure() {
     let ev = replay("pam-wrong-key");
     assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-alice"));
-    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("auth_failed"));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-alice"));
+    assert_eq!(reason(&ev[0]), Some(FailureReason::AuthFailed));
 }
 
 #[test]
 fn invalid_user_offering_a_key_is_one_failure() {
     let ev = replay("pam-invalid-user");
     assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-nosuch"));
-    assert_eq!(ev[0].str(attr::USER_ID), None);
-    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("invalid_user"));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-nosuch"));
+    assert_eq!(ev[0].uid, None);
+    assert_eq!(reason(&ev[0]), Some(FailureReason::InvalidUser));
 }
 
 #[test]
 fn invalid_user_trying_a_password_is_one_failure() {
     let ev = replay("pam-invalid-user-password");
     assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-nosuch"));
-    assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("password"));
-    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("invalid_user"));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-nosuch"));
+    assert_eq!(ev[0].auth_method.as_deref(), Some("password"));
+    assert_eq!(reason(&ev[0]), Some(FailureReason::InvalidUser));
 }
 
 #[test]
 fn wrong_password_then_a_good_one() {
     let ev = replay("pam-password-fail-then-ok");
     assert_eq!(names(&ev), [AuthFailure, SessionOpen, SessionClose]);
-    assert_eq!(ev[0].str(attr::FAILURE_REASON), Some("wrong_password"));
-    assert_eq!(ev[0].str(attr::TERMINAL), Some("ssh"), "PAM's terminal wins over sshd's label");
-    assert_ne!(ev[0].str(attr::CONNECTION_ID), ev[1].str(attr::CONNECTION_ID));
-    assert_eq!(ev[1].str(attr::AUTH_METHOD), Some("password"));
+    assert_eq!(reason(&ev[0]), Some(FailureReason::WrongPassword));
+    assert_eq!(ev[0].terminal.as_deref(), Some("ssh"), "PAM's terminal wins over sshd's label");
+    assert_ne!(ev[0].connection_id, ev[1].connection_id);
+    assert_eq!(ev[1].auth_method.as_deref(), Some("password"));
 }
 
 #[test]
 fn keyboard_interactive_failure_from_the_pam_child() {
-    let records = fixture_records("pam-kbdint-fail");
+    let records = capture::fixture("pam-kbdint-fail");
     let ev = run(records.clone());
     assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("keyboard-interactive"));
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-bob"));
+    assert_eq!(ev[0].auth_method.as_deref(), Some("keyboard-interactive"));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-bob"));
     // Reported against the monitor, not the PAM child that sent USER_AUTH.
     let auth =
         decode(&records[position(&records, |r| matches!(r, Record::Audit { audit, .. } if audit.msg_type == 1100))])
             .unwrap();
-    assert_ne!(ev[0].int(attr::PROCESS_PID), Some(i64::from(auth.meta().pid)));
+    assert_ne!(Some(ev[0].process.pid), Some(auth.meta().pid));
     let monitor = decode(&records[0]).unwrap();
     let Record::Fork { child, .. } = monitor else { panic!("the capture starts with the listener's fork") };
-    assert_eq!(ev[0].int(attr::PROCESS_PID), Some(i64::from(child)));
+    assert_eq!(Some(ev[0].process.pid), Some(child));
 }
 
 /// The first report: with AuthorizedKeysCommandUser nobody, each
@@ -189,12 +209,12 @@ fn an_authorized_keys_command_helper_is_no_session() {
         let ev = replay(fixture);
         assert_eq!(names(&ev), [AuthFailure, SessionOpen, SessionClose], "{fixture}");
         for e in &ev {
-            assert_eq!(e.str(attr::USER_NAME), Some("sl-alice"), "{fixture}: {e:?}");
-            assert_eq!(e.str(attr::USER_ID), Some("1001"), "{fixture}: {e:?}");
+            assert_eq!(e.user.as_deref(), Some("sl-alice"), "{fixture}: {e:?}");
+            assert_eq!(e.uid, Some(1001), "{fixture}: {e:?}");
         }
-        let records = fixture_records(fixture);
+        let records = capture::fixture(fixture);
         let drop = &records[position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }))];
-        assert_eq!(ev[1].int(attr::PROCESS_PID), Some(i64::from(decode(drop).unwrap().meta().pid)), "{fixture}");
+        assert_eq!(Some(ev[1].process.pid), Some(decode(drop).unwrap().meta().pid), "{fixture}");
     }
 }
 
@@ -202,7 +222,7 @@ fn an_authorized_keys_command_helper_is_no_session() {
 /// execs something else is a helper too.
 #[test]
 fn a_drop_followed_by_an_exec_is_no_session() {
-    let mut records = fixture_records("nopam-key-login");
+    let mut records = capture::fixture("nopam-key-login");
     let at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1003, .. }));
     let mut exec = records[at].clone();
     exec.truncate(layout::HEADER_SIZE);
@@ -222,22 +242,22 @@ fn a_daemonizing_sshd_started_after_the_daemon() {
     // listens. Its first child is a listener, not a connection.
     let ev = replay("pam-daemonizing-sshd");
     assert_eq!(names(&ev), [SessionOpen, SessionClose]);
-    assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-alice"));
-    assert_eq!(ev[0].str(attr::USER_ID), Some("1001"));
+    assert_eq!(ev[0].user.as_deref(), Some("sl-alice"));
+    assert_eq!(ev[0].uid, Some(1001));
 }
 
 #[test]
 fn replays_are_deterministic() {
     let a = replay("pam-key-login");
     let b = replay("pam-key-login");
-    assert_eq!(a[0].str(attr::RECORD_UID), b[0].str(attr::RECORD_UID));
+    assert_eq!(a[0].record_uid, b[0].record_uid);
 }
 
 #[test]
 fn a_truncated_capture_still_reports_what_it_can() {
     // Cut right after USER_START: the session child, the close and the
     // monitor's exit were never seen. Finishing still reports the open.
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     let user_start = position(&records, |r| matches!(r, Record::Audit { audit, .. } if audit.msg_type == 1105));
     assert_eq!(names(&run(records.into_iter().take(user_start + 1))), [SessionOpen]);
 }
@@ -269,7 +289,7 @@ impl super::process::ProcView for MidSession {
 
 #[test]
 fn a_session_opened_before_the_daemon_started_still_closes() {
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     // Everything up to and including the session child's privilege drop
     // happened before the (re)start.
     let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
@@ -281,9 +301,9 @@ fn a_session_opened_before_the_daemon_started_still_closes() {
     pipeline.records(records.into_iter().skip(drop_at + 1), &mut events);
     pipeline.finish(&mut events);
     assert_eq!(names(&events), [SessionClose]);
-    assert_eq!(events[0].str(attr::USER_NAME), Some("sl-alice"));
-    assert_eq!(events[0].str(attr::CLIENT_ADDRESS), Some("127.0.0.1"));
-    assert_eq!(events[0].int(attr::SESSION_DURATION_MS), None, "the daemon cannot know how long it lasted");
+    assert_eq!(events[0].user.as_deref(), Some("sl-alice"));
+    assert_eq!(events[0].client_address.map(|a| a.to_string()).as_deref(), Some("127.0.0.1"));
+    assert_eq!(duration(&events[0]), None, "the daemon cannot know how long it lasted");
 }
 
 #[test]
@@ -293,12 +313,12 @@ fn openssh_10_layout_from_real_captures() {
     for fixture in ["openssh10-key-login", "openssh10-nopam-key-login"] {
         let ev = replay(fixture);
         assert_eq!(names(&ev), [SessionOpen, SessionClose], "{fixture}");
-        assert_eq!(ev[0].str(attr::USER_NAME), Some("sl-alice"));
-        assert_eq!(ev[0].str(attr::USER_ID), Some("1001"));
-        assert_eq!(ev[0].str(attr::AUTH_METHOD), Some("publickey"));
-        assert!(ev[1].int(attr::SESSION_DURATION_MS).unwrap() >= 500);
+        assert_eq!(ev[0].user.as_deref(), Some("sl-alice"));
+        assert_eq!(ev[0].uid, Some(1001));
+        assert_eq!(ev[0].auth_method.as_deref(), Some("publickey"));
+        assert!(duration(&ev[1]).unwrap() >= 500);
     }
-    assert_eq!(replay("openssh10-key-login")[0].str(attr::PROCESS_EXE), Some("/usr/lib/openssh/sshd-session"));
+    assert_eq!(replay("openssh10-key-login")[0].process.exe.as_deref(), Some("/usr/lib/openssh/sshd-session"));
 }
 
 // Editing records as lost records and pid reuse would leave them.
@@ -349,7 +369,7 @@ fn monitor_of_capture(records: &[Vec<u8>]) -> u32 {
 fn a_reused_monitor_pid_starts_a_new_connection() {
     // The first login's monitor exit and PAM close were lost; the pid comes
     // back as the monitor of another login.
-    let first = fixture_records("pam-key-login");
+    let first = capture::fixture("pam-key-login");
     let m = monitor_of_capture(&first);
     let lost: Vec<Vec<u8>> = first
         .iter()
@@ -358,7 +378,7 @@ fn a_reused_monitor_pid_starts_a_new_connection() {
         })
         .cloned()
         .collect();
-    let second = fixture_records("pam-password-fail-then-ok");
+    let second = capture::fixture("pam-password-fail-then-ok");
     // Its second connection (the good password) takes the first's pids.
     let second_at = position(&second, |r| matches!(r, Record::Audit { audit, .. } if audit.msg_type == 1101));
     let m2 = decode(&second[second_at]).unwrap().meta().pid;
@@ -366,11 +386,11 @@ fn a_reused_monitor_pid_starts_a_new_connection() {
     let second = edit(&second[start..], 10_000_000_000_000, &[(m2, m)]);
     let ev = run(lost.into_iter().chain(second));
     assert_eq!(names(&ev), [SessionOpen, SessionClose, SessionOpen, SessionClose]);
-    assert_eq!(ev[1].str(attr::USER_NAME), Some("sl-alice"), "the lost connection ended when its pid came back");
-    assert_eq!(ev[1].str(attr::CONNECTION_ID), ev[0].str(attr::CONNECTION_ID));
-    assert_eq!(ev[2].str(attr::USER_NAME), Some("sl-bob"));
-    assert_eq!(ev[3].str(attr::USER_NAME), Some("sl-bob"));
-    assert_ne!(ev[2].str(attr::CONNECTION_ID), ev[0].str(attr::CONNECTION_ID), "a new connection, a new id");
+    assert_eq!(ev[1].user.as_deref(), Some("sl-alice"), "the lost connection ended when its pid came back");
+    assert_eq!(ev[1].connection_id, ev[0].connection_id);
+    assert_eq!(ev[2].user.as_deref(), Some("sl-bob"));
+    assert_eq!(ev[3].user.as_deref(), Some("sl-bob"));
+    assert_ne!(ev[2].connection_id, ev[0].connection_id, "a new connection, a new id");
 }
 
 /// A connect record as the kernel half writes it.
@@ -393,7 +413,7 @@ fn connect(like: &[u8], pid: u32, fd: u32, addr: std::net::SocketAddr) -> Vec<u8
 
 #[test]
 fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     // Stop right after the session child dropped to sl-alice.
     let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
     let child = decode(&records[drop_at]).unwrap().meta().pid;
@@ -416,12 +436,16 @@ fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
     );
     assert_eq!(names(&events), [SessionOpen, Forward], "only the session child forwards");
     let f = &events[1];
-    assert_eq!(f.str(attr::FORWARD_ADDRESS), Some("10.213.2.2"));
-    assert_eq!(f.int(attr::FORWARD_PORT), Some(22));
-    assert_eq!(f.str(attr::USER_NAME), Some("sl-alice"));
-    assert_eq!(f.str(attr::CONNECTION_ID), events[0].str(attr::CONNECTION_ID));
-    assert_eq!(f.int(attr::PROCESS_PID), Some(i64::from(child)));
-    assert!(f.body.starts_with("sl-alice forwarded a connection to 10.213.2.2 port 22"), "{}", f.body);
+    assert_eq!(forward_to(f).map(|a| a.ip().to_string()).as_deref(), Some("10.213.2.2"));
+    assert_eq!(forward_to(f).map(|a| a.port()), Some(22));
+    assert_eq!(f.user.as_deref(), Some("sl-alice"));
+    assert_eq!(f.connection_id, events[0].connection_id);
+    assert_eq!(Some(f.process.pid), Some(child));
+    assert!(
+        crate::otel::describe(f).starts_with("sl-alice forwarded a connection to 10.213.2.2 port 22"),
+        "{}",
+        crate::otel::describe(f)
+    );
 }
 
 /// What /proc says of sockets: this one is TCP.
@@ -441,7 +465,7 @@ impl super::process::ProcView for TcpSockets {
 
 #[test]
 fn a_tcp_forward_to_port_53_is_a_forward() {
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
     let child = decode(&records[drop_at]).unwrap().meta().pid;
     let mut pipeline = pipeline(Box::new(TcpSockets), Metrics::new());
@@ -449,34 +473,34 @@ fn a_tcp_forward_to_port_53_is_a_forward() {
     pipeline.records(records.iter().take(drop_at + 1).cloned(), &mut events);
     pipeline.records([connect(&records[drop_at], child, 5, "192.0.2.53:53".parse().unwrap())], &mut events);
     assert_eq!(names(&events), [SessionOpen, Forward]);
-    assert_eq!(events[1].int(attr::FORWARD_PORT), Some(53));
+    assert_eq!(forward_to(&events[1]).map(|a| a.port()), Some(53));
 }
 
 #[test]
 fn a_stale_child_pid_reused_by_another_session_is_that_session_s() {
     // sl-alice's session child's exit was lost; its pid comes back as the
     // session child of sl-bob's login, which then forwards.
-    let alice = fixture_records("pam-key-login");
+    let alice = capture::fixture("pam-key-login");
     let alice_child =
         decode(&alice[position(&alice, |r| matches!(r, Record::Setresuid { uid: 1001, .. }))]).unwrap().meta().pid;
     let alice: Vec<Vec<u8>> = alice.into_iter().filter(|r| !is_exit_of(r, alice_child)).collect();
-    let bob = fixture_records("pam-password-fail-then-ok");
+    let bob = capture::fixture("pam-password-fail-then-ok");
     let bob_drop = position(&bob, |r| matches!(r, Record::Setresuid { uid: 1002, .. }));
     let bob_child = decode(&bob[bob_drop]).unwrap().meta().pid;
     let bob = edit(&bob[..=bob_drop], 10_000_000_000_000, &[(bob_child, alice_child)]);
     let forward = connect(bob.last().unwrap(), alice_child, 5, "10.213.2.2:22".parse().unwrap());
     let ev = run(alice.into_iter().chain(bob).chain([forward]));
-    let forwards: Vec<&Event> = ev.iter().filter(|e| e.name == Forward).collect();
+    let forwards: Vec<&Event> = ev.iter().filter(|e| matches!(e.kind, Kind::Forward { .. })).collect();
     assert_eq!(forwards.len(), 1, "{:?}", names(&ev));
-    assert_eq!(forwards[0].str(attr::USER_NAME), Some("sl-bob"));
-    let bob_open = ev.iter().find(|e| e.name == SessionOpen && e.str(attr::USER_NAME) == Some("sl-bob")).unwrap();
-    assert_eq!(forwards[0].str(attr::CONNECTION_ID), bob_open.str(attr::CONNECTION_ID));
+    assert_eq!(forwards[0].user.as_deref(), Some("sl-bob"));
+    let bob_open = ev.iter().find(|e| e.kind == Kind::SessionOpen && e.user.as_deref() == Some("sl-bob")).unwrap();
+    assert_eq!(forwards[0].connection_id, bob_open.connection_id);
 }
 
 #[test]
 fn a_preauth_flood_evicts_the_oldest_attempts_never_an_open_session() {
     use super::conn::MAX_CONNS;
-    let records = fixture_records("pam-key-login");
+    let records = capture::fixture("pam-key-login");
     let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
     let listener_fork = &records[0];
     // Connections that never get anywhere: the listener forks a monitor for
@@ -496,6 +520,6 @@ fn a_preauth_flood_evicts_the_oldest_attempts_never_an_open_session() {
     pipeline.records(records.iter().skip(drop_at + 1).cloned(), &mut events);
     pipeline.finish(&mut events);
     assert_eq!(names(&events), [SessionOpen, SessionClose], "the open session was kept whole");
-    assert!(events[1].int(attr::SESSION_DURATION_MS).is_some());
+    assert!(duration(&events[1]).is_some());
     assert!(metrics.evicted_count("connections") >= (MAX_CONNS / 8) as u64);
 }

@@ -234,11 +234,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<Vec<u8>> {
-        let path = format!("{}/tests/fixtures/captures/{name}.hex", env!("CARGO_MANIFEST_DIR"));
-        crate::capture::read_records(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
-    }
+    use crate::capture::fixture;
 
     #[test]
     fn every_kind_from_a_real_capture() {

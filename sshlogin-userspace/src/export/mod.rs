@@ -23,6 +23,7 @@ use crate::{
     config::{Config, Sink},
     event::Event,
     metrics::Metrics,
+    otel::{self, LogRecord},
     resource::Resource,
     spool::{Spool, Store},
 };
@@ -32,7 +33,7 @@ use crate::{
 const SPOOL_QUEUE: usize = 4096;
 
 struct Network {
-    queue: mpsc::Sender<Vec<Event>>,
+    queue: mpsc::Sender<Vec<LogRecord>>,
     writer: JoinHandle<()>,
     exporter: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -72,15 +73,17 @@ impl Exporters {
         Ok(Exporters { stdout, network, metrics })
     }
 
+    /// Maps `events` to log records, once, and hands them to every exporter.
     pub fn send(&mut self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
+        let records: Vec<LogRecord> = events.iter().map(otel::log_record).collect();
         if let Some(out) = &mut self.stdout {
-            out.write(events).context("writing events to stdout")?;
+            out.write(&records).context("writing events to stdout")?;
         }
         for n in &self.network {
-            if n.queue.try_send(events.to_vec()).is_err() {
+            if n.queue.try_send(records.clone()).is_err() {
                 let before = self.metrics.queue_dropped.inc_by(events.len() as u64);
                 if before == 0 || (before + events.len() as u64).is_power_of_two() {
                     tracing::warn!("the spool writer is behind; events dropped (sshlogin_queue_dropped_total)");
@@ -135,7 +138,7 @@ fn start_sink(
 
 /// Commits each batch from the pipeline to the spool and wakes the exporter.
 async fn write_spool(
-    mut rx: mpsc::Receiver<Vec<Event>>,
+    mut rx: mpsc::Receiver<Vec<LogRecord>>,
     spool: Arc<Spool>,
     arrived: Arc<Notify>,
     metrics: Arc<Metrics>,

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::{
-    event::{Attributes, Event, EventName},
+    otel::{Attributes, EventName, LogRecord},
     resource::Resource,
 };
 
@@ -23,7 +23,7 @@ struct Line<'a> {
 }
 
 /// The JSON object of one event, as one line without the newline.
-pub fn to_line(e: &Event, resource: &Resource) -> String {
+pub fn to_line(e: &LogRecord, resource: &Resource) -> String {
     let line = Line {
         event_name: e.name,
         time_unix_nano: e.time_unix_nano,
@@ -48,7 +48,7 @@ impl<W: Write> StdoutSink<W> {
     }
 
     /// Writes the events and flushes, so a reader sees each batch at once.
-    pub fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
+    pub fn write(&mut self, events: &[LogRecord]) -> std::io::Result<()> {
         for e in events {
             let mut line = to_line(e, &self.resource);
             line.push('\n');
@@ -61,11 +61,11 @@ impl<W: Write> StdoutSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::attr;
+    use crate::otel::attr;
 
     #[test]
     fn line_has_the_documented_keys() {
-        let mut e = Event::new(EventName::AuthFailure, 1);
+        let mut e = LogRecord::new(EventName::AuthFailure, 1);
         e.time_unix_nano = 1_764_000_000_000_000_000;
         e.body = "failed login".into();
         e.set(attr::USER_NAME, "bob");

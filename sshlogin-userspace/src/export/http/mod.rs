@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     config::{ConfigError, Format, Sink},
-    event::Event,
     metrics::Metrics,
+    otel::LogRecord,
     resource::Resource,
     spool::Spool,
 };
@@ -120,7 +120,7 @@ impl Exporter {
         // A batch that could not be delivered is tried again as it was: the
         // spool keeps exactly it from eviction, so that a full spool drops
         // its oldest other events, not whatever arrived since.
-        let mut held: Option<(Vec<u64>, Vec<Event>)> = None;
+        let mut held: Option<(Vec<u64>, Vec<LogRecord>)> = None;
         loop {
             if deadline.is_none() && *stop.borrow() {
                 deadline = Some(Instant::now() + drain);
@@ -153,8 +153,8 @@ impl Exporter {
                         }
                         continue;
                     }
-                    let (ids, events): (Vec<u64>, Vec<Option<Event>>) = batch.into_iter().unzip();
-                    let events: Vec<Event> = events.into_iter().flatten().collect();
+                    let (ids, events): (Vec<u64>, Vec<Option<LogRecord>>) = batch.into_iter().unzip();
+                    let events: Vec<LogRecord> = events.into_iter().flatten().collect();
                     if events.len() < ids.len() {
                         tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
                         self.metrics.export_events(
@@ -198,7 +198,7 @@ impl Exporter {
     }
 
     /// Sends one batch, retrying until `give_up_at` or until `stop` turns.
-    pub async fn export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
+    pub async fn export(&self, events: &[LogRecord], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let n = events.len() as u64;
         let sink = self.config.kind.name();
         let outcome = self.try_export(events, give_up_at, stop).await;
@@ -220,7 +220,7 @@ impl Exporter {
     }
 
     /// The request body for `events` in this exporter's format.
-    fn body(&self, events: &[Event]) -> std::io::Result<encode::Body> {
+    fn body(&self, events: &[LogRecord]) -> std::io::Result<encode::Body> {
         match self.config.format {
             Format::Otlp(protocol) => {
                 encode::body(&encode::request(&self.resource, events), protocol, self.config.compression)
@@ -234,7 +234,7 @@ impl Exporter {
         }
     }
 
-    async fn try_export(&self, events: &[Event], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
+    async fn try_export(&self, events: &[LogRecord], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let body = match self.body(events) {
             Ok(b) => b,
             Err(e) => return Outcome::Dropped { reason: format!("cannot encode the request: {e}") },
@@ -315,7 +315,7 @@ fn transport_error(e: &reqwest::Error) -> String {
     text
 }
 
-async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<Event>)>> {
+async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<LogRecord>)>> {
     let spool = spool.clone();
     tokio::task::spawn_blocking(move || spool.oldest(max)).await?
 }

@@ -16,7 +16,7 @@ use tokio::{
 use super::*;
 use crate::{
     config::{Compression, DEFAULT_RETRY, Format, Protocol, Retry, SinkKind},
-    event::{EventName, attr},
+    otel::{EventName, attr},
 };
 
 fn exporter(cfg: &Sink) -> (Exporter, Arc<Metrics>) {
@@ -25,7 +25,7 @@ fn exporter(cfg: &Sink) -> (Exporter, Arc<Metrics>) {
 }
 
 /// One batch through `export`, with a 5 s budget and no shutdown.
-async fn send(ex: &Exporter, events: &[Event]) -> Outcome {
+async fn send(ex: &Exporter, events: &[LogRecord]) -> Outcome {
     let (_keep, mut stop) = watch::channel(false);
     ex.export(events, Instant::now() + ex.config.retry.max_elapsed, &mut stop).await
 }
@@ -120,8 +120,8 @@ fn config(url: &str) -> Sink {
     }
 }
 
-fn event(user: &str) -> Event {
-    let mut e = Event::new(EventName::AuthFailure, 1);
+fn event(user: &str) -> LogRecord {
+    let mut e = LogRecord::new(EventName::AuthFailure, 1);
     e.set(attr::USER_NAME, user);
     e
 }

@@ -7,14 +7,14 @@ use std::io::Write;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    logs::v1::{LogRecord as ProtoRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
 use prost::Message;
 
 use crate::{
     config::{Compression, Protocol},
-    event::{Event, Value},
+    otel::{LogRecord, Value},
     resource,
 };
 
@@ -26,9 +26,9 @@ fn key_value(key: &str, value: AnyValue) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(value), ..KeyValue::default() }
 }
 
-pub fn log_record(e: &Event) -> LogRecord {
+pub fn log_record(e: &LogRecord) -> ProtoRecord {
     let severity = e.name.severity();
-    LogRecord {
+    ProtoRecord {
         time_unix_nano: e.time_unix_nano,
         observed_time_unix_nano: e.observed_time_unix_nano,
         severity_number: severity.number(),
@@ -46,11 +46,11 @@ pub fn log_record(e: &Event) -> LogRecord {
             })
             .collect(),
         event_name: e.name.as_str().to_string(),
-        ..LogRecord::default()
+        ..ProtoRecord::default()
     }
 }
 
-pub fn request(resource: &resource::Resource, events: &[Event]) -> ExportLogsServiceRequest {
+pub fn request(resource: &resource::Resource, events: &[LogRecord]) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
@@ -107,10 +107,10 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::event::{EventName, attr};
+    use crate::otel::{EventName, attr};
 
-    fn event() -> Event {
-        let mut e = Event::new(EventName::SessionOpen, 1);
+    fn event() -> LogRecord {
+        let mut e = LogRecord::new(EventName::SessionOpen, 1);
         e.time_unix_nano = 1_795_714_195_145_419_167;
         e.observed_time_unix_nano = 1_795_714_195_146_829_692;
         e.body = "alice opened a session from 192.0.2.7 port 51234 (publickey)".into();

@@ -1,39 +1,12 @@
-//! What sshlogin asks the host about a process: its parent and start time,
-//! its TCP connection, its audit ids. `/proc` in the daemon; nothing when
-//! replaying a capture from another host or time.
+//! The correlator's questions about a process, answered from `/proc`: its
+//! parent and start time, its TCP connection, its audit ids.
 
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-/// What sshlogin may ask the host about a process. `/proc` in the daemon,
-/// nothing at all when replaying a capture.
-pub trait ProcView {
-    /// Parent pid and the parent's comm.
-    fn parent(&self, pid: u32) -> Option<(u32, String)>;
-    /// Process start, CLOCK_BOOTTIME nanoseconds.
-    fn start_ns(&self, pid: u32) -> Option<u64>;
-    /// Whether `pid` is alive and started at `start_ns` (as [`Self::start_ns`]
-    /// or the fork record said, to the clock tick); `None`: cannot tell.
-    fn alive(&self, _pid: u32, _start_ns: u64) -> Option<bool> {
-        None
-    }
-    /// (local, remote) of the process's established TCP connection: for an
-    /// sshd monitor, the server and client ends of the SSH connection.
-    fn tcp_connection(&self, _pid: u32) -> Option<(SocketAddr, SocketAddr)> {
-        None
-    }
-    /// Whether `fd` of `pid` is a UDP socket (`None`: cannot tell).
-    fn is_udp(&self, _pid: u32, _fd: u32) -> Option<bool> {
-        None
-    }
-    /// The audit login uid and session id (`/proc/PID/loginuid`,
-    /// `sessionid`), when set.
-    fn audit_ids(&self, _pid: u32) -> (Option<u32>, Option<u32>) {
-        (None, None)
-    }
-}
+use crate::correlate::process::ProcView;
 
 /// Reads `/proc/PID/stat`.
 pub struct ProcFs;
@@ -173,18 +146,6 @@ fn hex_addr(s: &str) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, port))
-}
-
-/// Knows nothing: replayed captures come from another host or another time.
-pub struct NoProc;
-
-impl ProcView for NoProc {
-    fn parent(&self, _pid: u32) -> Option<(u32, String)> {
-        None
-    }
-    fn start_ns(&self, _pid: u32) -> Option<u64> {
-        None
-    }
 }
 
 #[cfg(test)]

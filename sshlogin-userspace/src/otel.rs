@@ -1,0 +1,364 @@
+//! Events as OpenTelemetry log records: the event name, severity, body and
+//! attributes (semantic conventions where one exists). The one place that
+//! knows these names; the spool and every exporter carry [`LogRecord`]s.
+
+use std::{borrow::Cow, collections::BTreeMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, FailureReason, KeyInfo, Kind};
+
+/// Attribute names (OpenTelemetry semantic conventions where one exists).
+pub mod attr {
+    pub const USER_NAME: &str = "user.name";
+    pub const USER_ID: &str = "user.id";
+    pub const CLIENT_ADDRESS: &str = "client.address";
+    pub const CLIENT_PORT: &str = "client.port";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
+    pub const AUTH_METHOD: &str = "ssh.auth.method";
+    pub const KEY_TYPE: &str = "ssh.key.type";
+    pub const KEY_FINGERPRINT: &str = "ssh.key.fingerprint";
+    pub const CERT_ID: &str = "ssh.cert.id";
+    pub const CERT_SERIAL: &str = "ssh.cert.serial";
+    pub const CERT_CA_TYPE: &str = "ssh.cert.ca.type";
+    pub const CERT_CA_FINGERPRINT: &str = "ssh.cert.ca.fingerprint";
+    pub const AUDIT_LOGIN_UID: &str = "linux.audit.login_uid";
+    pub const AUDIT_SESSION_ID: &str = "linux.audit.session_id";
+    pub const FORWARD_ADDRESS: &str = "ssh.forward.address";
+    pub const FORWARD_PORT: &str = "ssh.forward.port";
+    pub const TERMINAL: &str = "ssh.terminal";
+    /// The session's pseudo-terminal, once sshd has allocated one.
+    pub const TTY: &str = "ssh.tty";
+    pub const PROCESS_PID: &str = "process.pid";
+    pub const PROCESS_PARENT_PID: &str = "process.parent_pid";
+    pub const PROCESS_EXE: &str = "process.executable.path";
+    pub const SESSION_DURATION_MS: &str = "ssh.session.duration_ms";
+    pub const FAILURE_REASON: &str = "ssh.failure.reason";
+    pub const CONNECTION_ID: &str = "ssh.connection.id";
+    /// Semantic conventions' id for de-duplicating log records.
+    pub const RECORD_UID: &str = "log.record.uid";
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventName {
+    #[serde(rename = "ssh.session.open")]
+    SessionOpen,
+    #[serde(rename = "ssh.session.close")]
+    SessionClose,
+    #[serde(rename = "ssh.auth.failure")]
+    AuthFailure,
+    #[serde(rename = "ssh.forward")]
+    Forward,
+}
+
+impl EventName {
+    pub fn of(kind: &Kind) -> EventName {
+        match kind {
+            Kind::SessionOpen => EventName::SessionOpen,
+            Kind::SessionClose { .. } => EventName::SessionClose,
+            Kind::AuthFailure { .. } => EventName::AuthFailure,
+            Kind::Forward { .. } => EventName::Forward,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::SessionOpen => "ssh.session.open",
+            EventName::SessionClose => "ssh.session.close",
+            EventName::AuthFailure => "ssh.auth.failure",
+            EventName::Forward => "ssh.forward",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            EventName::SessionOpen | EventName::SessionClose | EventName::Forward => Severity::Info,
+            EventName::AuthFailure => Severity::Warn,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warn,
+}
+
+impl Severity {
+    /// OpenTelemetry SeverityNumber.
+    pub fn number(self) -> i32 {
+        match self {
+            Severity::Info => 9,
+            Severity::Warn => 13,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warn => "WARN",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_string())
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<u32> for Value {
+    fn from(i: u32) -> Self {
+        Value::Int(i64::from(i))
+    }
+}
+impl From<u16> for Value {
+    fn from(i: u16) -> Self {
+        Value::Int(i64::from(i))
+    }
+}
+
+/// Keys are the `attr` constants (borrowed, no allocation per event), or
+/// owned when read back from the spool.
+pub type Attributes = BTreeMap<Cow<'static, str>, Value>;
+
+/// One event as a log record. Serialized as is into the spool: its JSON
+/// form is the spool's format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub name: EventName,
+    /// When it happened, CLOCK_BOOTTIME nanoseconds.
+    pub ktime_ns: u64,
+    /// When it happened, Unix nanoseconds.
+    pub time_unix_nano: u64,
+    /// When sshlogin produced it, Unix nanoseconds.
+    pub observed_time_unix_nano: u64,
+    pub body: String,
+    pub attributes: Attributes,
+}
+
+impl LogRecord {
+    pub fn new(name: EventName, ktime_ns: u64) -> Self {
+        LogRecord {
+            name,
+            ktime_ns,
+            time_unix_nano: 0,
+            observed_time_unix_nano: 0,
+            body: String::new(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.attributes.insert(Cow::Borrowed(key), value.into());
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.attributes.get(key)? {
+            Value::Str(s) => Some(s),
+            Value::Int(_) => None,
+        }
+    }
+
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.attributes.get(key)? {
+            Value::Int(i) => Some(*i),
+            Value::Str(_) => None,
+        }
+    }
+}
+
+impl FailureReason {
+    /// `ssh.failure.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::WrongPassword => "wrong_password",
+            FailureReason::PublickeyRejected => "publickey_rejected",
+            FailureReason::InvalidUser => "invalid_user",
+            FailureReason::MaxAuthTries => "max_auth_tries",
+            FailureReason::PreauthDisconnect => "preauth_disconnect",
+            FailureReason::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// The record of `e`: its attributes and the sentence that is its body.
+pub fn log_record(e: &Event) -> LogRecord {
+    let mut a = Attributes::new();
+    let mut set = |key: &'static str, value: Value| {
+        a.insert(Cow::Borrowed(key), value);
+    };
+    let text = |s: &Option<String>| s.as_deref().map(Value::from);
+    // user.id and the audit ids are strings in the semantic conventions.
+    let id = |n: Option<u32>| n.map(|n| Value::Str(n.to_string()));
+    let int = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok()).map(Value::Int);
+    let fields = [
+        (attr::USER_NAME, text(&e.user)),
+        (attr::USER_ID, id(e.uid)),
+        (attr::CLIENT_ADDRESS, e.client_address.map(|a| Value::Str(a.to_string()))),
+        (attr::CLIENT_PORT, int(e.client_port.map(u64::from))),
+        (attr::SERVER_ADDRESS, e.server.map(|s| Value::Str(s.ip().to_canonical().to_string()))),
+        (attr::SERVER_PORT, int(e.server.map(|s| u64::from(s.port())))),
+        (attr::AUTH_METHOD, text(&e.auth_method)),
+        (attr::TERMINAL, text(&e.terminal)),
+        (attr::TTY, text(&e.tty)),
+        (attr::AUDIT_LOGIN_UID, id(e.audit_login_uid)),
+        (attr::AUDIT_SESSION_ID, id(e.audit_session_id)),
+        (attr::PROCESS_PID, int(Some(u64::from(e.process.pid)))),
+        (attr::PROCESS_PARENT_PID, int(e.process.parent_pid.map(u64::from))),
+        (attr::PROCESS_EXE, text(&e.process.exe)),
+        (attr::CONNECTION_ID, text(&e.connection_id)),
+        (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            set(key, v);
+        }
+    }
+    if let Some(k) = &e.key {
+        set_key(&mut set, k);
+    }
+    match &e.kind {
+        Kind::SessionOpen => {}
+        Kind::SessionClose { duration_ms } => {
+            if let Some(v) = int(*duration_ms) {
+                set(attr::SESSION_DURATION_MS, v);
+            }
+        }
+        Kind::AuthFailure { reason } => set(attr::FAILURE_REASON, reason.as_str().into()),
+        Kind::Forward { to } => {
+            set(attr::FORWARD_ADDRESS, Value::Str(to.ip().to_canonical().to_string()));
+            set(attr::FORWARD_PORT, to.port().into());
+        }
+    }
+    LogRecord {
+        name: EventName::of(&e.kind),
+        ktime_ns: e.ktime_ns,
+        time_unix_nano: e.time_unix_nano,
+        observed_time_unix_nano: e.observed_time_unix_nano,
+        body: describe(e),
+        attributes: a,
+    }
+}
+
+fn set_key(set: &mut impl FnMut(&'static str, Value), k: &KeyInfo) {
+    set(attr::KEY_TYPE, k.key_type.as_str().into());
+    set(attr::KEY_FINGERPRINT, k.fingerprint.as_str().into());
+    let Some(c) = &k.cert else { return };
+    set(attr::CERT_ID, c.id.as_str().into());
+    if let Some(serial) = c.serial.and_then(|s| i64::try_from(s).ok()) {
+        set(attr::CERT_SERIAL, serial.into());
+    }
+    if let Some(t) = &c.ca_type {
+        set(attr::CERT_CA_TYPE, t.as_str().into());
+    }
+    if let Some(fp) = &c.ca_fingerprint {
+        set(attr::CERT_CA_FINGERPRINT, fp.as_str().into());
+    }
+}
+
+/// The human-readable sentence, e.g. "alice opened a session from
+/// 192.0.2.7 port 51234 (publickey)".
+pub fn describe(e: &Event) -> String {
+    let user = e.user.as_deref().unwrap_or("an unknown user");
+    let from = match (e.client_address, e.client_port) {
+        (Some(a), Some(p)) => format!(" from {a} port {p}"),
+        (Some(a), None) => format!(" from {a}"),
+        _ => String::new(),
+    };
+    match &e.kind {
+        Kind::SessionOpen => {
+            let method = e.auth_method.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+            format!("{user} opened a session{from}{method}")
+        }
+        Kind::SessionClose { duration_ms } => {
+            let took = duration_ms.map(|ms| format!(" after {}", human_duration(ms))).unwrap_or_default();
+            format!("{user} closed a session{from}{took}")
+        }
+        Kind::AuthFailure { reason } => {
+            format!("failed login for {user}{from}: {}", reason.as_str().replace('_', " "))
+        }
+        Kind::Forward { to } => {
+            format!("{user} forwarded a connection to {} port {} (session{from})", to.ip().to_canonical(), to.port())
+        }
+    }
+}
+
+fn human_duration(ms: u64) -> String {
+    match ms {
+        ms if ms < 1_000 => format!("{ms} ms"),
+        ms if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms if ms < 3_600_000 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        ms => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Process;
+
+    #[test]
+    fn bodies_read_like_sentences() {
+        let mut e = Event::new(Kind::SessionOpen, 1);
+        e.user = Some("alice".into());
+        e.client_address = Some("192.0.2.7".parse().unwrap());
+        e.client_port = Some(51234);
+        e.auth_method = Some("publickey".into());
+        assert_eq!(describe(&e), "alice opened a session from 192.0.2.7 port 51234 (publickey)");
+        e.kind = Kind::SessionClose { duration_ms: Some(61_500) };
+        assert_eq!(describe(&e), "alice closed a session from 192.0.2.7 port 51234 after 1m01s");
+        let f = Event::new(Kind::AuthFailure { reason: FailureReason::InvalidUser }, 1);
+        assert_eq!(describe(&f), "failed login for an unknown user: invalid user");
+        let mut g = e.clone();
+        g.kind = Kind::Forward { to: "[::ffff:10.0.0.9]:22".parse().unwrap() };
+        assert_eq!(
+            describe(&g),
+            "alice forwarded a connection to 10.0.0.9 port 22 (session from 192.0.2.7 port 51234)"
+        );
+    }
+
+    #[test]
+    fn attributes_keep_their_wire_types() {
+        let mut e = Event::new(Kind::SessionClose { duration_ms: Some(1500) }, 7);
+        e.user = Some("alice".into());
+        e.uid = Some(1001);
+        e.client_address = Some("::1".parse().unwrap());
+        e.client_port = Some(40000);
+        e.server = Some("[::ffff:127.0.0.1]:22".parse().unwrap());
+        e.audit_session_id = Some(12);
+        e.process = Process { pid: 42, parent_pid: Some(41), exe: Some("/usr/sbin/sshd".into()) };
+        e.connection_id = Some("c1".into());
+        let r = log_record(&e);
+        assert_eq!(r.name, EventName::SessionClose);
+        assert_eq!(r.str(attr::USER_ID), Some("1001"), "user.id is a string");
+        assert_eq!(r.str(attr::AUDIT_SESSION_ID), Some("12"));
+        assert_eq!(r.str(attr::CLIENT_ADDRESS), Some("::1"));
+        assert_eq!(r.int(attr::CLIENT_PORT), Some(40000));
+        assert_eq!(r.str(attr::SERVER_ADDRESS), Some("127.0.0.1"));
+        assert_eq!(r.int(attr::SERVER_PORT), Some(22));
+        assert_eq!(r.int(attr::SESSION_DURATION_MS), Some(1500));
+        assert_eq!(r.int(attr::PROCESS_PID), Some(42));
+        assert_eq!(r.int(attr::PROCESS_PARENT_PID), Some(41));
+        assert_eq!(r.str(attr::CONNECTION_ID), Some("c1"));
+        assert_eq!(r.attributes.get(attr::AUDIT_LOGIN_UID), None, "what is not known is left out");
+        assert_eq!(r.ktime_ns, 7);
+    }
+}
