@@ -52,17 +52,11 @@ pub struct Fact {
 /// An attempt being assembled.
 #[derive(Clone, Debug, Default)]
 pub struct Attempt {
-    /// Time of its first record.
-    pub ktime_ns: u64,
+    /// What its records said, merged; the time is its first record's.
+    pub fact: Fact,
     /// Time of its latest record.
     pub last_ns: u64,
     pub(super) sources: u8,
-    pub user: Option<String>,
-    pub invalid: bool,
-    pub method: Option<String>,
-    pub key: Option<KeyInfo>,
-    pub peer: Option<Peer>,
-    pub terminal: Option<String>,
     pub max_tries: bool,
 }
 
@@ -72,7 +66,7 @@ impl Attempt {
         if self.sources & source as u8 != 0 {
             return false;
         }
-        match (&self.user, &fact.user) {
+        match (&self.fact.user, &fact.user) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         }
@@ -84,37 +78,38 @@ impl Attempt {
     }
 
     pub fn merge(&mut self, source: Source, fact: Fact) {
-        if self.ktime_ns == 0 {
-            self.ktime_ns = fact.ktime_ns;
+        let mine = &mut self.fact;
+        if mine.ktime_ns == 0 {
+            mine.ktime_ns = fact.ktime_ns;
         }
         self.sources |= source as u8;
         self.last_ns = self.last_ns.max(fact.ktime_ns);
-        self.invalid |= fact.invalid;
-        if self.user.is_none() {
-            self.user = fact.user;
+        mine.invalid |= fact.invalid;
+        if mine.user.is_none() {
+            mine.user = fact.user;
         }
         if fact.method.is_some() {
-            self.method = fact.method;
+            mine.method = fact.method;
         }
         if fact.key.is_some() {
-            self.key = fact.key;
+            mine.key = fact.key;
         }
         if fact.peer.is_some() {
-            self.peer = fact.peer;
+            mine.peer = fact.peer;
         }
         // PAM's terminal (e.g. "ssh") says more than sshd's label "sshd".
-        if self.terminal.is_none() || source == Source::AuditAuth {
-            self.terminal = fact.terminal.or(self.terminal.take());
+        if mine.terminal.is_none() || source == Source::AuditAuth {
+            mine.terminal = fact.terminal.or(mine.terminal.take());
         }
     }
 
     pub fn reason(&self) -> FailureReason {
         if self.max_tries {
             FailureReason::MaxAuthTries
-        } else if self.invalid {
+        } else if self.fact.invalid {
             FailureReason::InvalidUser
         } else {
-            match self.method.as_deref() {
+            match self.fact.method.as_deref() {
                 Some("password") => FailureReason::WrongPassword,
                 Some("publickey") => FailureReason::PublickeyRejected,
                 Some(m) if m.starts_with("keyboard-interactive") => FailureReason::WrongPassword,
@@ -142,18 +137,19 @@ mod tests {
         assert!(!a.accepts(Source::AuditAuth, &fact(Some("bob"))), "a second USER_AUTH is a new attempt");
         assert!(!a.accepts(Source::AuditLogin, &fact(Some("alice"))), "another user is a new attempt");
         assert!(a.accepts(Source::AuditLogin, &fact(None)));
-        assert_eq!((a.ktime_ns, a.last_ns), (5, 9));
+        assert_eq!((a.fact.ktime_ns, a.last_ns), (5, 9));
         assert_eq!(a.reason(), FailureReason::WrongPassword);
     }
 
     #[test]
     fn reasons() {
-        let mut a = Attempt { invalid: true, method: Some("password".into()), ..Attempt::default() };
+        let fact = Fact { invalid: true, method: Some("password".into()), ..Fact::default() };
+        let mut a = Attempt { fact, ..Attempt::default() };
         assert_eq!(a.reason(), FailureReason::InvalidUser);
         a.max_tries = true;
         assert_eq!(a.reason(), FailureReason::MaxAuthTries);
         assert_eq!(Attempt::default().reason(), FailureReason::AuthFailed);
-        let k = Attempt { method: Some("publickey".into()), ..Attempt::default() };
+        let k = Attempt { fact: Fact { method: Some("publickey".into()), ..Fact::default() }, ..Attempt::default() };
         assert_eq!(k.reason(), FailureReason::PublickeyRejected);
     }
 }

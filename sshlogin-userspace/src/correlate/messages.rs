@@ -187,7 +187,7 @@ impl Correlator {
 
     pub(super) fn flush_attempt(&mut self, m: u32, out: &mut Vec<Event>) {
         let Some(attempt) = self.conns.get_mut(&m).and_then(|c| c.attempt.take()) else { return };
-        let e = self.failure_event(m, &attempt, attempt.reason());
+        let e = self.failure_event(m, &attempt.fact, attempt.reason());
         if let Some(conn) = self.conns.get_mut(&m) {
             conn.failures += 1;
         }
@@ -202,8 +202,7 @@ impl Correlator {
             return;
         }
         let Some(user) = conn.named_user.clone() else { return };
-        let attempt =
-            Attempt { ktime_ns, user: Some(user), invalid: conn.invalid_user.is_some(), ..Attempt::default() };
-        out.push(self.failure_event(m, &attempt, FailureReason::PreauthDisconnect));
+        let fact = Fact { ktime_ns, user: Some(user), invalid: conn.invalid_user.is_some(), ..Fact::default() };
+        out.push(self.failure_event(m, &fact, FailureReason::PreauthDisconnect));
     }
 }

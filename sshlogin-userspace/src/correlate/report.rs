@@ -1,13 +1,13 @@
 //! Connection facts into events: who, from where, with what, which process.
 
-use super::{Correlator, attempt::Attempt, conn::Conn, conn::Session};
+use super::{Correlator, attempt::Fact, conn::Conn, conn::Session};
 use crate::{
     decode::syslog::Peer,
     event::{Event, FailureReason, Kind, Process},
 };
 
 impl Correlator {
-    pub(super) fn failure_event(&self, m: u32, a: &Attempt, reason: FailureReason) -> Event {
+    pub(super) fn failure_event(&self, m: u32, a: &Fact, reason: FailureReason) -> Event {
         let conn = self.conns.get(&m).expect("callers hold the connection");
         let mut e = Event::new(Kind::AuthFailure { reason }, a.ktime_ns);
         e.user = a.user.clone().or_else(|| if a.invalid { conn.invalid_user.clone() } else { None });
