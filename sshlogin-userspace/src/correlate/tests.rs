@@ -9,7 +9,10 @@ use uuid::Uuid;
 use crate::{
     admit::TrustCapture,
     capture,
-    correlate::{Settings, process::NoProc},
+    correlate::{
+        Settings,
+        process::{NoProc, ProcView},
+    },
     decode::{Record, decode},
     enrich::UserDb,
     event::{Event, FailureReason, Kind},
@@ -45,10 +48,7 @@ fn settings() -> Settings {
     Settings { boot_id: Uuid::nil(), family: vec!["sshd".into(), "sshd-session".into(), "sshd-auth".into()] }
 }
 
-fn pipeline(
-    view: Box<dyn super::process::ProcView + Send>,
-    metrics: std::sync::Arc<Metrics>,
-) -> Pipeline<FixtureUsers> {
+fn pipeline(view: Box<dyn ProcView + Send>, metrics: std::sync::Arc<Metrics>) -> Pipeline<FixtureUsers> {
     Pipeline::new(settings(), view, Box::new(TrustCapture), FixtureUsers, Box::new(SystemClock), metrics)
 }
 
@@ -411,16 +411,22 @@ fn connect(like: &[u8], pid: u32, fd: u32, addr: std::net::SocketAddr) -> Vec<u8
     r
 }
 
-#[test]
-fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
+/// A key login replayed up to its session child's drop to sl-alice: the
+/// pipeline, the events so far, the drop record and the child's pid.
+fn up_to_the_session_child(view: Box<dyn ProcView + Send>) -> (Pipeline<FixtureUsers>, Vec<Event>, Vec<u8>, u32) {
     let records = capture::fixture("pam-key-login");
-    // Stop right after the session child dropped to sl-alice.
     let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
     let child = decode(&records[drop_at]).unwrap().meta().pid;
-    let mut pipeline = pipeline(Box::new(NoProc), Metrics::new());
+    let mut pipeline = pipeline(view, Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records.iter().take(drop_at + 1).cloned(), &mut events);
-    let like = &records[drop_at];
+    (pipeline, events, records[drop_at].clone(), child)
+}
+
+#[test]
+fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
+    let (mut pipeline, mut events, like, child) = up_to_the_session_child(Box::new(NoProc));
+    let like = &like;
     let at = |s: &str| s.parse().unwrap();
     pipeline.records(
         [
@@ -451,7 +457,7 @@ fn a_session_child_connecting_onward_is_a_forward_but_dns_is_not() {
 /// What /proc says of sockets: this one is TCP.
 struct TcpSockets;
 
-impl super::process::ProcView for TcpSockets {
+impl ProcView for TcpSockets {
     fn parent(&self, _pid: u32) -> Option<(u32, String)> {
         None
     }
@@ -465,13 +471,8 @@ impl super::process::ProcView for TcpSockets {
 
 #[test]
 fn a_tcp_forward_to_port_53_is_a_forward() {
-    let records = capture::fixture("pam-key-login");
-    let drop_at = position(&records, |r| matches!(r, Record::Setresuid { uid: 1001, .. }));
-    let child = decode(&records[drop_at]).unwrap().meta().pid;
-    let mut pipeline = pipeline(Box::new(TcpSockets), Metrics::new());
-    let mut events = Vec::new();
-    pipeline.records(records.iter().take(drop_at + 1).cloned(), &mut events);
-    pipeline.records([connect(&records[drop_at], child, 5, "192.0.2.53:53".parse().unwrap())], &mut events);
+    let (mut pipeline, mut events, like, child) = up_to_the_session_child(Box::new(TcpSockets));
+    pipeline.records([connect(&like, child, 5, "192.0.2.53:53".parse().unwrap())], &mut events);
     assert_eq!(names(&events), [SessionOpen, Forward]);
     assert_eq!(forward_to(&events[1]).map(|a| a.port()), Some(53));
 }
