@@ -51,7 +51,7 @@ impl<U: UserDb> Enricher<U> {
         }
         e.time_unix_nano = u64::try_from(i128::from(e.ktime_ns) + boot_to_unix_ns).unwrap_or(now_unix_ns);
         e.observed_time_unix_nano = now_unix_ns;
-        let conn = e.connection_id.as_deref().unwrap_or("-");
+        let conn = e.connection_id.map_or_else(|| "-".to_string(), |u| u.to_string());
         let name = format!("{conn}/{}/{}", otel::EventName::of(&e.kind).as_str(), e.ktime_ns);
         e.record_uid = Some(Uuid::new_v5(&self.boot_id, name.as_bytes()));
     }
@@ -127,7 +127,7 @@ mod tests {
         let mut en = Enricher::new(Db(Cell::new(0)), Uuid::nil());
         let make = |k| {
             let mut e = Event::new(Kind::AuthFailure { reason: FailureReason::WrongPassword }, k);
-            e.connection_id = Some("c1".into());
+            e.connection_id = Some(Uuid::from_u128(1));
             e
         };
         let (mut a, mut b, mut c) = (make(1), make(1), make(2));

@@ -73,7 +73,7 @@ pub struct Event {
     pub audit_session_id: Option<u32>,
     pub process: Process,
     /// Names the SSH connection in every event of it.
-    pub connection_id: Option<String>,
+    pub connection_id: Option<Uuid>,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.

@@ -224,7 +224,7 @@ pub fn log_record(e: &Event) -> LogRecord {
         (attr::PROCESS_PID, int(Some(u64::from(e.process.pid)))),
         (attr::PROCESS_PARENT_PID, int(e.process.parent_pid.map(u64::from))),
         (attr::PROCESS_EXE, text(&e.process.exe)),
-        (attr::CONNECTION_ID, text(&e.connection_id)),
+        (attr::CONNECTION_ID, e.connection_id.map(|u| Value::Str(u.to_string()))),
         (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
     ];
     for (key, value) in fields {
@@ -314,6 +314,7 @@ fn human_duration(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::event::Process;
+    use uuid::Uuid;
 
     #[test]
     fn bodies_read_like_sentences() {
@@ -345,7 +346,7 @@ mod tests {
         e.server = Some("[::ffff:127.0.0.1]:22".parse().unwrap());
         e.audit_session_id = Some(12);
         e.process = Process { pid: 42, parent_pid: Some(41), exe: Some("/usr/sbin/sshd".into()) };
-        e.connection_id = Some("c1".into());
+        e.connection_id = Some(Uuid::from_u128(1));
         let r = log_record(&e);
         assert_eq!(r.name, EventName::SessionClose);
         assert_eq!(r.str(attr::USER_ID), Some("1001"), "user.id is a string");
@@ -357,7 +358,7 @@ mod tests {
         assert_eq!(r.int(attr::SESSION_DURATION_MS), Some(1500));
         assert_eq!(r.int(attr::PROCESS_PID), Some(42));
         assert_eq!(r.int(attr::PROCESS_PARENT_PID), Some(41));
-        assert_eq!(r.str(attr::CONNECTION_ID), Some("c1"));
+        assert_eq!(r.str(attr::CONNECTION_ID), Some("00000000-0000-0000-0000-000000000001"));
         assert_eq!(r.attributes.get(attr::AUDIT_LOGIN_UID), None, "what is not known is left out");
         assert_eq!(r.ktime_ns, 7);
     }

@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use uuid::Uuid;
+
 use super::{attempt::Attempt, process::PidMap};
 use crate::decode::syslog::{KeyInfo, Peer};
 
@@ -45,7 +47,7 @@ impl Session {
 #[derive(Default)]
 pub struct Conn {
     pub monitor: u32,
-    pub id: String,
+    pub id: Uuid,
     /// When the monitor was forked (or found), CLOCK_BOOTTIME.
     pub created_ns: u64,
     pub peer: Option<Peer>,

@@ -204,7 +204,7 @@ impl Correlator {
             self.end(monitor, ktime_ns, out);
         }
         let start = self.procs.start_ns(monitor).unwrap_or(ktime_ns);
-        let id = Uuid::new_v5(&self.settings.boot_id, format!("conn/{monitor}/{start}").as_bytes()).to_string();
+        let id = Uuid::new_v5(&self.settings.boot_id, format!("conn/{monitor}/{start}").as_bytes());
         // While the monitor lives, its socket names both ends.
         let socket = self.procs.tcp_connection(monitor);
         let evicted = self.conns.insert(Conn { monitor, id, socket, created_ns: ktime_ns, ..Conn::default() });

@@ -102,6 +102,6 @@ impl Correlator {
             None => (conn.monitor, self.procs.parent(conn.monitor)),
         };
         e.process = Process { pid, parent_pid, exe: conn.exe.clone() };
-        e.connection_id = Some(conn.id.clone());
+        e.connection_id = Some(conn.id);
     }
 }
