@@ -40,24 +40,9 @@ pub async fn main(command: cli::Command) -> Result<()> {
     }
 }
 
-fn probe_settings(capture: &config::Capture) -> probes::Settings {
-    probes::Settings {
-        family: capture.family.clone(),
-        ring_buffer_bytes: capture.ring_buffer_bytes,
-        syscall_probes: capture.syscall_probes,
-    }
-}
-
 /// Configuration for the commands that take no config file.
-fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<config::Config> {
-    let flags = config::Flags {
-        family: probes.family.clone(),
-        ring_buffer_size: probes.ring_buffer_size,
-        sshd_paths: probes.sshd_paths.clone(),
-        syscall_probes: probes.syscall_probes.clone(),
-        privsep_user: pipeline.privsep_user.clone(),
-        ..config::Flags::default()
-    };
+fn defaults(probes: &config::ProbeFlags, pipeline: &config::PipelineFlags) -> Result<config::Config> {
+    let flags = config::Flags { probes: probes.clone(), pipeline: pipeline.clone(), ..config::Flags::default() };
     Ok(config::resolve_without_env(&flags)?)
 }
 
@@ -119,14 +104,14 @@ fn stop_reader_on_signal(reader: &source::Stopper) -> Result<()> {
 }
 
 async fn run(args: cli::RunArgs) -> Result<()> {
-    let config = config::load(&args.flags())?;
+    let config = config::load(&args)?;
     let metrics = Metrics::new();
     let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource), metrics.clone()).await?;
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
-    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     let (found, check) = scan_running(&config.capture, &probes);
     let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
@@ -244,7 +229,7 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let config = defaults(&cli::ProbeArgs::default(), &args.pipeline)?;
+    let config = defaults(&config::ProbeFlags::default(), &args.pipeline)?;
     // The records were admitted by the kernel and the daemon that captured
     // them; nothing on this host can check their trees again.
     let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Box::new(TrustCapture), Metrics::new());
@@ -262,8 +247,8 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     } else {
         Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?)
     };
-    let config = defaults(&args.probes, &cli::PipelineArgs::default())?;
-    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    let config = defaults(&args.probes, &config::PipelineFlags::default())?;
+    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     // Running sshd processes must be members for their records to be made.
     scan_running(&config.capture, &probes);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
@@ -305,7 +290,7 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
 }
 
 async fn check(args: cli::CheckArgs) -> Result<()> {
-    let config = config::load(&args.run.flags())?;
+    let config = config::load(&args.run)?;
     let items = crate::check::run(&config, !args.no_network).await;
     let mut out = std::io::stdout().lock();
     for item in &items {

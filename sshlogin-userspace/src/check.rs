@@ -129,12 +129,7 @@ fn tracepoints(mode: SyscallProbes) -> Item {
 }
 
 fn probes_load(config: &Config) -> Item {
-    let settings = probes::Settings {
-        family: config.capture.family.clone(),
-        ring_buffer_bytes: config.capture.ring_buffer_bytes,
-        syscall_probes: config.capture.syscall_probes,
-    };
-    match probes::Probes::load(&settings) {
+    match probes::Probes::load(&probes::Settings::from(&config.capture)) {
         Ok((probes, _ring)) => {
             drop(probes);
             ok("ebpf", "the ring buffer and every program loaded, passed the verifier and attached (then detached)")

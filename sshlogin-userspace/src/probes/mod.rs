@@ -19,17 +19,7 @@ use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, s
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sshlogin.bpf.o"));
 
-/// How the entry of sendto, setresuid and connect is seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyscallProbes {
-    /// `syscalls:sys_enter_*` for each: only those calls run a program, but
-    /// each pays for the kernel copying its arguments into a record.
-    Tracepoints,
-    /// One raw `sys_enter` tracepoint: every syscall runs a program that
-    /// returns at once unless the number matches; matching calls are
-    /// cheaper. docs/performance.md compares them.
-    Raw,
-}
+pub use crate::config::SyscallProbes;
 
 /// Programs attached in every mode: (program, tracepoint category, name).
 /// The three `sched:*` ones keep the membership map and go first, so that
@@ -48,7 +38,6 @@ const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
-/// Mounts tracefs if it is not, and says where it is.
 /// The oldest kernel with `BPF_MAP_TYPE_RINGBUF`.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 
@@ -63,6 +52,7 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// Mounts tracefs if it is not, and says where it is.
 pub fn ensure_tracefs() -> Result<std::path::PathBuf> {
     tracefs::ensure_mounted()
 }
@@ -112,6 +102,16 @@ pub struct Settings {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
     pub syscall_probes: SyscallProbes,
+}
+
+impl From<&crate::config::Capture> for Settings {
+    fn from(capture: &crate::config::Capture) -> Settings {
+        Settings {
+            family: capture.family.clone(),
+            ring_buffer_bytes: capture.ring_buffer_bytes,
+            syscall_probes: capture.syscall_probes,
+        }
+    }
 }
 
 /// The loaded, attached programs. Keep it alive as long as records are wanted.
