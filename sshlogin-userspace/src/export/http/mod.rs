@@ -286,7 +286,7 @@ impl Exporter {
                         Decision::Retry { after } => (after, format!("HTTP {status}")),
                     }
                 }
-                Err(e) => (None, transport_error(&e)),
+                Err(e) => (None, crate::error_chain(&e)),
             };
             let wait = wait.unwrap_or_else(|| retry::backoff(&self.config.retry, attempt, rand::random::<f64>()));
             if Instant::now() + wait > give_up_at {
@@ -301,18 +301,6 @@ impl Exporter {
             attempt += 1;
         }
     }
-}
-
-/// The chain of causes, which is where reqwest says what really failed.
-fn transport_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<Event>)>> {
