@@ -20,7 +20,7 @@ use crate::{
     decode,
     enrich::{self, Nss},
     export::{Exporters, stdout::StdoutSink},
-    metrics::Metrics,
+    metrics::{KernelDropped, Metrics, Refused},
     pipeline::{self, Pipeline},
     probes, resource, source,
 };
@@ -183,10 +183,10 @@ fn kernel_counters(
     };
     let delta = |a: u64, b: u64| a.saturating_sub(b);
     let lost = [
-        ("ringbuf_full", delta(now.ringbuf_full, before.ringbuf_full)),
-        ("read_failed", delta(now.read_failed, before.read_failed)),
-        ("pending_full", delta(now.pending_full, before.pending_full)),
-        ("members_full", delta(now.members_full, before.members_full)),
+        (KernelDropped::RingbufFull, delta(now.ringbuf_full, before.ringbuf_full)),
+        (KernelDropped::ReadFailed, delta(now.read_failed, before.read_failed)),
+        (KernelDropped::PendingFull, delta(now.pending_full, before.pending_full)),
+        (KernelDropped::MembersFull, delta(now.members_full, before.members_full)),
     ];
     let mut any = false;
     for (reason, n) in lost {
@@ -194,7 +194,7 @@ fn kernel_counters(
             any = true;
             metrics.kernel_dropped(reason, n);
             tracing::warn!(
-                reason,
+                reason = reason.as_str(),
                 n,
                 "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows; members_full: more \
                  sshd processes than the membership map holds)"
@@ -203,16 +203,16 @@ fn kernel_counters(
     }
     let shed = delta(now.shed, before.shed);
     if shed > 0 {
-        metrics.kernel_dropped("forward_shed", shed);
+        metrics.kernel_dropped(KernelDropped::ForwardShed, shed);
         tracing::warn!(n = shed, "forwards not recorded: the ring buffer was more than half full");
     }
     let forged = delta(now.audit_not_root, before.audit_not_root);
     if forged > 0 {
-        metrics.refused("audit_not_root", forged);
+        metrics.refused(Refused::AuditNotRoot, forged);
         tracing::warn!(n = forged, "refused audit records sent by an sshd process that is not root");
     }
-    metrics.refused("syslog_not_root", delta(now.syslog_not_root, before.syslog_not_root));
-    metrics.refused("tree", delta(now.refused_tree, before.refused_tree));
+    metrics.refused(Refused::SyslogNotRoot, delta(now.syslog_not_root, before.syslog_not_root));
+    metrics.refused(Refused::Tree, delta(now.refused_tree, before.refused_tree));
     (now, any)
 }
 

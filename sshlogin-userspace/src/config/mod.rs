@@ -154,7 +154,7 @@ pub struct SpoolConfig {
 }
 
 /// Which network exporter a [`Sink`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SinkKind {
     Otlp,
     Webhook,
