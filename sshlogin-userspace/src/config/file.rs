@@ -8,61 +8,54 @@ use serde::Deserialize;
 
 use super::{Compression, Protocol, SyscallProbes};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct File {
-    #[serde(default)]
-    pub capture: Capture,
-    #[serde(default)]
-    pub resource: Resource,
-    #[serde(default)]
-    pub stdout: Stdout,
-    #[serde(default)]
-    pub otlp: Otlp,
-    #[serde(default)]
-    pub webhook: Webhook,
-    #[serde(default)]
-    pub spool: Spool,
-    #[serde(default)]
-    pub metrics: Metrics,
+/// The file and its sections: every key optional (a missing one is its
+/// type's default), an unknown one an error.
+macro_rules! sections {
+    ($($(#[$m:meta])* $name:ident { $($body:tt)* })*) => {$(
+        $(#[$m])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name { $($body)* }
+    )*};
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Spool {
-    pub dir: Option<PathBuf>,
-    pub max_size: Option<String>,
-}
+sections! {
+    File {
+        pub capture: Capture,
+        pub resource: Resource,
+        pub stdout: Stdout,
+        pub otlp: Otlp,
+        pub webhook: Webhook,
+        pub spool: Spool,
+        pub metrics: Metrics,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metrics {
-    pub listen: Option<String>,
-}
+    Spool {
+        pub dir: Option<PathBuf>,
+        pub max_size: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capture {
-    pub sshd_comm: Option<Vec<String>>,
-    pub sshd_paths: Option<Vec<String>>,
-    pub syscall_probes: Option<SyscallProbes>,
-    pub ring_buffer_size: Option<String>,
-    /// No longer used; accepted with a warning.
-    pub privsep_user: Option<String>,
-}
+    Metrics {
+        pub listen: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resource {
-    pub service_name: Option<String>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-}
+    Capture {
+        pub sshd_comm: Option<Vec<String>>,
+        pub sshd_paths: Option<Vec<String>>,
+        pub syscall_probes: Option<SyscallProbes>,
+        pub ring_buffer_size: Option<String>,
+        /// No longer used; accepted with a warning.
+        pub privsep_user: Option<String>,
+    }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stdout {
-    pub enabled: Option<bool>,
+    Resource {
+        pub service_name: Option<String>,
+        pub attributes: BTreeMap<String, String>,
+    }
+
+    Stdout {
+        pub enabled: Option<bool>,
+    }
 }
 
 /// `[otlp]` and `[webhook]`, each with its own keys and the keys both
@@ -76,11 +69,11 @@ macro_rules! exporter_sections {
         webhook { $($(#[$wa:meta])* $w:ident: $wt:ty,)* }
     ) => {
         #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(default, deny_unknown_fields)]
         pub struct Otlp { $($(#[$oa])* pub $o: $ot,)* $($(#[$sa])* pub $s: $st,)* }
 
         #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(default, deny_unknown_fields)]
         pub struct Webhook { $($(#[$wa])* pub $w: $wt,)* $($(#[$sa])* pub $s: $st,)* }
 
         /// The keys both network exporters' sections have.
@@ -105,7 +98,6 @@ exporter_sections! {
     shared {
         compression: Option<Compression>,
         timeout: Option<String>,
-        #[serde(default)]
         headers: BTreeMap<String, String>,
         bearer_token_file: Option<PathBuf>,
         certificate: Option<PathBuf>,
