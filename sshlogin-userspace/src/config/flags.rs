@@ -63,7 +63,7 @@ pub struct Flags {
     /// Send events to a plain HTTPS service too (or instead): one POST per
     /// event with the JSON object stdout prints. Spooled and retried like
     /// OTLP, in its own spool table; --bearer-token-file applies to it too.
-    /// See [webhook] in the config.
+    /// See `[webhook]` in the config.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
 
