@@ -8,6 +8,9 @@
 //! below are the same on both sides; tests in this crate pin them.
 #![no_std]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 /// Length of a task's `comm`, NUL padded (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -214,6 +217,86 @@ pub mod layout {
     pub const CONNECT_SIZE: usize = core::mem::size_of::<ConnectRecord>();
 }
 
+/// The `u32` at byte `at` of a record, in native byte order.
+pub fn u32_at(record: &[u8], at: usize) -> Option<u32> {
+    let b = record.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A record's [`kind`]: its first `u32`.
+pub fn record_kind(record: &[u8]) -> Option<u32> {
+    u32_at(record, 0)
+}
+
+/// Why [`message_data`] found no message in a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageError {
+    /// The record ends before byte `need`.
+    Short { need: usize },
+    /// `copied` is more than [`TEXT_CAP`]: not a record the kernel half wrote.
+    BadLength { copied: usize },
+}
+
+/// The copied bytes of an audit or syslog record ([`MessageRecord`]): the
+/// first `copied` bytes of `data`. The one place that slices them; the
+/// record's kind is the caller's to check.
+pub fn message_data(record: &[u8]) -> Result<&[u8], MessageError> {
+    let copied =
+        u32_at(record, layout::MESSAGE_COPIED).ok_or(MessageError::Short { need: layout::MESSAGE_DATA })? as usize;
+    if copied > TEXT_CAP {
+        return Err(MessageError::BadLength { copied });
+    }
+    let end = layout::MESSAGE_DATA + copied;
+    record.get(layout::MESSAGE_DATA..end).ok_or(MessageError::Short { need: end })
+}
+
+/// Capture files: one record a line, lowercase hex; `#` starts a comment line.
+#[cfg(feature = "alloc")]
+pub mod capture {
+    use alloc::vec::Vec;
+
+    /// What is wrong with a capture line.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum HexError {
+        OddLength,
+        /// The two characters at this byte offset are not a hex byte.
+        NotHex {
+            at: usize,
+        },
+    }
+
+    impl core::fmt::Display for HexError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                HexError::OddLength => f.write_str("odd number of hex digits"),
+                HexError::NotHex { at } => write!(f, "not hex at column {}", at + 1),
+            }
+        }
+    }
+
+    /// The record on one line of a capture file; `None` for a blank or
+    /// comment line. Strict: any character that is not hex is an error.
+    pub fn parse_line(line: &str) -> Result<Option<Vec<u8>>, HexError> {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return Ok(None);
+        }
+        if !line.len().is_multiple_of(2) {
+            return Err(HexError::OddLength);
+        }
+        (0..line.len())
+            .step_by(2)
+            .map(|at| {
+                line.get(at..at + 2)
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(HexError::NotHex { at })
+            })
+            .collect::<Result<Vec<u8>, _>>()
+            .map(Some)
+    }
+}
+
 /// The process names the in-kernel filter accepts, written into the object
 /// at load time (global `FAMILY`). Unused slots are all zero and never match
 /// because a real `comm` is never empty. Aligned to 8 so the kernel half can
@@ -297,5 +380,31 @@ mod tests {
         assert_eq!(layout::CONNECT_SIZE, 56 + 8 + SOCKADDR_CAP + 4);
         assert_eq!(size_of::<Member>(), 16);
         assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
+    }
+
+    #[test]
+    fn message_data_is_the_copied_bytes() {
+        let mut m = [0u8; layout::MESSAGE_DATA + 8];
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&3u32.to_ne_bytes());
+        m[layout::MESSAGE_DATA..layout::MESSAGE_DATA + 3].copy_from_slice(b"abc");
+        assert_eq!(message_data(&m), Ok(&b"abc"[..]));
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(message_data(&m), Err(MessageError::Short { need: layout::MESSAGE_DATA + 9 }));
+        m[layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4].copy_from_slice(&5000u32.to_ne_bytes());
+        assert_eq!(message_data(&m), Err(MessageError::BadLength { copied: 5000 }));
+        assert_eq!(message_data(&m[..10]), Err(MessageError::Short { need: layout::MESSAGE_DATA }));
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn capture_lines_are_strict_hex() {
+        use capture::{HexError, parse_line};
+        assert_eq!(parse_line(" 00ff10 "), Ok(Some(alloc::vec![0, 255, 16])));
+        assert_eq!(parse_line("# comment"), Ok(None));
+        assert_eq!(parse_line(""), Ok(None));
+        assert_eq!(parse_line("abc"), Err(HexError::OddLength));
+        assert_eq!(parse_line("00zz"), Err(HexError::NotHex { at: 2 }));
+        assert_eq!(parse_line("0+1f"), Err(HexError::NotHex { at: 0 }));
+        assert_eq!(parse_line("0é0"), Err(HexError::NotHex { at: 0 }));
     }
 }

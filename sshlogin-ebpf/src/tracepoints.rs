@@ -18,14 +18,18 @@ use crate::{
     syscalls,
 };
 
-// sys_enter_* argument slots.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG2: usize = 32;
-const ARG4: usize = 48;
-const ARG5: usize = 56;
-// sys_exit_* return value.
-const RET: usize = 16;
+/// Offset of a `sys_enter_*` record's argument `n`: a 16-byte common
+/// header (with the syscall number), then one 8-byte slot per argument.
+const fn arg_slot(n: usize) -> usize {
+    16 + 8 * n
+}
+const ARG0: usize = arg_slot(0);
+const ARG1: usize = arg_slot(1);
+const ARG2: usize = arg_slot(2);
+const ARG4: usize = arg_slot(4);
+const ARG5: usize = arg_slot(5);
+/// A `sys_exit_*` record's return value, where `sys_enter_*` has argument 0.
+const RET: usize = arg_slot(0);
 
 /// A syscall argument slot read straight from the tracepoint record: the
 /// verifier allows constant-offset loads from a tracepoint's context, and

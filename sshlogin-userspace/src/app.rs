@@ -20,7 +20,7 @@ use crate::{
     decode,
     export::{Exporters, stdout::StdoutSink},
     host::{self, Nss, SystemClock, procfs::ProcFs},
-    metrics::Metrics,
+    metrics::{KernelDropped, Metrics, Refused},
     otel,
     pipeline::Pipeline,
     probes, resource, source,
@@ -41,24 +41,9 @@ pub async fn main(command: cli::Command) -> Result<()> {
     }
 }
 
-fn probe_settings(capture: &config::Capture) -> probes::Settings {
-    probes::Settings {
-        family: capture.family.clone(),
-        ring_buffer_bytes: capture.ring_buffer_bytes,
-        syscall_probes: capture.syscall_probes,
-    }
-}
-
 /// Configuration for the commands that take no config file.
-fn defaults(probes: &cli::ProbeArgs, pipeline: &cli::PipelineArgs) -> Result<config::Config> {
-    let flags = config::Flags {
-        family: probes.family.clone(),
-        ring_buffer_size: probes.ring_buffer_size,
-        sshd_paths: probes.sshd_paths.clone(),
-        syscall_probes: probes.syscall_probes.clone(),
-        privsep_user: pipeline.privsep_user.clone(),
-        ..config::Flags::default()
-    };
+fn defaults(probes: &config::ProbeFlags, pipeline: &config::PipelineFlags) -> Result<config::Config> {
+    let flags = config::Flags { probes: probes.clone(), pipeline: pipeline.clone(), ..config::Flags::default() };
     Ok(config::resolve_without_env(&flags)?)
 }
 
@@ -120,14 +105,14 @@ fn stop_reader_on_signal(reader: &source::Stopper) -> Result<()> {
 }
 
 async fn run(args: cli::RunArgs) -> Result<()> {
-    let config = config::load(&args.flags())?;
+    let config = config::load(&args)?;
     let metrics = Metrics::new();
     let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource), metrics.clone()).await?;
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
-    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     let (found, check) = scan_running(&config.capture, &probes);
     let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
@@ -199,10 +184,10 @@ fn kernel_counters(
     };
     let delta = |a: u64, b: u64| a.saturating_sub(b);
     let lost = [
-        ("ringbuf_full", delta(now.ringbuf_full, before.ringbuf_full)),
-        ("read_failed", delta(now.read_failed, before.read_failed)),
-        ("pending_full", delta(now.pending_full, before.pending_full)),
-        ("members_full", delta(now.members_full, before.members_full)),
+        (KernelDropped::RingbufFull, delta(now.ringbuf_full, before.ringbuf_full)),
+        (KernelDropped::ReadFailed, delta(now.read_failed, before.read_failed)),
+        (KernelDropped::PendingFull, delta(now.pending_full, before.pending_full)),
+        (KernelDropped::MembersFull, delta(now.members_full, before.members_full)),
     ];
     let mut any = false;
     for (reason, n) in lost {
@@ -210,7 +195,7 @@ fn kernel_counters(
             any = true;
             metrics.kernel_dropped(reason, n);
             tracing::warn!(
-                reason,
+                reason = reason.as_str(),
                 n,
                 "the kernel dropped records (raise --ring-buffer-size if ringbuf_full grows; members_full: more \
                  sshd processes than the membership map holds)"
@@ -219,16 +204,16 @@ fn kernel_counters(
     }
     let shed = delta(now.shed, before.shed);
     if shed > 0 {
-        metrics.kernel_dropped("forward_shed", shed);
+        metrics.kernel_dropped(KernelDropped::ForwardShed, shed);
         tracing::warn!(n = shed, "forwards not recorded: the ring buffer was more than half full");
     }
     let forged = delta(now.audit_not_root, before.audit_not_root);
     if forged > 0 {
-        metrics.refused("audit_not_root", forged);
+        metrics.refused(Refused::AuditNotRoot, forged);
         tracing::warn!(n = forged, "refused audit records sent by an sshd process that is not root");
     }
-    metrics.refused("syslog_not_root", delta(now.syslog_not_root, before.syslog_not_root));
-    metrics.refused("tree", delta(now.refused_tree, before.refused_tree));
+    metrics.refused(Refused::SyslogNotRoot, delta(now.syslog_not_root, before.syslog_not_root));
+    metrics.refused(Refused::Tree, delta(now.refused_tree, before.refused_tree));
     (now, any)
 }
 
@@ -245,7 +230,7 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let config = defaults(&cli::ProbeArgs::default(), &args.pipeline)?;
+    let config = defaults(&config::ProbeFlags::default(), &args.pipeline)?;
     // The records were admitted by the kernel and the daemon that captured
     // them; nothing on this host can check their trees again.
     let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Box::new(TrustCapture), Metrics::new());
@@ -263,8 +248,8 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
     } else {
         Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?)
     };
-    let config = defaults(&args.probes, &cli::PipelineArgs::default())?;
-    let (probes, ring) = probes::Probes::load(&probe_settings(&config.capture))?;
+    let config = defaults(&args.probes, &config::PipelineFlags::default())?;
+    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     // Running sshd processes must be members for their records to be made.
     scan_running(&config.capture, &probes);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
@@ -306,7 +291,7 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
 }
 
 async fn check(args: cli::CheckArgs) -> Result<()> {
-    let config = config::load(&args.run.flags())?;
+    let config = config::load(&args.run)?;
     let items = crate::check::run(&config, !args.no_network).await;
     let mut out = std::io::stdout().lock();
     for item in &items {

@@ -21,19 +21,11 @@ pub fn read_records(input: impl BufRead) -> Result<Vec<Vec<u8>>> {
     let mut records = Vec::new();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        match sshlogin_common::capture::parse_line(&line) {
+            Ok(Some(bytes)) => records.push(bytes),
+            Ok(None) => {}
+            Err(e) => bail!("line {}: {e}", n + 1),
         }
-        if line.len() % 2 != 0 {
-            bail!("line {}: odd number of hex digits", n + 1);
-        }
-        let bytes = (0..line.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&line[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .with_context(|| format!("line {}: not hex", n + 1))?;
-        records.push(bytes);
     }
     Ok(records)
 }

@@ -129,12 +129,7 @@ fn tracepoints(mode: SyscallProbes) -> Item {
 }
 
 fn probes_load(config: &Config) -> Item {
-    let settings = probes::Settings {
-        family: config.capture.family.clone(),
-        ring_buffer_bytes: config.capture.ring_buffer_bytes,
-        syscall_probes: config.capture.syscall_probes,
-    };
-    match probes::Probes::load(&settings) {
+    match probes::Probes::load(&probes::Settings::from(&config.capture)) {
         Ok((probes, _ring)) => {
             drop(probes);
             ok("ebpf", "the ring buffer and every program loaded, passed the verifier and attached (then detached)")
@@ -282,19 +277,11 @@ async fn endpoint(sink: &Sink) -> Item {
     // empty GET does not matter.
     match client.get(&sink.url).send().await {
         Ok(resp) => ok(name, format!("{} answered HTTP {}", sink.url, resp.status().as_u16())),
-        Err(e) => {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            fail(
-                name,
-                format!("{} is not reachable: {why}", sink.url),
-                format!("check {name}'s URL, the network and TLS (or run check --no-network)"),
-            )
-        }
+        Err(e) => fail(
+            name,
+            format!("{} is not reachable: {}", sink.url, crate::error_chain(&e)),
+            format!("check {name}'s URL, the network and TLS (or run check --no-network)"),
+        ),
     }
 }
 

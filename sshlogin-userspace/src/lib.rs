@@ -28,3 +28,17 @@ pub mod probes;
 pub mod resource;
 pub mod source;
 pub mod spool;
+
+/// An error and its causes, `outer: cause: root cause`: the one way
+/// sshlogin writes an error's chain (as anyhow's `{:#}` does), since what
+/// really failed is often only in a source (reqwest, hyper, io).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -14,12 +14,8 @@ use sshlogin::{app, cli};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(msg) = cli.command.validate() {
-        use clap::CommandFactory;
-        cli::Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
-    }
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    if let Err(e) = init_logging(&filter, cli.log_format == "json") {
+    if let Err(e) = init_logging(&filter, cli.log_format == sshlogin::config::LogFormat::Json) {
         eprintln!("sshlogin: --log: {e}");
         return ExitCode::from(2);
     }

@@ -4,9 +4,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use crate::config::SinkKind;
 use anyhow::{Context, Result};
 use prometheus_client::{
-    encoding::text::encode,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -15,143 +16,238 @@ use tokio::{
     net::TcpListener,
 };
 
-type Labels = Vec<(String, String)>;
+/// A label's values as an enum, so that a misspelt label cannot compile;
+/// the strings are the ones the README's metrics table documents.
+macro_rules! label_values {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v,)* }
 
-fn label(key: &str, value: &str) -> Labels {
-    vec![(key.to_string(), value.to_string())]
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$v,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s,)* }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
 }
 
-fn sink_label(sink: &str, outcome: &str) -> Labels {
-    vec![("sink".to_string(), sink.to_string()), ("outcome".to_string(), outcome.to_string())]
+label_values! {
+    /// Why the kernel half could not deliver records.
+    KernelDropped {
+        RingbufFull = "ringbuf_full",
+        ReadFailed = "read_failed",
+        PendingFull = "pending_full",
+        MembersFull = "members_full",
+        ForwardShed = "forward_shed",
+    }
 }
 
+label_values! {
+    /// Why records were refused as not from the host's sshd.
+    Refused {
+        /// The tree's binary is not one of the host's sshd binaries.
+        Exe = "exe",
+        /// No process of the tree could be checked.
+        Vanished = "vanished",
+        AuditNotRoot = "audit_not_root",
+        SyslogNotRoot = "syslog_not_root",
+        /// Records the kernel did not make for a refused tree.
+        Tree = "tree",
+    }
+}
+
+label_values! {
+    /// A bounded table that drops entries when full.
+    Table {
+        Connections = "connections",
+        Processes = "processes",
+    }
+}
+
+label_values! {
+    /// What became of one export request.
+    Request {
+        Ok = "ok",
+        Partial = "partial",
+        FailedRetryable = "failed_retryable",
+        Dropped = "dropped",
+    }
+}
+
+label_values! {
+    /// What became of exported events.
+    Delivery {
+        Sent = "sent",
+        Rejected = "rejected",
+        Dropped = "dropped",
+    }
+}
+
+const SINKS: [SinkKind; 2] = [SinkKind::Otlp, SinkKind::Webhook];
+
+impl EncodeLabelValue for SinkKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.name())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KernelLabel {
+    reason: KernelDropped,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabel {
+    reason: Refused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: Table,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: SinkKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    sink: SinkKind,
+    outcome: Request,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    sink: SinkKind,
+    outcome: Delivery,
+}
+
+/// Every counter and gauge; [`Metrics::new`] says what each counts.
 #[derive(Default)]
 pub struct Metrics {
     registry: Registry,
-    events: Family<Labels, Counter>,
+    events: Family<EventLabel, Counter>,
+    // What the ring buffer delivered and what the kernel could not.
     pub records: Counter,
     pub decode_errors: Counter,
-    kernel_dropped: Family<Labels, Counter>,
-    refused: Family<Labels, Counter>,
-    evicted: Family<Labels, Counter>,
-    spool_events: Family<Labels, Gauge>,
-    spool_bytes: Family<Labels, Gauge>,
+    kernel_dropped: Family<KernelLabel, Counter>,
+    // Admission and bounded tables.
+    refused: Family<RefusedLabel, Counter>,
+    evicted: Family<TableLabel, Counter>,
+    // Spools, by exporter.
+    spool_events: Family<SinkLabel, Gauge>,
+    spool_bytes: Family<SinkLabel, Gauge>,
     pub spool_dropped: Counter,
     pub queue_dropped: Counter,
-    export_requests: Family<Labels, Counter>,
-    export_events: Family<Labels, Counter>,
-    export_retries: Family<Labels, Counter>,
+    // Delivery, by exporter.
+    export_requests: Family<RequestLabels, Counter>,
+    export_events: Family<DeliveryLabels, Counter>,
+    export_retries: Family<SinkLabel, Counter>,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut m = Metrics::default();
         let r = &mut m.registry;
-        r.register("sshlogin_events", "Events produced, by event name", m.events.clone());
-        r.register("sshlogin_records_decoded", "Records read from the kernel ring buffer", m.records.clone());
-        r.register("sshlogin_decode_errors", "Records that could not be decoded", m.decode_errors.clone());
-        r.register(
-            "sshlogin_kernel_dropped",
-            "Records the kernel half could not deliver (ringbuf_full, read_failed, pending_full)",
-            m.kernel_dropped.clone(),
-        );
-        r.register(
-            "sshlogin_refused",
-            "Records refused as not from the host's sshd (exe, vanished, audit_not_root, syslog_not_root, tree)",
-            m.refused.clone(),
-        );
-        r.register(
-            "sshlogin_evicted",
-            "Entries dropped to keep a table bounded (connections, processes)",
-            m.evicted.clone(),
-        );
-        r.register("sshlogin_spool_events", "Events waiting in a network exporter's spool", m.spool_events.clone());
-        r.register(
-            "sshlogin_spool_bytes",
-            "Bytes of events waiting in a network exporter's spool",
-            m.spool_bytes.clone(),
-        );
-        r.register(
-            "sshlogin_spool_dropped",
-            "Oldest events dropped because the spool was full",
-            m.spool_dropped.clone(),
-        );
-        r.register(
-            "sshlogin_queue_dropped",
-            "Events dropped because the spool writer could not keep up",
-            m.queue_dropped.clone(),
-        );
-        r.register(
-            "sshlogin_export_requests",
-            "Export requests by exporter (otlp, webhook) and outcome (ok, partial, failed_retryable, dropped)",
-            m.export_requests.clone(),
-        );
-        r.register(
-            "sshlogin_export_events",
-            "Events by exporter and outcome (sent, rejected, dropped)",
-            m.export_events.clone(),
-        );
-        r.register("sshlogin_export_retries", "Export requests retried, by exporter", m.export_retries.clone());
+        // (name, help, metric)
+        macro_rules! register {
+            ($(($name:literal, $help:literal, $metric:ident),)*) => {
+                $(r.register($name, $help, m.$metric.clone());)*
+            };
+        }
+        register! {
+            ("sshlogin_events", "Events produced, by event name", events),
+            ("sshlogin_records_decoded", "Records read from the kernel ring buffer", records),
+            ("sshlogin_decode_errors", "Records that could not be decoded", decode_errors),
+            ("sshlogin_kernel_dropped", "Records the kernel half could not deliver (ringbuf_full, read_failed, \
+              pending_full, members_full, forward_shed)", kernel_dropped),
+            ("sshlogin_refused", "Records refused as not from the host's sshd (exe, vanished, audit_not_root, \
+              syslog_not_root, tree)", refused),
+            ("sshlogin_evicted", "Entries dropped to keep a table bounded (connections, processes)", evicted),
+            ("sshlogin_spool_events", "Events waiting in a network exporter's spool", spool_events),
+            ("sshlogin_spool_bytes", "Bytes of events waiting in a network exporter's spool", spool_bytes),
+            ("sshlogin_spool_dropped", "Oldest events dropped because the spool was full", spool_dropped),
+            ("sshlogin_queue_dropped", "Events dropped because the spool writer could not keep up", queue_dropped),
+            ("sshlogin_export_requests", "Export requests by exporter (otlp, webhook) and outcome (ok, partial, \
+              failed_retryable, dropped)", export_requests),
+            ("sshlogin_export_events", "Events by exporter and outcome (sent, rejected, dropped)", export_events),
+            ("sshlogin_export_retries", "Export requests retried, by exporter", export_retries),
+        }
         Arc::new(m)
     }
 
     pub fn event(&self, name: &str) {
-        self.events.get_or_create(&label("event", name)).inc();
+        self.events.get_or_create(&EventLabel { event: name.to_string() }).inc();
     }
 
     pub fn events(&self, name: &str) -> u64 {
-        self.events.get_or_create(&label("event", name)).get()
+        self.events.get_or_create(&EventLabel { event: name.to_string() }).get()
     }
 
-    pub fn kernel_dropped(&self, reason: &str, n: u64) {
-        self.kernel_dropped.get_or_create(&label("reason", reason)).inc_by(n);
+    pub fn kernel_dropped(&self, reason: KernelDropped, n: u64) {
+        self.kernel_dropped.get_or_create(&KernelLabel { reason }).inc_by(n);
     }
 
-    pub fn refused(&self, reason: &str, n: u64) {
-        self.refused.get_or_create(&label("reason", reason)).inc_by(n);
+    pub fn refused(&self, reason: Refused, n: u64) {
+        self.refused.get_or_create(&RefusedLabel { reason }).inc_by(n);
     }
 
-    pub fn evicted(&self, table: &str, n: u64) {
-        self.evicted.get_or_create(&label("table", table)).inc_by(n);
+    pub fn evicted(&self, table: Table, n: u64) {
+        self.evicted.get_or_create(&TableLabel { table }).inc_by(n);
     }
 
-    pub fn evicted_count(&self, table: &str) -> u64 {
-        self.evicted.get_or_create(&label("table", table)).get()
+    pub fn evicted_count(&self, table: Table) -> u64 {
+        self.evicted.get_or_create(&TableLabel { table }).get()
     }
 
-    pub fn refused_count(&self, reason: &str) -> u64 {
-        self.refused.get_or_create(&label("reason", reason)).get()
+    pub fn refused_count(&self, reason: Refused) -> u64 {
+        self.refused.get_or_create(&RefusedLabel { reason }).get()
     }
 
-    pub fn export_request(&self, sink: &str, outcome: &str) {
-        self.export_requests.get_or_create(&sink_label(sink, outcome)).inc();
+    pub fn export_request(&self, sink: SinkKind, outcome: Request) {
+        self.export_requests.get_or_create(&RequestLabels { sink, outcome }).inc();
     }
 
-    pub fn export_events(&self, sink: &str, outcome: &str, n: u64) {
-        self.export_events.get_or_create(&sink_label(sink, outcome)).inc_by(n);
+    pub fn export_events(&self, sink: SinkKind, outcome: Delivery, n: u64) {
+        self.export_events.get_or_create(&DeliveryLabels { sink, outcome }).inc_by(n);
     }
 
-    pub fn export_retry(&self, sink: &str) {
-        self.export_retries.get_or_create(&label("sink", sink)).inc();
+    pub fn export_retry(&self, sink: SinkKind) {
+        self.export_retries.get_or_create(&SinkLabel { sink }).inc();
     }
 
     /// Events of `outcome`, all exporters together.
-    pub fn exported(&self, outcome: &str) -> u64 {
-        ["otlp", "webhook"].iter().map(|s| self.export_events.get_or_create(&sink_label(s, outcome)).get()).sum()
+    pub fn exported(&self, outcome: Delivery) -> u64 {
+        SINKS.iter().map(|&sink| self.export_events.get_or_create(&DeliveryLabels { sink, outcome }).get()).sum()
     }
 
     pub fn retries(&self) -> u64 {
-        ["otlp", "webhook"].iter().map(|s| self.export_retries.get_or_create(&label("sink", s)).get()).sum()
+        SINKS.iter().map(|&sink| self.export_retries.get_or_create(&SinkLabel { sink }).get()).sum()
     }
 
-    pub fn set_spool(&self, sink: &str, depth: crate::spool::Depth) {
-        self.spool_events.get_or_create(&label("sink", sink)).set(depth.events as i64);
-        self.spool_bytes.get_or_create(&label("sink", sink)).set(depth.bytes as i64);
+    pub fn set_spool(&self, sink: SinkKind, depth: crate::spool::Depth) {
+        self.spool_events.get_or_create(&SinkLabel { sink }).set(depth.events as i64);
+        self.spool_bytes.get_or_create(&SinkLabel { sink }).set(depth.bytes as i64);
     }
 
     /// Events waiting in every spool.
     pub fn spooled(&self) -> i64 {
-        ["otlp", "webhook"].iter().map(|s| self.spool_events.get_or_create(&label("sink", s)).get()).sum()
+        SINKS.iter().map(|&sink| self.spool_events.get_or_create(&SinkLabel { sink }).get()).sum()
     }
 
     /// OpenMetrics text.
@@ -163,10 +259,7 @@ impl Metrics {
 
     /// The shutdown summary.
     pub fn summary(&self) -> String {
-        let refused: u64 = ["audit_not_root", "syslog_not_root", "exe", "vanished", "tree"]
-            .iter()
-            .map(|r| self.refused_count(r))
-            .sum();
+        let refused: u64 = Refused::ALL.iter().map(|&r| self.refused_count(r)).sum();
         format!(
             "events: open={} close={} failure={}; records={} decode_errors={} refused={}; \
              exported: sent={} rejected={} dropped={} retries={}; spool: {} waiting, {} dropped; queue dropped={}",
@@ -176,9 +269,9 @@ impl Metrics {
             self.records.get(),
             self.decode_errors.get(),
             refused,
-            self.exported("sent"),
-            self.exported("rejected"),
-            self.exported("dropped"),
+            self.exported(Delivery::Sent),
+            self.exported(Delivery::Rejected),
+            self.exported(Delivery::Dropped),
             self.retries(),
             self.spooled(),
             self.spool_dropped.get(),
@@ -226,13 +319,14 @@ mod tests {
     fn renders_openmetrics_with_labels() {
         let m = Metrics::new();
         m.event("ssh.session.open");
-        m.kernel_dropped("ringbuf_full", 3);
-        m.refused("exe", 1);
-        m.export_events("otlp", "sent", 5);
+        m.kernel_dropped(KernelDropped::RingbufFull, 3);
+        m.refused(Refused::Exe, 1);
+        m.export_events(SinkKind::Otlp, Delivery::Sent, 5);
         let text = m.render();
         assert!(text.contains("sshlogin_events_total{event=\"ssh.session.open\"} 1"), "{text}");
         assert!(text.contains("sshlogin_kernel_dropped_total{reason=\"ringbuf_full\"} 3"), "{text}");
         assert!(text.contains("sshlogin_refused_total{reason=\"exe\"} 1"), "{text}");
+        assert!(text.contains("sshlogin_export_events_total{sink=\"otlp\",outcome=\"sent\"} 5"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert!(m.summary().contains("open=1"));
     }

@@ -11,7 +11,7 @@ use crate::{
     decode::{self, Record},
     enrich::{Clock, Enricher, UserDb},
     event::Event,
-    metrics::Metrics,
+    metrics::{Metrics, Refused, Table},
     otel::EventName,
 };
 
@@ -58,7 +58,7 @@ impl<U: UserDb> Pipeline<U> {
         }
         self.correlator.seed(&scan.seeds);
         if !scan.refused.is_empty() {
-            self.metrics.refused("exe", scan.refused.len() as u64);
+            self.metrics.refused(Refused::Exe, scan.refused.len() as u64);
         }
     }
 
@@ -126,17 +126,17 @@ impl<U: UserDb> Pipeline<U> {
     fn finish_events(&mut self, first: usize, out: &mut [Event]) {
         let refused = std::mem::take(&mut self.admission.refused);
         if refused.exe > 0 {
-            self.metrics.refused("exe", refused.exe);
+            self.metrics.refused(Refused::Exe, refused.exe);
         }
         if refused.vanished > 0 {
-            self.metrics.refused("vanished", refused.vanished);
+            self.metrics.refused(Refused::Vanished, refused.vanished);
         }
         let evicted = self.correlator.take_evictions();
         if evicted.connections > 0 {
-            self.metrics.evicted("connections", evicted.connections);
+            self.metrics.evicted(Table::Connections, evicted.connections);
         }
         if evicted.processes > 0 {
-            self.metrics.evicted("processes", evicted.processes);
+            self.metrics.evicted(Table::Processes, evicted.processes);
             tracing::warn!(n = evicted.processes, "too many sshd processes tracked; forgot the oldest of ended ones");
         }
         if first == out.len() {

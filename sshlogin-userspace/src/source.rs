@@ -83,13 +83,11 @@ fn drain(ring: &mut RingBuf<MapData>) -> Batch {
 /// Anything that does not look like a message record is kept whole for the
 /// decoder to judge.
 pub fn used_len(record: &[u8]) -> usize {
-    use sshlogin_common::{TEXT_CAP, kind, layout};
-    let word = |at: usize| record.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    match word(0) {
-        Some(kind::AUDIT | kind::SYSLOG) => match word(layout::MESSAGE_COPIED) {
-            Some(copied) if copied as usize <= TEXT_CAP => (layout::MESSAGE_DATA + copied as usize).min(record.len()),
-            _ => record.len(),
-        },
+    use sshlogin_common::{kind, layout, message_data, record_kind};
+    match record_kind(record) {
+        Some(kind::AUDIT | kind::SYSLOG) => {
+            message_data(record).map_or(record.len(), |d| layout::MESSAGE_DATA + d.len())
+        }
         _ => record.len(),
     }
 }

@@ -3,8 +3,8 @@
 
 use std::{fs, path::Path, process::Command};
 
-use anyhow::{Context, Result};
-use sshlogin_common::{kind, layout};
+use anyhow::{Context, Result, bail};
+use sshlogin_common::{capture, kind, message_data, record_kind};
 
 use crate::{bootstrap, sh, workspace_root};
 
@@ -62,22 +62,24 @@ fn seed(captures: &Path, corpus: &Path) -> Result<()> {
             continue;
         }
         let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        let text = fs::read_to_string(&path)?;
-        for (i, line) in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).enumerate() {
-            let bytes: Vec<u8> =
-                (0..line.len() / 2).filter_map(|j| u8::from_str_radix(line.get(2 * j..2 * j + 2)?, 16).ok()).collect();
-            fs::write(corpus.join("decode_record").join(format!("{stem}-{i}")), &bytes)?;
-            let record_kind = bytes.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-            let copied = bytes
-                .get(layout::MESSAGE_COPIED..layout::MESSAGE_COPIED + 4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            let target = match record_kind {
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut i = 0;
+        for (n, line) in text.lines().enumerate() {
+            let bytes = match capture::parse_line(line) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => bail!("{}: line {}: {e}", path.display(), n + 1),
+            };
+            let name = format!("{stem}-{i}");
+            i += 1;
+            fs::write(corpus.join("decode_record").join(&name), &bytes)?;
+            let target = match record_kind(&bytes) {
                 Some(kind::AUDIT) => "audit_text",
                 Some(kind::SYSLOG) => "syslog_line",
                 _ => continue,
             };
-            if let Some(data) = copied.and_then(|c| bytes.get(layout::MESSAGE_DATA..layout::MESSAGE_DATA + c)) {
-                fs::write(corpus.join(target).join(format!("{stem}-{i}")), data)?;
+            if let Ok(data) = message_data(&bytes) {
+                fs::write(corpus.join(target).join(name), data)?;
             }
         }
     }

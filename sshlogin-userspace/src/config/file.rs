@@ -6,163 +6,144 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct File {
-    #[serde(default)]
-    pub capture: Capture,
-    #[serde(default)]
-    pub resource: Resource,
-    #[serde(default)]
-    pub stdout: Stdout,
-    #[serde(default)]
-    pub otlp: Otlp,
-    #[serde(default)]
-    pub webhook: Webhook,
-    #[serde(default)]
-    pub spool: Spool,
-    #[serde(default)]
-    pub metrics: Metrics,
+use super::{Compression, Protocol, SyscallProbes};
+
+/// The file and its sections: every key optional (a missing one is its
+/// type's default), an unknown one an error.
+macro_rules! sections {
+    ($($(#[$m:meta])* $name:ident { $($body:tt)* })*) => {$(
+        $(#[$m])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name { $($body)* }
+    )*};
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Spool {
-    pub dir: Option<PathBuf>,
-    pub max_size: Option<String>,
+sections! {
+    File {
+        pub capture: Capture,
+        pub resource: Resource,
+        pub stdout: Stdout,
+        pub otlp: Otlp,
+        pub webhook: Webhook,
+        pub spool: Spool,
+        pub metrics: Metrics,
+    }
+
+    Spool {
+        pub dir: Option<PathBuf>,
+        pub max_size: Option<String>,
+    }
+
+    Metrics {
+        pub listen: Option<String>,
+    }
+
+    Capture {
+        pub sshd_comm: Option<Vec<String>>,
+        pub sshd_paths: Option<Vec<String>>,
+        pub syscall_probes: Option<SyscallProbes>,
+        pub ring_buffer_size: Option<String>,
+        /// No longer used; accepted with a warning.
+        pub privsep_user: Option<String>,
+    }
+
+    Resource {
+        pub service_name: Option<String>,
+        pub attributes: BTreeMap<String, String>,
+    }
+
+    Stdout {
+        pub enabled: Option<bool>,
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metrics {
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capture {
-    pub sshd_comm: Option<Vec<String>>,
-    pub sshd_paths: Option<Vec<String>>,
-    pub syscall_probes: Option<String>,
-    pub ring_buffer_size: Option<String>,
-    /// No longer used; accepted with a warning.
-    pub privsep_user: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resource {
-    pub service_name: Option<String>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stdout {
-    pub enabled: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Otlp {
-    pub endpoint: Option<String>,
-    pub logs_endpoint: Option<String>,
-    pub protocol: Option<String>,
-    pub compression: Option<String>,
-    pub timeout: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub certificate: Option<PathBuf>,
-    pub client_certificate: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub batch_max_events: Option<usize>,
-    pub batch_max_delay: Option<String>,
-    pub retry_initial_backoff: Option<String>,
-    pub retry_max_backoff: Option<String>,
-    pub retry_max_elapsed: Option<String>,
-    pub drain_timeout: Option<String>,
-}
-
-/// Repeats most of [`Otlp`]'s keys rather than flattening a shared struct:
+/// `[otlp]` and `[webhook]`, each with its own keys and the keys both
+/// network exporters have, written once here. (Not a flattened struct:
 /// serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
-/// must stay an error. [`Common`] is the shared view.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhook {
-    pub url: Option<String>,
-    pub batch: Option<bool>,
-    pub compression: Option<String>,
-    pub timeout: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub certificate: Option<PathBuf>,
-    pub client_certificate: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub batch_max_events: Option<usize>,
-    pub batch_max_delay: Option<String>,
-    pub retry_initial_backoff: Option<String>,
-    pub retry_max_backoff: Option<String>,
-    pub retry_max_elapsed: Option<String>,
-    pub drain_timeout: Option<String>,
-}
+/// must stay an error.) [`Shared`] is those common keys, taken from either.
+macro_rules! exporter_sections {
+    (
+        shared { $($(#[$sa:meta])* $s:ident: $st:ty,)* }
+        otlp { $($(#[$oa:meta])* $o:ident: $ot:ty,)* }
+        webhook { $($(#[$wa:meta])* $w:ident: $wt:ty,)* }
+    ) => {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Otlp { $($(#[$oa])* pub $o: $ot,)* $($(#[$sa])* pub $s: $st,)* }
 
-/// The settings both network exporters share, borrowed from either section.
-pub struct Common<'a> {
-    pub section: &'static str,
-    pub compression: &'a Option<String>,
-    pub timeout: &'a Option<String>,
-    pub headers: &'a BTreeMap<String, String>,
-    pub bearer_token_file: &'a Option<PathBuf>,
-    pub certificate: &'a Option<PathBuf>,
-    pub client_certificate: &'a Option<PathBuf>,
-    pub client_key: &'a Option<PathBuf>,
-    pub batch_max_events: &'a Option<usize>,
-    pub batch_max_delay: &'a Option<String>,
-    pub retry_initial_backoff: &'a Option<String>,
-    pub retry_max_backoff: &'a Option<String>,
-    pub retry_max_elapsed: &'a Option<String>,
-    pub drain_timeout: &'a Option<String>,
-}
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Webhook { $($(#[$wa])* pub $w: $wt,)* $($(#[$sa])* pub $s: $st,)* }
 
-macro_rules! common {
-    ($name:literal, $s:expr) => {
-        Common {
-            section: $name,
-            compression: &$s.compression,
-            timeout: &$s.timeout,
-            headers: &$s.headers,
-            bearer_token_file: &$s.bearer_token_file,
-            certificate: &$s.certificate,
-            client_certificate: &$s.client_certificate,
-            client_key: &$s.client_key,
-            batch_max_events: &$s.batch_max_events,
-            batch_max_delay: &$s.batch_max_delay,
-            retry_initial_backoff: &$s.retry_initial_backoff,
-            retry_max_backoff: &$s.retry_max_backoff,
-            retry_max_elapsed: &$s.retry_max_elapsed,
-            drain_timeout: &$s.drain_timeout,
+        /// The keys both network exporters' sections have.
+        #[derive(Debug, Default, Clone)]
+        pub struct Shared { $(pub $s: $st,)* }
+
+        impl Otlp {
+            pub fn shared(&self) -> Shared {
+                Shared { $($s: self.$s.clone(),)* }
+            }
+        }
+
+        impl Webhook {
+            pub fn shared(&self) -> Shared {
+                Shared { $($s: self.$s.clone(),)* }
+            }
         }
     };
 }
 
-impl Otlp {
-    pub fn common(&self) -> Common<'_> {
-        common!("otlp", self)
+exporter_sections! {
+    shared {
+        compression: Option<Compression>,
+        timeout: Option<String>,
+        headers: BTreeMap<String, String>,
+        bearer_token_file: Option<PathBuf>,
+        certificate: Option<PathBuf>,
+        client_certificate: Option<PathBuf>,
+        client_key: Option<PathBuf>,
+        batch_max_events: Option<usize>,
+        batch_max_delay: Option<String>,
+        retry_initial_backoff: Option<String>,
+        retry_max_backoff: Option<String>,
+        retry_max_elapsed: Option<String>,
+        drain_timeout: Option<String>,
+    }
+    otlp {
+        endpoint: Option<String>,
+        logs_endpoint: Option<String>,
+        protocol: Option<Protocol>,
+    }
+    webhook {
+        url: Option<String>,
+        batch: Option<bool>,
     }
 }
 
-impl Webhook {
-    pub fn common(&self) -> Common<'_> {
-        common!("webhook", self)
-    }
+/// Parses the text of a config file. The error says which key (`section.key`)
+/// when the error is on a `key = value` line, and the line.
+pub fn parse(text: &str) -> Result<File, (Option<String>, String)> {
+    toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+        let line = text[..at].matches('\n').count() + 1;
+        (key_at(text, at), format!("{} (line {line})", e.message().trim_end()))
+    })
 }
 
-/// Parses the text of a config file; the error names the key and line.
-pub fn parse(text: &str) -> Result<File, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
+/// The dotted key of the `key = value` line that holds byte `at`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.contains(['"', '#', '\n']) {
+        return None;
+    }
+    let section = text[..start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match section.map(|s| s.trim_matches(['[', ']']).trim()) {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -182,11 +163,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse("[otlp]\nendpont = \"http://x\"\n").unwrap_err();
-        assert!(err.contains("endpont"), "{err}");
-        let err = parse("[otlpp]\n").unwrap_err();
+        let (key, err) = parse("[otlp]\nendpont = \"http://x\"\n").unwrap_err();
+        assert_eq!(key.as_deref(), Some("otlp.endpont"), "{err}");
+        let (_, err) = parse("[otlpp]\n").unwrap_err();
         assert!(err.contains("otlpp"), "{err}");
-        let err = parse("[otlp]\nbatch_max_events = \"many\"\n").unwrap_err();
-        assert!(err.contains("batch_max_events"), "{err}");
+        let (key, err) = parse("[otlp]\nbatch_max_events = \"many\"\n").unwrap_err();
+        assert_eq!(key.as_deref(), Some("otlp.batch_max_events"), "{err}");
+        let (key, err) = parse("# c\n[webhook]\ncompression = \"zstd\"\n").unwrap_err();
+        assert_eq!(key.as_deref(), Some("webhook.compression"), "{err}");
+        assert!(err.contains("gzip or none") && err.contains("line 3"), "{err}");
     }
 }

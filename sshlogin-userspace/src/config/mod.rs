@@ -1,6 +1,15 @@
 //! Configuration: command-line flags over `OTEL_*` environment variables
 //! over the TOML file over defaults, resolved into one [`Config`]. Every
 //! error names the flag, variable or key at fault; the binary exits 2 on one.
+//!
+//! A setting is declared once per layer it has: its flag is a field of
+//! [`Flags`] (the CLI flattens it, it is not mirrored), its key a field of
+//! [`file`]'s section structs, its `OTEL_*` variable (OTLP only) read in
+//! `sink.rs`. Enum settings are [`clap::ValueEnum`]s here, read by the CLI,
+//! the file and the environment through the same words ([`choice`]); every
+//! other value has one parser, shared by the flag and the key. Adding a
+//! setting: the field(s), its use in [`resolve`], a line in
+//! packaging/config.example.toml and one in README's configuration table.
 
 mod env;
 mod file;
@@ -29,29 +38,66 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What the command line said; `None` means "not given".
-#[derive(Clone, Debug, Default)]
-pub struct Flags {
-    pub config: Option<PathBuf>,
-    pub stdout: bool,
-    pub family: Option<Vec<String>>,
-    pub ring_buffer_size: Option<u32>,
-    pub privsep_user: Option<String>,
-    pub otlp_endpoint: Option<String>,
-    pub otlp_logs_endpoint: Option<String>,
-    pub otlp_protocol: Option<String>,
-    pub otlp_compression: Option<String>,
-    pub otlp_timeout: Option<Duration>,
-    pub otlp_headers: Vec<(String, String)>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub sshd_paths: Option<Vec<String>>,
-    pub state_dir: Option<PathBuf>,
-    pub spool_max_size: Option<u64>,
-    pub metrics_listen: Option<SocketAddr>,
-    pub syscall_probes: Option<String>,
-    pub webhook_url: Option<String>,
-    pub webhook_batch: bool,
-    pub webhook_headers: Vec<(String, String)>,
+mod flags;
+pub use flags::{Flags, PipelineFlags, ProbeFlags};
+
+/// How sshlogin's own log lines on stderr are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// How the entry of sendto, setresuid and connect is seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallProbes {
+    /// `syscalls:sys_enter_*` for each: only those calls run a program, but
+    /// each pays for the kernel copying its arguments into a record.
+    Tracepoints,
+    /// One raw `sys_enter` tracepoint: every syscall runs a program that
+    /// returns at once unless the number matches; matching calls are
+    /// cheaper. docs/performance.md compares them.
+    Raw,
+}
+
+/// The OTLP encoding of a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+/// The enum settings read from the file as the words their flags take, so
+/// the flag, the variable and the key accept the same spellings.
+macro_rules! deserialize_as_value_enum {
+    ($($t:ty),*) => {$(
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                choice(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_as_value_enum!(SyscallProbes, Protocol, Compression);
+
+/// One of an enum setting's words, as its flag spells them.
+pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
+    T::from_str(text.trim(), false).map_err(|_| {
+        let words: Vec<String> =
+            T::value_variants().iter().filter_map(|v| Some(v.to_possible_value()?.get_name().to_string())).collect();
+        format!("{text:?} is not {}", words.join(" or "))
+    })
 }
 
 /// Where OpenSSH's binaries live on the distributions sshlogin knows:
@@ -98,7 +144,7 @@ pub struct Capture {
     pub ring_buffer_bytes: u32,
     /// sshd binaries: a tree whose root runs any other file is refused.
     pub sshd_paths: Vec<String>,
-    pub syscall_probes: crate::probes::SyscallProbes,
+    pub syscall_probes: SyscallProbes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,20 +153,8 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    HttpProtobuf,
-    HttpJson,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    None,
-}
-
 /// Which network exporter a [`Sink`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SinkKind {
     Otlp,
     Webhook,
@@ -190,7 +224,10 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
-            Some(file::parse(&text).map_err(|e| ConfigError::new(path.display().to_string(), e))?)
+            Some(file::parse(&text).map_err(|(key, e)| {
+                let key = key.unwrap_or_default();
+                ConfigError::new(format!("{}{}{key}", path.display(), if key.is_empty() { "" } else { ": " }), e)
+            })?)
         }
         None => None,
     };
@@ -203,32 +240,7 @@ pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 }
 
 /// Chosen by measurement: docs/performance.md.
-pub const DEFAULT_SYSCALL_PROBES: crate::probes::SyscallProbes = crate::probes::SyscallProbes::Tracepoints;
-
-fn syscall_probes(key: &str, text: &str) -> Result<crate::probes::SyscallProbes, ConfigError> {
-    match text {
-        "tracepoints" => Ok(crate::probes::SyscallProbes::Tracepoints),
-        "raw" => Ok(crate::probes::SyscallProbes::Raw),
-        other => Err(ConfigError::new(key, format!("{other:?} is not tracepoints or raw"))),
-    }
-}
-
-pub(crate) fn protocol(key: &str, text: &str) -> Result<Protocol, ConfigError> {
-    match text {
-        "http/protobuf" => Ok(Protocol::HttpProtobuf),
-        "http/json" => Ok(Protocol::HttpJson),
-        "grpc" => Err(ConfigError::new(key, "grpc is not supported; use http/protobuf or http/json")),
-        other => Err(ConfigError::new(key, format!("{other:?} is not http/protobuf or http/json"))),
-    }
-}
-
-pub(crate) fn compression(key: &str, text: &str) -> Result<Compression, ConfigError> {
-    match text {
-        "gzip" => Ok(Compression::Gzip),
-        "none" => Ok(Compression::None),
-        other => Err(ConfigError::new(key, format!("{other:?} is not gzip or none"))),
-    }
-}
+pub const DEFAULT_SYSCALL_PROBES: SyscallProbes = SyscallProbes::Tracepoints;
 
 pub(crate) fn url(key: &str, text: &str) -> Result<String, ConfigError> {
     let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL: {e}")))?;
@@ -289,36 +301,35 @@ pub fn resolve_without_env(flags: &Flags) -> Result<Config, ConfigError> {
 
 /// Flags over environment over file over defaults.
 pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::File) -> Result<Config, ConfigError> {
-    let ring_buffer_bytes = match (flags.ring_buffer_size, &f.capture.ring_buffer_size) {
+    let p = &flags.probes;
+    let ring_buffer_bytes = match (p.ring_buffer_size, &f.capture.ring_buffer_size) {
         (Some(b), _) => b,
-        (None, Some(text)) => {
-            crate::cli::ring_size(text).map_err(|e| ConfigError::new("capture.ring_buffer_size", e))?
-        }
+        (None, Some(text)) => flags::ring_size(text).map_err(|e| ConfigError::new("capture.ring_buffer_size", e))?,
         (None, None) => DEFAULT_RING_BUFFER,
     };
-    let family = match (&flags.family, &f.capture.sshd_comm) {
-        (Some(v), _) => v.clone(),
+    let (family_key, family) = match (&p.family, &f.capture.sshd_comm) {
+        (Some(v), _) => ("--sshd-comm", v.clone()),
         (None, Some(v)) => {
             for name in v {
-                crate::cli::comm(name).map_err(|e| ConfigError::new("capture.sshd_comm", e))?;
+                flags::comm(name).map_err(|e| ConfigError::new("capture.sshd_comm", e))?;
             }
-            v.clone()
+            ("capture.sshd_comm", v.clone())
         }
-        (None, None) => DEFAULT_FAMILY.iter().map(|s| s.to_string()).collect(),
+        (None, None) => ("capture.sshd_comm", DEFAULT_FAMILY.iter().map(|s| s.to_string()).collect()),
     };
     if family.is_empty() || family.len() > sshlogin_common::MAX_FAMILY {
         return Err(ConfigError::new(
-            "capture.sshd_comm",
+            family_key,
             format!("1 to {} process names, got {}", sshlogin_common::MAX_FAMILY, family.len()),
         ));
     }
-    if flags.privsep_user.is_some() || f.capture.privsep_user.is_some() {
+    if flags.pipeline.privsep_user.is_some() || f.capture.privsep_user.is_some() {
         tracing::warn!(
             "--privsep-user / capture.privsep_user is no longer used and can be removed: sshd's \
              pre-authentication child is told apart by its place in the process tree"
         );
     }
-    let sshd_paths = match (&flags.sshd_paths, &f.capture.sshd_paths) {
+    let sshd_paths = match (&p.sshd_paths, &f.capture.sshd_paths) {
         (Some(p), _) => p.clone(),
         (None, Some(p)) => p.clone(),
         (None, None) => DEFAULT_SSHD_PATHS.iter().map(|s| s.to_string()).collect(),
@@ -326,11 +337,7 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     if sshd_paths.is_empty() || sshd_paths.iter().any(|p| !p.starts_with('/')) {
         return Err(ConfigError::new("capture.sshd_paths", "one or more absolute paths of sshd binaries"));
     }
-    let syscall_probes = match (&flags.syscall_probes, &f.capture.syscall_probes) {
-        (Some(v), _) => syscall_probes("--syscall-probes", v)?,
-        (None, Some(v)) => syscall_probes("capture.syscall_probes", v)?,
-        (None, None) => DEFAULT_SYSCALL_PROBES,
-    };
+    let syscall_probes = p.syscall_probes.or(f.capture.syscall_probes).unwrap_or(DEFAULT_SYSCALL_PROBES);
     let capture = Capture { family, ring_buffer_bytes, sshd_paths, syscall_probes };
     let spool = SpoolConfig {
         dir: flags.state_dir.clone().or(f.spool.dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),

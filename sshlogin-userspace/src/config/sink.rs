@@ -5,15 +5,15 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use super::{
     Compression, ConfigError, DEFAULT_BATCH_MAX_DELAY, DEFAULT_BATCH_MAX_EVENTS, DEFAULT_DRAIN, DEFAULT_RETRY,
-    DEFAULT_TIMEOUT, Flags, Format, Protocol, Retry, Sink, SinkKind, check_header, compression, duration, endpoint,
-    env, file, opt_duration, protocol, url,
+    DEFAULT_TIMEOUT, Flags, Format, Protocol, Retry, Sink, SinkKind, check_header, choice, duration, endpoint, env,
+    file, opt_duration, url,
 };
 
 /// Values given by a higher layer (flags, environment) for the common
 /// settings; `(where, value)`.
 #[derive(Default)]
 struct Overrides {
-    compression: Option<(String, String)>,
+    compression: Option<Compression>,
     timeout: Option<(String, std::time::Duration)>,
     headers: Vec<(String, String)>,
     bearer_token_file: Option<PathBuf>,
@@ -28,12 +28,12 @@ pub(super) fn otlp(
     f: &file::Otlp,
 ) -> Result<Option<Sink>, ConfigError> {
     let Some(url) = endpoint(flags, get, f)? else { return Ok(None) };
-    let protocol = match (&flags.otlp_protocol, env::otlp(get, "PROTOCOL"), &f.protocol) {
-        (Some(p), _, _) => protocol("--otlp-protocol", p)?,
-        (None, Some((key, p)), _) => protocol(&key, &p)?,
-        (None, None, Some(p)) => protocol("otlp.protocol", p)?,
-        (None, None, None) => Protocol::HttpProtobuf,
-    };
+    let protocol = flags
+        .otlp_protocol
+        .map(|p| Ok(Some(p)))
+        .unwrap_or_else(|| env_choice(get, "PROTOCOL"))?
+        .or(f.protocol)
+        .unwrap_or(Protocol::HttpProtobuf);
     let timeout = match (flags.otlp_timeout, env::otlp(get, "TIMEOUT")) {
         (Some(t), _) => Some(("--otlp-timeout".to_string(), t)),
         (None, Some((key, ms))) => Some((
@@ -51,11 +51,7 @@ pub(super) fn otlp(
     headers.extend(flags.otlp_headers.iter().cloned());
     let path = |setting: &str| env::otlp(get, setting).map(|(_, v)| PathBuf::from(v));
     let overrides = Overrides {
-        compression: flags
-            .otlp_compression
-            .clone()
-            .map(|c| ("--otlp-compression".to_string(), c))
-            .or_else(|| env::otlp(get, "COMPRESSION")),
+        compression: flags.otlp_compression.map(|c| Ok(Some(c))).unwrap_or_else(|| env_choice(get, "COMPRESSION"))?,
         timeout,
         headers,
         bearer_token_file: flags.bearer_token_file.clone(),
@@ -63,7 +59,15 @@ pub(super) fn otlp(
         client_certificate: path("CLIENT_CERTIFICATE"),
         client_key: path("CLIENT_KEY"),
     };
-    sink(SinkKind::Otlp, url, Format::Otlp(protocol), Compression::Gzip, f.common(), overrides).map(Some)
+    sink(SinkKind::Otlp, url, Format::Otlp(protocol), Compression::Gzip, f.shared(), overrides).map(Some)
+}
+
+/// An enum setting from its `OTEL_EXPORTER_OTLP_[LOGS_]...` variable.
+fn env_choice<T: clap::ValueEnum>(
+    get: &dyn Fn(&str) -> Option<String>,
+    setting: &str,
+) -> Result<Option<T>, ConfigError> {
+    env::otlp(get, setting).map(|(key, v)| choice(&v).map_err(|e| ConfigError::new(key, e))).transpose()
 }
 
 pub(super) fn webhook(flags: &Flags, f: &file::Webhook) -> Result<Option<Sink>, ConfigError> {
@@ -78,7 +82,7 @@ pub(super) fn webhook(flags: &Flags, f: &file::Webhook) -> Result<Option<Sink>, 
         bearer_token_file: flags.bearer_token_file.clone(),
         ..Overrides::default()
     };
-    let mut sink = sink(SinkKind::Webhook, url, Format::Webhook { batch }, Compression::None, f.common(), overrides)?;
+    let mut sink = sink(SinkKind::Webhook, url, Format::Webhook { batch }, Compression::None, f.shared(), overrides)?;
     if !batch {
         sink.batch_max_events = 1;
     }
@@ -91,16 +95,12 @@ fn sink(
     url: String,
     format: Format,
     default_compression: Compression,
-    c: file::Common<'_>,
+    c: file::Shared,
     o: Overrides,
 ) -> Result<Sink, ConfigError> {
-    let key = |name: &str| format!("{}.{name}", c.section);
-    let compression = match (&o.compression, c.compression) {
-        (Some((k, v)), _) => compression(k, v)?,
-        (None, Some(v)) => compression(&key("compression"), v)?,
-        (None, None) => default_compression,
-    };
-    let timeout = match (o.timeout, c.timeout) {
+    let key = |name: &str| format!("{}.{name}", kind.name());
+    let compression = o.compression.or(c.compression).unwrap_or(default_compression);
+    let timeout = match (o.timeout, &c.timeout) {
         (Some((_, t)), _) => t,
         (None, Some(t)) => duration(&key("timeout"), t)?,
         (None, None) => DEFAULT_TIMEOUT,
@@ -118,10 +118,12 @@ fn sink(
         check_header(k, v)?;
     }
     let retry = Retry {
-        initial_backoff: opt_duration(&key("retry_initial_backoff"), c.retry_initial_backoff)?
+        initial_backoff: opt_duration(&key("retry_initial_backoff"), &c.retry_initial_backoff)?
             .unwrap_or(DEFAULT_RETRY.initial_backoff),
-        max_backoff: opt_duration(&key("retry_max_backoff"), c.retry_max_backoff)?.unwrap_or(DEFAULT_RETRY.max_backoff),
-        max_elapsed: opt_duration(&key("retry_max_elapsed"), c.retry_max_elapsed)?.unwrap_or(DEFAULT_RETRY.max_elapsed),
+        max_backoff: opt_duration(&key("retry_max_backoff"), &c.retry_max_backoff)?
+            .unwrap_or(DEFAULT_RETRY.max_backoff),
+        max_elapsed: opt_duration(&key("retry_max_elapsed"), &c.retry_max_elapsed)?
+            .unwrap_or(DEFAULT_RETRY.max_elapsed),
     };
     if retry.initial_backoff.is_zero() || retry.max_backoff < retry.initial_backoff {
         return Err(ConfigError::new(
@@ -140,14 +142,14 @@ fn sink(
         compression,
         timeout,
         headers: headers.into_iter().collect(),
-        bearer_token_file: o.bearer_token_file.or_else(|| c.bearer_token_file.clone()),
-        certificate: o.certificate.or_else(|| c.certificate.clone()),
-        client_certificate: o.client_certificate.or_else(|| c.client_certificate.clone()),
-        client_key: o.client_key.or_else(|| c.client_key.clone()),
+        bearer_token_file: o.bearer_token_file.or(c.bearer_token_file),
+        certificate: o.certificate.or(c.certificate),
+        client_certificate: o.client_certificate.or(c.client_certificate),
+        client_key: o.client_key.or(c.client_key),
         batch_max_events,
-        batch_max_delay: opt_duration(&key("batch_max_delay"), c.batch_max_delay)?.unwrap_or(DEFAULT_BATCH_MAX_DELAY),
+        batch_max_delay: opt_duration(&key("batch_max_delay"), &c.batch_max_delay)?.unwrap_or(DEFAULT_BATCH_MAX_DELAY),
         retry,
-        drain_timeout: opt_duration(&key("drain_timeout"), c.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
+        drain_timeout: opt_duration(&key("drain_timeout"), &c.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
     };
     if sink.client_certificate.is_some() != sink.client_key.is_some() {
         return Err(ConfigError::new(

@@ -45,7 +45,7 @@ fn logs_endpoint_beats_base_and_layers_beat_each_other() {
     assert_eq!((o.url.as_str(), o.format), ("http://file:4318/v1/logs", Format::Otlp(Protocol::HttpJson)));
     let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
     assert_eq!(o.format, Format::Otlp(Protocol::HttpProtobuf), "env over file");
-    let flags = Flags { otlp_protocol: Some("http/json".into()), ..Flags::default() };
+    let flags = Flags { otlp_protocol: Some(Protocol::HttpJson), ..Flags::default() };
     let o = otlp(&flags, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], from_file).unwrap().unwrap();
     assert_eq!(o.format, Format::Otlp(Protocol::HttpJson), "flag over env");
 }

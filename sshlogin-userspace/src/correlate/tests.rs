@@ -522,5 +522,5 @@ fn a_preauth_flood_evicts_the_oldest_attempts_never_an_open_session() {
     pipeline.finish(&mut events);
     assert_eq!(names(&events), [SessionOpen, SessionClose], "the open session was kept whole");
     assert!(duration(&events[1]).is_some());
-    assert!(metrics.evicted_count("connections") >= (MAX_CONNS / 8) as u64);
+    assert!(metrics.evicted_count(crate::metrics::Table::Connections) >= (MAX_CONNS / 8) as u64);
 }

@@ -5,7 +5,7 @@
 pub mod audit;
 pub mod syslog;
 
-use sshlogin_common::{COMM_LEN, SOCKADDR_CAP, TEXT_CAP, exec, kind, layout};
+use sshlogin_common::{COMM_LEN, MessageError, SOCKADDR_CAP, TEXT_CAP, exec, kind, layout, u32_at};
 
 /// Who sent a record and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,10 +142,6 @@ fn sockaddr(raw: &[u8]) -> Option<std::net::SocketAddr> {
     }
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
@@ -173,13 +169,10 @@ fn meta(bytes: &[u8]) -> Meta {
 
 /// The message bytes of an audit or syslog record.
 fn message(bytes: &[u8], kind: u32) -> Result<&[u8], DecodeError> {
-    need(bytes, kind, layout::MESSAGE_DATA)?;
-    let copied = u32_at(bytes, layout::MESSAGE_COPIED).unwrap_or_default() as usize;
-    if copied > TEXT_CAP {
-        return Err(DecodeError::BadLength { copied, cap: TEXT_CAP });
-    }
-    let end = layout::MESSAGE_DATA + copied;
-    bytes.get(layout::MESSAGE_DATA..end).ok_or(DecodeError::Short { kind, len: bytes.len(), need: end })
+    sshlogin_common::message_data(bytes).map_err(|e| match e {
+        MessageError::Short { need } => DecodeError::Short { kind, len: bytes.len(), need },
+        MessageError::BadLength { copied } => DecodeError::BadLength { copied, cap: TEXT_CAP },
+    })
 }
 
 /// Decodes one ring-buffer record.

@@ -120,7 +120,7 @@ fn start_sink(
         crate::config::SinkKind::Webhook => "webhook_events",
     };
     let spool = Arc::new(store.spool(table, max_bytes).with_context(|| format!("the {} spool", sink.kind.name()))?);
-    metrics.set_spool(sink.kind.name(), spool.depth());
+    metrics.set_spool(sink.kind, spool.depth());
     let arrived = Arc::new(Notify::new());
     let (queue, rx) = mpsc::channel(SPOOL_QUEUE);
     let (stop, stop_rx) = watch::channel(false);
@@ -131,7 +131,7 @@ fn start_sink(
     if spool.depth().events > 0 {
         arrived.notify_one();
     }
-    let writer = tokio::spawn(write_spool(rx, spool.clone(), arrived.clone(), metrics, sink.kind.name()));
+    let writer = tokio::spawn(write_spool(rx, spool.clone(), arrived.clone(), metrics, sink.kind));
     let exporter = tokio::spawn(exporter.run(spool, arrived, stop_rx, sink.drain_timeout));
     Ok(Network { queue, writer, exporter, stop })
 }
@@ -142,7 +142,7 @@ async fn write_spool(
     spool: Arc<Spool>,
     arrived: Arc<Notify>,
     metrics: Arc<Metrics>,
-    sink: &'static str,
+    sink: crate::config::SinkKind,
 ) {
     while let Some(mut batch) = rx.recv().await {
         // Take what else is queued: one commit (one fsync) for all of it.

@@ -19,17 +19,7 @@ use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, s
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sshlogin.bpf.o"));
 
-/// How the entry of sendto, setresuid and connect is seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyscallProbes {
-    /// `syscalls:sys_enter_*` for each: only those calls run a program, but
-    /// each pays for the kernel copying its arguments into a record.
-    Tracepoints,
-    /// One raw `sys_enter` tracepoint: every syscall runs a program that
-    /// returns at once unless the number matches; matching calls are
-    /// cheaper. docs/performance.md compares them.
-    Raw,
-}
+pub use crate::config::SyscallProbes;
 
 /// Programs attached in every mode: (program, tracepoint category, name).
 /// The three `sched:*` ones keep the membership map and go first, so that
@@ -48,7 +38,6 @@ const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
-/// Mounts tracefs if it is not, and says where it is.
 /// The oldest kernel with `BPF_MAP_TYPE_RINGBUF`.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 
@@ -63,6 +52,7 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// Mounts tracefs if it is not, and says where it is.
 pub fn ensure_tracefs() -> Result<std::path::PathBuf> {
     tracefs::ensure_mounted()
 }
@@ -112,6 +102,16 @@ pub struct Settings {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
     pub syscall_probes: SyscallProbes,
+}
+
+impl From<&crate::config::Capture> for Settings {
+    fn from(capture: &crate::config::Capture) -> Settings {
+        Settings {
+            family: capture.family.clone(),
+            ring_buffer_bytes: capture.ring_buffer_bytes,
+            syscall_probes: capture.syscall_probes,
+        }
+    }
 }
 
 /// The loaded, attached programs. Keep it alive as long as records are wanted.
@@ -185,18 +185,18 @@ impl Probes {
 
         let mut attached = 0;
         for (program, category, name) in ALWAYS {
-            attach(&mut ebpf, program, category, name)?;
+            attach(&mut ebpf, program, At::Tracepoint(category, name))?;
             attached += 1;
         }
         match settings.syscall_probes {
             SyscallProbes::Tracepoints => {
                 for (program, category, name) in ENTRY_TRACEPOINTS {
-                    attach(&mut ebpf, program, category, name)?;
+                    attach(&mut ebpf, program, At::Tracepoint(category, name))?;
                     attached += 1;
                 }
             }
             SyscallProbes::Raw => {
-                attach_raw(&mut ebpf, "raw_sys_enter", "sys_enter")?;
+                attach(&mut ebpf, "raw_sys_enter", At::Raw("sys_enter"))?;
                 attached += 1;
             }
         }
@@ -255,32 +255,48 @@ impl Calibration {
         tracefs::ensure_mounted()?;
         raise_memlock();
         let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the eBPF object")?;
-        attach(&mut ebpf, "calibrate", category, name)?;
+        attach(&mut ebpf, "calibrate", At::Tracepoint(category, name))?;
         Ok(Calibration { _ebpf: ebpf })
     }
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let what = || format!("program {program} at tracepoint {category}:{name}");
-    let tp: &mut TracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("{} is missing from the eBPF object", what()))?
-        .try_into()
-        .with_context(|| format!("{} is not a tracepoint program", what()))?;
-    tp.load().with_context(|| format!("loading {} (verifier or permissions)", what()))?;
-    tp.attach(category, name).with_context(|| format!("attaching {}", what()))?;
-    Ok(())
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug)]
+enum At<'a> {
+    /// A tracepoint, `category:name`.
+    Tracepoint(&'a str, &'a str),
+    /// A raw tracepoint, by name.
+    Raw(&'a str),
 }
 
-fn attach_raw(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
-    let what = || format!("program {program} at raw tracepoint {name}");
-    let tp: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("{} is missing from the eBPF object", what()))?
-        .try_into()
-        .with_context(|| format!("{} is not a raw tracepoint program", what()))?;
-    tp.load().with_context(|| format!("loading {} (verifier or permissions)", what()))?;
-    tp.attach(name).with_context(|| format!("attaching {}", what()))?;
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Tracepoint(category, name) => write!(f, "tracepoint {category}:{name}"),
+            At::Raw(name) => write!(f, "raw tracepoint {name}"),
+        }
+    }
+}
+
+/// Loads `program` and attaches it at `at`; every error names both.
+fn attach(ebpf: &mut Ebpf, program: &str, at: At<'_>) -> Result<()> {
+    let what = format!("program {program} at {at}");
+    let prog = ebpf.program_mut(program).with_context(|| format!("{what} is missing from the eBPF object"))?;
+    let wrong_kind = || format!("{what} is not a program of that kind");
+    let loading = || format!("loading {what} (verifier or permissions)");
+    let attaching = || format!("attaching {what}");
+    match at {
+        At::Tracepoint(category, name) => {
+            let tp: &mut TracePoint = prog.try_into().with_context(wrong_kind)?;
+            tp.load().with_context(loading)?;
+            tp.attach(category, name).with_context(attaching)?;
+        }
+        At::Raw(name) => {
+            let tp: &mut RawTracePoint = prog.try_into().with_context(wrong_kind)?;
+            tp.load().with_context(loading)?;
+            tp.attach(name).with_context(attaching)?;
+        }
+    }
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{ConfigError, Format, Sink},
-    metrics::Metrics,
+    metrics::{Delivery, Metrics, Request},
     otel::LogRecord,
     resource::Resource,
     spool::Spool,
@@ -158,8 +158,8 @@ impl Exporter {
                     if events.len() < ids.len() {
                         tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
                         self.metrics.export_events(
-                            self.config.kind.name(),
-                            "dropped",
+                            self.config.kind,
+                            Delivery::Dropped,
                             (ids.len() - events.len()) as u64,
                         );
                     }
@@ -191,7 +191,7 @@ impl Exporter {
                         tracing::error!("cannot remove delivered events from the spool: {e:#}");
                         return;
                     }
-                    self.metrics.set_spool(self.config.kind.name(), spool.depth());
+                    self.metrics.set_spool(self.config.kind, spool.depth());
                 }
             }
         }
@@ -200,21 +200,21 @@ impl Exporter {
     /// Sends one batch, retrying until `give_up_at` or until `stop` turns.
     pub async fn export(&self, events: &[LogRecord], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let n = events.len() as u64;
-        let sink = self.config.kind.name();
+        let sink = self.config.kind;
         let outcome = self.try_export(events, give_up_at, stop).await;
         match &outcome {
             Outcome::Delivered { rejected } => {
-                self.metrics.export_request(sink, if *rejected > 0 { "partial" } else { "ok" });
+                self.metrics.export_request(sink, if *rejected > 0 { Request::Partial } else { Request::Ok });
                 let rejected = (*rejected).clamp(0, n as i64) as u64;
-                self.metrics.export_events(sink, "sent", n - rejected);
-                self.metrics.export_events(sink, "rejected", rejected);
+                self.metrics.export_events(sink, Delivery::Sent, n - rejected);
+                self.metrics.export_events(sink, Delivery::Rejected, rejected);
             }
             Outcome::Dropped { reason } => {
-                self.metrics.export_request(sink, "dropped");
-                self.metrics.export_events(sink, "dropped", n);
+                self.metrics.export_request(sink, Request::Dropped);
+                self.metrics.export_events(sink, Delivery::Dropped, n);
                 tracing::warn!(events = n, url = %self.config.url, "export dropped: {reason}");
             }
-            Outcome::Retryable { .. } => self.metrics.export_request(sink, "failed_retryable"),
+            Outcome::Retryable { .. } => self.metrics.export_request(sink, Request::FailedRetryable),
         }
         outcome
     }
@@ -286,13 +286,13 @@ impl Exporter {
                         Decision::Retry { after } => (after, format!("HTTP {status}")),
                     }
                 }
-                Err(e) => (None, transport_error(&e)),
+                Err(e) => (None, crate::error_chain(&e)),
             };
             let wait = wait.unwrap_or_else(|| retry::backoff(&self.config.retry, attempt, rand::random::<f64>()));
             if Instant::now() + wait > give_up_at {
                 return Outcome::Retryable { reason: format!("{why}; retried for {:.1?}", started.elapsed()) };
             }
-            self.metrics.export_retry(self.config.kind.name());
+            self.metrics.export_retry(self.config.kind);
             tracing::info!(attempt = attempt + 1, "export failed ({why}); retrying in {wait:.1?}");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -301,18 +301,6 @@ impl Exporter {
             attempt += 1;
         }
     }
-}
-
-/// The chain of causes, which is where reqwest says what really failed.
-fn transport_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<LogRecord>)>> {

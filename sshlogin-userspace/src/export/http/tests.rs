@@ -159,7 +159,7 @@ async fn retries_503_honouring_retry_after_then_succeeds() {
     assert_eq!(send(&ex, &[event("a")]).await, Outcome::Delivered { rejected: 0 });
     assert_eq!(got.lock().unwrap().len(), 3);
     assert_eq!(m.retries(), 2);
-    assert_eq!(m.exported("sent"), 1);
+    assert_eq!(m.exported(Delivery::Sent), 1);
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn bad_request_is_not_retried() {
     let Outcome::Dropped { reason } = send(&ex, &[event("a")]).await else { panic!() };
     assert_eq!(reason, "HTTP 400: unknown field");
     assert_eq!(got.lock().unwrap().len(), 1);
-    assert_eq!(m.exported("dropped"), 1);
+    assert_eq!(m.exported(Delivery::Dropped), 1);
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn partial_success_is_counted_not_retried() {
     let (ex, m) = exporter(&config(&url));
     assert_eq!(send(&ex, &[event("a"), event("b")]).await, Outcome::Delivered { rejected: 1 });
     assert_eq!(got.lock().unwrap().len(), 1);
-    assert_eq!((m.exported("rejected"), m.exported("sent")), (1, 1));
+    assert_eq!((m.exported(Delivery::Rejected), m.exported(Delivery::Sent)), (1, 1));
 }
 
 #[tokio::test]
@@ -192,7 +192,7 @@ async fn a_spent_retry_budget_leaves_the_batch_retryable() {
     let (ex, m) = exporter(&cfg);
     let Outcome::Retryable { reason } = send(&ex, &[event("a")]).await else { panic!() };
     assert!(reason.starts_with("HTTP 503; retried for"), "{reason}");
-    assert_eq!(m.exported("dropped"), 0, "nothing is dropped: the spool keeps it");
+    assert_eq!(m.exported(Delivery::Dropped), 0, "nothing is dropped: the spool keeps it");
 }
 
 #[tokio::test]
@@ -280,8 +280,8 @@ async fn unreadable_spool_entries_are_dropped_and_counted() {
     spool.append(&[event("a")]).unwrap();
     drain(ex, &spool).await;
     assert_eq!(spool.depth().events, 0);
-    assert_eq!(m.exported("dropped"), 2);
-    assert_eq!(m.exported("sent"), 1);
+    assert_eq!(m.exported(Delivery::Dropped), 2);
+    assert_eq!(m.exported(Delivery::Sent), 1);
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 1, "one request, holding the one readable event");
     assert_eq!(decode(&got[0]).resource_logs[0].scope_logs[0].log_records.len(), 1);
@@ -295,7 +295,7 @@ async fn a_spool_of_nothing_readable_is_emptied_without_a_request() {
     let spool = spool_with_raw(dir.path(), &[b"\xff"]);
     drain(ex, &spool).await;
     assert_eq!(spool.depth().events, 0);
-    assert_eq!(m.exported("dropped"), 1);
+    assert_eq!(m.exported(Delivery::Dropped), 1);
     assert!(got.lock().unwrap().is_empty(), "no request for nothing");
 }
 
@@ -351,5 +351,5 @@ async fn a_webhook_gets_the_stdout_object_one_per_request_or_an_array() {
     let users: Vec<&str> =
         many.as_array().unwrap().iter().map(|e| e["attributes"]["user.name"].as_str().unwrap()).collect();
     assert_eq!(users, ["b", "c"]);
-    assert_eq!(m.exported("sent"), 1);
+    assert_eq!(m.exported(Delivery::Sent), 1);
 }
