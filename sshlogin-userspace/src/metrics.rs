@@ -141,20 +141,18 @@ struct DeliveryLabels {
 #[derive(Default)]
 pub struct Metrics {
     registry: Registry,
-    events: Family<EventLabel, Counter>,
-    // What the ring buffer delivered and what the kernel could not.
+    // What the ring buffer delivered and what became of it.
     pub records: Counter,
     pub decode_errors: Counter,
-    kernel_dropped: Family<KernelLabel, Counter>,
-    // Admission and bounded tables.
-    refused: Family<RefusedLabel, Counter>,
-    evicted: Family<TableLabel, Counter>,
-    // Spools, by exporter.
-    spool_events: Family<SinkLabel, Gauge>,
-    spool_bytes: Family<SinkLabel, Gauge>,
     pub spool_dropped: Counter,
     pub queue_dropped: Counter,
-    // Delivery, by exporter.
+    kernel_dropped: Family<KernelLabel, Counter>,
+    refused: Family<RefusedLabel, Counter>,
+    evicted: Family<TableLabel, Counter>,
+    events: Family<EventLabel, Counter>,
+    // By exporter.
+    spool_events: Family<SinkLabel, Gauge>,
+    spool_bytes: Family<SinkLabel, Gauge>,
     export_requests: Family<RequestLabels, Counter>,
     export_events: Family<DeliveryLabels, Counter>,
     export_retries: Family<SinkLabel, Counter>,

@@ -147,30 +147,23 @@ fn without_pam_the_session_child_opens_and_closes() {
     assert!(duration(&ev[1]).unwrap() >= 500);
 }
 
+/// One rejected attempt is one failure, whatever records describe it.
 #[test]
-fn wrong_key_is_one_failure() {
-    let ev = replay("pam-wrong-key");
-    assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].user.as_deref(), Some("sl-alice"));
-    assert_eq!(reason(&ev[0]), Some(FailureReason::AuthFailed));
-}
-
-#[test]
-fn invalid_user_offering_a_key_is_one_failure() {
-    let ev = replay("pam-invalid-user");
-    assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].user.as_deref(), Some("sl-nosuch"));
-    assert_eq!(ev[0].uid, None);
-    assert_eq!(reason(&ev[0]), Some(FailureReason::InvalidUser));
-}
-
-#[test]
-fn invalid_user_trying_a_password_is_one_failure() {
-    let ev = replay("pam-invalid-user-password");
-    assert_eq!(names(&ev), [AuthFailure]);
-    assert_eq!(ev[0].user.as_deref(), Some("sl-nosuch"));
-    assert_eq!(ev[0].auth_method.as_deref(), Some("password"));
-    assert_eq!(reason(&ev[0]), Some(FailureReason::InvalidUser));
+fn each_rejected_attempt_is_one_failure() {
+    let cases = [
+        ("pam-wrong-key", "sl-alice", Some(1001), None, FailureReason::AuthFailed),
+        ("pam-invalid-user", "sl-nosuch", None, None, FailureReason::InvalidUser),
+        ("pam-invalid-user-password", "sl-nosuch", None, Some("password"), FailureReason::InvalidUser),
+    ];
+    for (fixture, user, uid, method, why) in cases {
+        let ev = replay(fixture);
+        assert_eq!(names(&ev), [AuthFailure], "{fixture}");
+        assert_eq!((ev[0].user.as_deref(), ev[0].uid), (Some(user), uid), "{fixture}");
+        if method.is_some() {
+            assert_eq!(ev[0].auth_method.as_deref(), method, "{fixture}");
+        }
+        assert_eq!(reason(&ev[0]), Some(why), "{fixture}");
+    }
 }
 
 #[test]
