@@ -96,7 +96,9 @@ pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
     T::from_str(text.trim(), false).map_err(|_| {
         let words: Vec<String> =
             T::value_variants().iter().filter_map(|v| Some(v.to_possible_value()?.get_name().to_string())).collect();
-        format!("{text:?} is not {}", words.join(" or "))
+        // OTEL_EXPORTER_OTLP_PROTOCOL is often set to grpc for other agents.
+        let hint = if text.trim() == "grpc" { " (sshlogin speaks OTLP over HTTP only)" } else { "" };
+        format!("{text:?} is not {}{hint}", words.join(" or "))
     })
 }
 
