@@ -2,11 +2,11 @@
 
 use std::process::Command;
 
-use crate::harness::{privileged, privileged_alone, state_dir};
+use crate::harness::{privileged, privileged_alone, sshlogin_bin, state_dir};
 
 fn check(args: &[&str]) -> (bool, String) {
     let state = state_dir("check").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_sshlogin"))
+    let out = Command::new(sshlogin_bin())
         .args(["check", "--no-network", "--state-dir", &state])
         .args(args)
         .output()
