@@ -55,27 +55,33 @@ pub fn sshlogin_bin() -> &'static Path {
 /// machine reaches every daemon) run alone; the others share.
 static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// `None` (and says so) when the opt-out is set; panics with the reason
-/// when the tests cannot run here. Hold the guard for the whole test.
-pub fn privileged() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
-    check_privileged().then(|| ALONE.read().unwrap_or_else(|e| e.into_inner()))
+/// Panics with the reason when the tests cannot run here, or when the
+/// opt-out is set: `cargo xtask test` then lists the tests as ignored
+/// without running them, and a test run by hand that did not run must not
+/// pass. Hold the guard for the whole test.
+pub fn privileged() -> std::sync::RwLockReadGuard<'static, ()> {
+    check_privileged();
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// As [`privileged`], for a test that must be the only one running.
-pub fn privileged_alone() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
-    check_privileged().then(|| ALONE.write().unwrap_or_else(|e| e.into_inner()))
+pub fn privileged_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    check_privileged();
+    ALONE.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn check_privileged() -> bool {
+fn check_privileged() {
     if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
-        eprintln!("skipped: {SKIP_VAR}=1");
-        return false;
+        panic!(
+            "{SKIP_VAR}=1: the end-to-end tests do not run. `cargo xtask test` counts each as ignored \
+             without running it; run by hand, each fails, so that a skipped test never counts as passed."
+        );
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         panic!(
             "the end-to-end tests load eBPF programs and run sshd: they need root. \
-             Run them as root (cargo xtask test), or set {SKIP_VAR}=1 to skip them."
+             Run them as root (cargo xtask test), or skip them with {SKIP_VAR}=1 cargo xtask test."
         );
     }
     for bin in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/sshpass"] {
@@ -84,7 +90,6 @@ fn check_privileged() -> bool {
             "{bin} is missing: install openssh-server openssh-client sshpass (cargo xtask bootstrap)"
         );
     }
-    true
 }
 
 /// A test user: its name, password and key pair.

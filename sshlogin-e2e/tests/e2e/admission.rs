@@ -67,7 +67,7 @@ fn patient_logins(port: u16, user: &crate::harness::User, n: usize) {
 /// reported as a session of nobody's.
 #[test]
 fn authorized_keys_and_principals_commands_open_no_session() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let zoe = user("sl-zoe");
     let dir = scratch_dir("akc");
     // What the command prints must be readable by its user, nobody.
@@ -169,7 +169,7 @@ impl Drop for PrivsepMoved {
 /// session when that uid changed (or the user did not exist yet).
 #[test]
 fn a_privsep_user_the_daemon_does_not_know_and_a_daemonizing_sshd() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let abe = user("sl-abe");
     let old_privsep = uid_of("sshd");
     let mut daemon = Daemon::start(&[]);
@@ -261,7 +261,7 @@ fn flood_binary() -> PathBuf {
 /// connect(-1) hid every login for 15 s (20 million ring-buffer drops).
 #[test]
 fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let bea = user("sl-bea");
     let flood = flood_binary();
     let sshd = Sshd::start(true, "");
@@ -309,7 +309,7 @@ fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
 /// that name and sends PAM's audit records, USER_START included.
 #[test]
 fn a_symlink_named_sshd_to_a_setuid_program_reports_nothing() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (cal, dot) = (user("sl-cal"), user("sl-dot"));
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -366,7 +366,7 @@ fn a_symlink_named_sshd_to_a_setuid_program_reports_nothing() {
 /// wait in sshd's pre-authentication while real users log in.
 #[test]
 fn three_hundred_unauthenticated_connections_hide_no_login() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let (eve, sshd, mut daemon) = scene("sl-eve", "MaxStartups 1000\nLoginGraceTime 120\n", &[]);
     let held: Vec<TcpStream> = (0..300)
         .map(|i| {
@@ -390,7 +390,7 @@ fn three_hundred_unauthenticated_connections_hide_no_login() {
 /// unknown binary afterwards.
 #[test]
 fn a_running_listener_is_admitted_an_unknown_one_started_later_is_not() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (fay, gus) = (user("sl-fay"), user("sl-gus"));
     let copy = |name: &str| {
         let path = cleared(scratch_dir(&format!("elsewhere/{name}")).join("sshd"));

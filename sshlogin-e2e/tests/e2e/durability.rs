@@ -131,7 +131,7 @@ fn assert_each_once(ids: &HashMap<String, usize>, want: usize) {
 
 #[test]
 fn a_30_second_outage_loses_nothing() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let s = Spooling::new("outage");
     let daemon = s.daemon(&[]);
     let down = Instant::now();
@@ -146,7 +146,7 @@ fn a_30_second_outage_loses_nothing() {
 
 #[test]
 fn answers_of_503_then_200_lose_nothing() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["503", "503", "503"]);
     let endpoint = receiver.endpoint();
@@ -162,7 +162,7 @@ fn answers_of_503_then_200_lose_nothing() {
 
 #[test]
 fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let s = Spooling::new("kill9");
     let mut first = s.daemon_with_metrics(&["--stdout"]);
     s.logins("sl-leo", 5);
@@ -180,7 +180,7 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
 
 #[test]
 fn a_full_spool_drops_the_oldest_and_counts_them() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let s = Spooling::new("full");
     let mut daemon = s.daemon_with_metrics(&["--stdout", "--spool-max-size", "8K"]);
     s.logins("sl-mia", 10);
@@ -217,7 +217,7 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
 
 #[test]
 fn a_burst_of_200_failed_logins_is_reported_whole() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let (ned, sshd, mut daemon) = scene("sl-ned", "MaxStartups 400\nMaxAuthTries 6\n", &[]);
     let before = logged(&format!("Failed password for {} from", ned.name)).len();
     let clients: Vec<_> = (0..200)
@@ -267,7 +267,7 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
 
 #[test]
 fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let s = Spooling::new("sigterm");
     let mut first = s.daemon_with_metrics(&["--stdout"]);
     s.logins("sl-pat", 3);

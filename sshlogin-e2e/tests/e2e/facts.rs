@@ -29,7 +29,7 @@ fn uid(name: &str) -> String {
 
 #[test]
 fn a_key_login_names_its_key_ports_and_audit_session() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (rita, sshd, mut daemon) = scene("sl-rita", "", &[]);
     login(sshd.port, &rita, "sleep 0.3");
     let open = daemon.wait_event(OPEN, rita.name);
@@ -60,7 +60,7 @@ fn a_key_login_names_its_key_ports_and_audit_session() {
 
 #[test]
 fn a_certificate_login_names_the_certificate_and_its_ca() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let sam = user("sl-sam");
     let dir = scratch_dir("userca");
     let ca = cleared(dir.join("ca"));
@@ -95,7 +95,7 @@ fn a_certificate_login_names_the_certificate_and_its_ca() {
 
 #[test]
 fn an_ipv6_login_over_loopback() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let tess = user("sl-tess");
     let sshd = Sshd::start_on("::1", "/usr/sbin/sshd", true, "");
     let mut daemon = Daemon::start(&[]);
@@ -118,7 +118,7 @@ fn an_ipv6_login_over_loopback() {
 
 #[test]
 fn commands_sftp_and_forward_only_sessions_open_and_close() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (uma, sshd, mut daemon) = scene("sl-uma", "", &[]);
     let count = |daemon: &Daemon, name: &str| daemon.events_for(name, uma.name).len();
 
@@ -159,7 +159,7 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
 
 #[test]
 fn sshd_installed_as_sshd_session_is_reported_the_same() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let vic = user("sl-vic");
     let copy = cleared(scratch_dir("bin").join("sshd-session"));
     std::fs::copy("/usr/sbin/sshd", &copy).unwrap();
@@ -177,7 +177,7 @@ fn sshd_installed_as_sshd_session_is_reported_the_same() {
 
 #[test]
 fn raw_syscall_probes_see_the_same_logins() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (xena, sshd, mut daemon) = scene("sl-xena", "", &["--syscall-probes", "raw"]);
     login(sshd.port, &xena, "true");
     let open = daemon.wait_event(OPEN, xena.name);

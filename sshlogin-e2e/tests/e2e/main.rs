@@ -1,8 +1,9 @@
 //! End-to-end: the daemon loaded for real, a real sshd, real clients.
-//! Needs root; fails (does not skip) where that or eBPF is missing, unless
-//! SSHLOGIN_SKIP_PRIVILEGED=1 (with which `cargo xtask test` does not run
-//! them and counts each as ignored). The daemon is the binary
-//! `SSHLOGIN_BIN` names, which `cargo xtask test` builds and sets.
+//! Needs root; fails (does not skip) where that or eBPF is missing. With
+//! SSHLOGIN_SKIP_PRIVILEGED=1 `cargo xtask test` does not run them and
+//! counts each as ignored; run by hand with it, each fails saying so. The
+//! daemon is the binary `SSHLOGIN_BIN` names, which `cargo xtask test`
+//! builds and sets.
 
 mod admission;
 mod check;
@@ -25,7 +26,7 @@ const FAILURE: &str = "ssh.auth.failure";
 
 #[test]
 fn key_login_opens_one_session_and_logout_closes_it() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (alice, sshd, mut daemon) = scene("sl-alice", "", &["--stdout"]);
     login(sshd.port, &alice, "sleep 1.2");
 
@@ -63,7 +64,7 @@ fn key_login_opens_one_session_and_logout_closes_it() {
 
 #[test]
 fn wrong_key_is_an_authentication_failure() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (dave, sshd, mut daemon) = scene("sl-dave", "", &[]);
     let out = ssh_key(sshd.port, dave.name, &wrong_key(), "true");
     assert!(!out.status.success(), "the wrong key was accepted");
@@ -78,7 +79,7 @@ fn wrong_key_is_an_authentication_failure() {
 
 #[test]
 fn invalid_user_is_a_failure_naming_the_user() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let name = format!("sl-nobody{}", std::process::id() % 10_000);
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
@@ -94,7 +95,7 @@ fn invalid_user_is_a_failure_naming_the_user() {
 
 #[test]
 fn wrong_password_is_an_authentication_failure() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (bob, sshd, mut daemon) = scene("sl-bob", "", &[]);
     let out = ssh_password(sshd.port, bob.name, "not-the-password", "true");
     assert!(!out.status.success());
@@ -116,7 +117,7 @@ fn wrong_password_is_an_authentication_failure() {
 
 #[test]
 fn without_pam_the_privilege_drop_opens_the_session() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let carol = user("sl-carol");
     let sshd = Sshd::start(false, "");
     let mut daemon = Daemon::start(&[]);
@@ -135,7 +136,7 @@ fn without_pam_the_privilege_drop_opens_the_session() {
 
 #[test]
 fn audit_records_from_other_programs_are_ignored() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (erin, sshd, mut daemon) = scene("sl-erin", "", &[]);
     // This test binary is root but not sshd: what it sends must not count.
     let forged = "sl-forged";

@@ -9,7 +9,7 @@ const OPEN: &str = "ssh.session.open";
 
 #[test]
 fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let frank = user("sl-frank");
     let sshd = Sshd::start(true, "");
     let token = scratch_file("otlp-token", "tok-3f9a\n");
@@ -66,7 +66,7 @@ fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
 
 #[test]
 fn a_503_with_retry_after_is_retried_and_delivered_once() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let grace = user("sl-grace");
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["--script-for", grace.name, "503:1", "503:1"]);
@@ -95,7 +95,7 @@ fn a_503_with_retry_after_is_retried_and_delivered_once() {
 
 #[test]
 fn a_400_is_not_retried() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let heidi = user("sl-heidi");
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["--script-for", heidi.name, "400"]);
@@ -114,7 +114,7 @@ fn a_400_is_not_retried() {
 
 #[test]
 fn tls_with_a_given_ca_and_a_client_certificate() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let ivan = user("sl-ivan");
     let pki = harness::pki();
     let sshd = Sshd::start(true, "");
@@ -152,7 +152,7 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
 
 #[test]
 fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let yuri = user("sl-yuri");
     let sshd = Sshd::start(true, "");
     let token = scratch_file("webhook-token", "hook-tok-77\n");
