@@ -142,7 +142,7 @@ pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
     if current_uid() != 0 {
         return;
     }
-    if PENDING_SETRESUID.insert(&bpf_get_current_pid_tgid(), &[r, e, s, 0], 0).is_err() {
+    if PENDING_SETRESUID.insert(bpf_get_current_pid_tgid(), [r, e, s, 0], 0).is_err() {
         count(stat::PENDING_FULL);
     }
 }

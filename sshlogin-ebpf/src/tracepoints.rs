@@ -69,10 +69,10 @@ pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
     // Only calls the entry probe kept have anything to report.
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(ids) = (unsafe { PENDING_SETRESUID.get(&key) }).copied() else {
+    let Some(ids) = (unsafe { PENDING_SETRESUID.get(key) }).copied() else {
         return 0;
     };
-    let _ = PENDING_SETRESUID.remove(&key);
+    let _ = PENDING_SETRESUID.remove(key);
     let Some(m) = admitted() else { return 0 };
     if arg::<i64>(&ctx, RET) != 0 {
         return 0;

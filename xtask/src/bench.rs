@@ -30,7 +30,9 @@ pub fn run(quick: bool, out: Option<PathBuf>) -> Result<()> {
         .arg(&out)
         .arg("--pipeline")
         .arg(root.join("target/criterion/pipeline/replay"))
-        .env("SSHLOGIN_EBPF_OBJECT", build::ebpf_object());
+        .env("SSHLOGIN_EBPF_OBJECT", build::ebpf_object())
+        // The opt-out is the end-to-end tests'; the bench never skips.
+        .env_remove(crate::test::SKIP_PRIVILEGED);
     if quick {
         cmd.arg("--quick");
     }

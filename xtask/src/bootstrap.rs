@@ -11,8 +11,14 @@ use crate::{is_root, sh, sh_net};
 pub const LLVM: &str = "22";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The nightly the eBPF crate is built with, by its commit date
+/// (`rustc +nightly -vV`): `nightly` must be this one. rustup installs it
+/// as `nightly-<the next day>`, which it names by its publication date.
+pub const NIGHTLY_DATE: &str = "2026-05-19";
+
 pub fn build_tools() -> Result<()> {
     apt(&[&format!("llvm-{LLVM}-dev")])?;
+    nightly_pinned()?;
     rust_src()?;
     bpf_linker()
 }
@@ -158,6 +164,46 @@ pub fn cargo_tool(krate: &str, version: &str, probe: &[&str]) -> Result<()> {
         .map_err(|e| step_failed(krate, &manual, e))
 }
 
+/// Fails unless the `nightly` toolchain is the pinned one, naming both dates
+/// and how to install the pinned one.
+pub fn nightly_pinned() -> Result<()> {
+    let out = Command::new("rustc").args(["+nightly", "-vV"]).output();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => String::new(),
+    };
+    let date = text.lines().find_map(|l| l.strip_prefix("commit-date: ")).map(str::trim);
+    if date == Some(NIGHTLY_DATE) {
+        return Ok(());
+    }
+    let found = date.map_or("none (no working `nightly` toolchain)".to_string(), |d| format!("commit date {d}"));
+    let dist = next_day(NIGHTLY_DATE);
+    Err(anyhow!(
+        "the eBPF crate is built with the nightly of {NIGHTLY_DATE} (NIGHTLY_DATE in xtask/src/bootstrap.rs), \
+         but `rustc +nightly -vV` says: {found}.\n\
+         Install the pinned one (rustup names a nightly by the day after its commit) and make it `nightly`:\n  \
+         rustup toolchain install nightly-{dist} --component rust-src\n  \
+         rustup toolchain link nightly \"$(rustc +nightly-{dist} --print sysroot)\"\n\
+         or, moving the pin on purpose, change NIGHTLY_DATE and the README's toolchain table together"
+    ))
+}
+
+/// `YYYY-MM-DD` plus one day.
+fn next_day(date: &str) -> String {
+    let mut p = date.split('-').map(|n| n.parse::<u32>().unwrap_or(1));
+    let (y, m, d) = (p.next().unwrap_or(2000), p.next().unwrap_or(1), p.next().unwrap_or(1));
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][(m.clamp(1, 12) - 1) as usize];
+    let (y, m, d) = if d < days {
+        (y, m, d + 1)
+    } else if m < 12 {
+        (y, m + 1, 1)
+    } else {
+        (y + 1, 1, 1)
+    };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 fn rust_src() -> Result<()> {
     let out = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output();
     if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src"))) {
@@ -216,4 +262,15 @@ fn which(name: &str) -> Result<std::path::PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow!("{name} is not on PATH"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_day_after() {
+        assert_eq!(super::next_day("2026-05-19"), "2026-05-20");
+        assert_eq!(super::next_day("2026-05-31"), "2026-06-01");
+        assert_eq!(super::next_day("2024-02-28"), "2024-02-29");
+        assert_eq!(super::next_day("2026-12-31"), "2027-01-01");
+    }
 }

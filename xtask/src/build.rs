@@ -13,6 +13,12 @@ pub fn ebpf_object() -> std::path::PathBuf {
     workspace_root().join("target").join(EBPF_TARGET).join("release/sshlogin")
 }
 
+/// The daemon `cargo build --package sshlogin-userspace` makes (debug), which
+/// the end-to-end tests run.
+pub fn debug_daemon() -> std::path::PathBuf {
+    workspace_root().join("target/debug/sshlogin")
+}
+
 pub fn ebpf() -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(workspace_root())

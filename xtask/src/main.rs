@@ -37,8 +37,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Everything: unit tests, then the privileged end-to-end tests (root;
-    /// they fail where eBPF cannot load, unless SSHLOGIN_SKIP_PRIVILEGED=1).
+    /// Everything: clippy and rustfmt, unit tests, then the privileged
+    /// end-to-end tests (package sshlogin-e2e; root: they fail where eBPF
+    /// cannot load; SSHLOGIN_SKIP_PRIVILEGED=1 lists them as ignored), the
+    /// package, the QEMU guest, the bench smoke run (root) and fuzzing.
     Test {
         /// Only the unit tests.
         #[arg(long)]

@@ -5,10 +5,6 @@
 //! `--quick`: one short repetition of everything (CI's smoke run; no
 //! targets are judged).
 
-#[allow(dead_code)] // the end-to-end tests' helpers; the bench uses some
-#[path = "../../tests/e2e/harness.rs"]
-mod harness;
-
 mod delivery;
 mod report;
 mod stats;
@@ -16,6 +12,7 @@ mod syscalls;
 
 use std::{collections::BTreeMap, fs, path::PathBuf, process::Command, thread, time::Duration};
 
+use sshlogin_e2e::harness;
 use syscalls::{Call, Condition};
 
 struct Plan {
@@ -39,13 +36,14 @@ fn main() {
     if let Some(n) = args.iter().position(|a| a == "--emit").and_then(|i| args.get(i + 1)?.parse().ok()) {
         return syscalls::send_lines(n); // the emit path's sshd (syscalls::emit_path)
     }
-    let Some(_guard) = harness::privileged_alone() else { return };
+    let _guard = harness::privileged_alone();
     let plan = if quick {
         Plan { quick, reps: 1, calls: 100_000, forks: 300, logins: 5, burst: 40, idle: Duration::from_secs(3) }
     } else {
         Plan { quick, reps: 5, calls: 2_000_000, forks: 4_000, logins: 100, burst: 300, idle: Duration::from_secs(10) }
     };
     let bin = env!("CARGO_BIN_EXE_sshlogin");
+    harness::use_binary(bin);
     let mut r = report::Report::new(plan.quick);
 
     eprintln!("bench: syscall costs ({} repetitions)", plan.reps);

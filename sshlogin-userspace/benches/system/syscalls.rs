@@ -175,25 +175,13 @@ impl Drop for Setup {
 /// The daemon, printing events to nowhere; waits until its probes are in.
 pub fn start_sshlogin(binary: &str, extra: &[&str]) -> Child {
     let state = std::env::temp_dir().join(format!("sshlogin-bench-state-{}", std::process::id()));
-    let mut child = Command::new(binary)
-        .args(["run", "--state-dir", state.to_str().unwrap()])
-        .args(extra)
-        .env("SSHLOGIN_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sshlogin");
-    use std::io::BufRead;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("reporting SSH logins") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("sshlogin attached its probes");
+    let (child, _log) = sshlogin_e2e::harness::spawn_attached(
+        Command::new(binary)
+            .args(["run", "--state-dir", state.to_str().unwrap()])
+            .args(extra)
+            .env("SSHLOGIN_LOG", "info")
+            .stdout(Stdio::null()),
+    );
     child
 }
 

@@ -16,8 +16,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, DaemonizedSshd, PATIENT, Sshd, eventually, fixture_dir, free_port, key_client, login, metric, must,
-    privileged, privileged_alone, root_script, ssh_key, ssh_password, user, wrong_key,
+    Daemon, DaemonizedSshd, PATIENT, Sshd, cleared, eventually, key_client, login, must, privileged, privileged_alone,
+    root_script, scene, scratch_dir, ssh_key, ssh_password, user, wrong_key,
 };
 
 const OPEN: &str = "ssh.session.open";
@@ -42,8 +42,7 @@ fn naming<'a>(events: &'a [Value], user: &str, uid: Option<&str>) -> Vec<&'a Val
 /// Waits until `user` has `opens` opens and as many closes, then a little
 /// longer for anything extra; returns (opens, closes).
 fn sessions(daemon: &mut Daemon, user: &str, opens: usize) -> (Vec<Value>, Vec<Value>) {
-    eventually(&format!("{opens} opens and closes of {user}"), 60, || {
-        daemon.settle(Duration::from_millis(200));
+    daemon.eventually(&format!("{opens} opens and closes of {user}"), 60, |daemon| {
         daemon.events_for(OPEN, user).len() >= opens && daemon.events_for(CLOSE, user).len() >= opens
     });
     daemon.settle(Duration::from_secs(1));
@@ -68,10 +67,9 @@ fn patient_logins(port: u16, user: &crate::harness::User, n: usize) {
 /// reported as a session of nobody's.
 #[test]
 fn authorized_keys_and_principals_commands_open_no_session() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let zoe = user("sl-zoe");
-    let dir = fixture_dir().join("akc");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("akc");
     // What the command prints must be readable by its user, nobody.
     let published = crate::harness::root_only_dir().join("sl-zoe.pub");
     std::fs::copy(zoe.key.with_extension("pub"), &published).unwrap();
@@ -88,8 +86,7 @@ fn authorized_keys_and_principals_commands_open_no_session() {
     let ca = dir.join("ca");
     let cert_key = dir.join("id_cert");
     for f in [&ca, &cert_key] {
-        let _ = std::fs::remove_file(f);
-        must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(f));
+        must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(cleared(f.clone())));
     }
     must(
         Command::new("ssh-keygen")
@@ -172,7 +169,7 @@ impl Drop for PrivsepMoved {
 /// session when that uid changed (or the user did not exist yet).
 #[test]
 fn a_privsep_user_the_daemon_does_not_know_and_a_daemonizing_sshd() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let abe = user("sl-abe");
     let old_privsep = uid_of("sshd");
     let mut daemon = Daemon::start(&[]);
@@ -252,9 +249,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn flood_binary() -> PathBuf {
-    let dir = fixture_dir().join("flood");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = scratch_dir("flood");
     let source = dir.join("flood.c");
     std::fs::write(&source, FLOOD_C).unwrap();
     let bin = dir.join("flood");
@@ -266,13 +261,11 @@ fn flood_binary() -> PathBuf {
 /// connect(-1) hid every login for 15 s (20 million ring-buffer drops).
 #[test]
 fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let bea = user("sl-bea");
     let flood = flood_binary();
     let sshd = Sshd::start(true, "");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    let mut daemon = Daemon::start(&[]);
     let cpu_before = daemon.cpu_time();
     let flooders: Vec<_> = ["sshd", "sshd-session", "sshd-auth"]
         .iter()
@@ -306,9 +299,7 @@ fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
     eprintln!("e2e: 6 flooders made {connects} connect calls; the daemon used {cpu:?} of CPU meanwhile");
     let forged = naming(daemon.settle(Duration::ZERO), "sl-forged", None).len();
     assert_eq!(forged, 0, "the flood's forged records became events");
-    for reason in ["ringbuf_full", "read_failed", "members_full"] {
-        assert_eq!(metric(metrics, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")), 0, "{reason}");
-    }
+    daemon.assert_no_kernel_drops(&["ringbuf_full", "read_failed", "members_full"]);
     let log = daemon.stop();
     let dropped: Vec<&String> = log.iter().filter(|l| l.contains("the kernel dropped records")).collect();
     assert!(dropped.is_empty(), "the kernel dropped records: {dropped:?}");
@@ -318,13 +309,11 @@ fn unprivileged_processes_named_like_sshd_cannot_blind_it() {
 /// that name and sends PAM's audit records, USER_START included.
 #[test]
 fn a_symlink_named_sshd_to_a_setuid_program_reports_nothing() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (cal, dot) = (user("sl-cal"), user("sl-dot"));
     let sshd = Sshd::start(true, "");
     let mut daemon = Daemon::start(&[]);
-    let dir = fixture_dir().join("symlinks");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = scratch_dir("symlinks");
     let cal_uid: u32 = uid_of(cal.name).parse().unwrap();
     let as_cal = |program: &Path, args: &[&str], password: &str| {
         let mut child = Command::new(program)
@@ -345,8 +334,7 @@ fn a_symlink_named_sshd_to_a_setuid_program_reports_nothing() {
             Path::new(target).exists(),
             "{target} is missing: apt-get install sudo (cargo xtask bootstrap does it)"
         );
-        let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
+        let link = cleared(dir.join(name));
         std::os::unix::fs::symlink(target, &link).unwrap();
         ran.push(link);
     }
@@ -378,10 +366,8 @@ fn a_symlink_named_sshd_to_a_setuid_program_reports_nothing() {
 /// wait in sshd's pre-authentication while real users log in.
 #[test]
 fn three_hundred_unauthenticated_connections_hide_no_login() {
-    let Some(_guard) = privileged_alone() else { return };
-    let eve = user("sl-eve");
-    let sshd = Sshd::start(true, "MaxStartups 1000\nLoginGraceTime 120\n");
-    let mut daemon = Daemon::start(&[]);
+    let _guard = privileged_alone();
+    let (eve, sshd, mut daemon) = scene("sl-eve", "MaxStartups 1000\nLoginGraceTime 120\n", &[]);
     let held: Vec<TcpStream> = (0..300)
         .map(|i| {
             let mut s = TcpStream::connect(("127.0.0.1", sshd.port)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
@@ -404,22 +390,16 @@ fn three_hundred_unauthenticated_connections_hide_no_login() {
 /// unknown binary afterwards.
 #[test]
 fn a_running_listener_is_admitted_an_unknown_one_started_later_is_not() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (fay, gus) = (user("sl-fay"), user("sl-gus"));
-    let dir = fixture_dir().join("elsewhere");
-    std::fs::create_dir_all(&dir).unwrap();
     let copy = |name: &str| {
-        let path = dir.join(name).join("sshd");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let _ = std::fs::remove_file(&path);
+        let path = cleared(scratch_dir(&format!("elsewhere/{name}")).join("sshd"));
         std::fs::copy("/usr/sbin/sshd", &path).unwrap();
         path.display().to_string()
     };
     let (before, after) = (copy("before"), copy("after"));
     let running = Sshd::start_on("127.0.0.1", &before, true, "");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    let mut daemon = Daemon::start(&[]);
     assert!(
         daemon.log().contains("admitting the binary of a running sshd listener") && daemon.log().contains(&before),
         "the running listener's binary was not admitted:\n{}",
@@ -431,7 +411,7 @@ fn a_running_listener_is_admitted_an_unknown_one_started_later_is_not() {
 
     let later = Sshd::start_on("127.0.0.1", &after, true, "");
     login(later.port, &gus, "true");
-    eventually("the later sshd refused", 20, || metric(metrics, "sshlogin_refused_total{reason=\"exe\"}") >= 1);
+    eventually("the later sshd refused", 20, || daemon.metric("sshlogin_refused_total{reason=\"exe\"}") >= 1);
     daemon.settle(Duration::from_secs(1));
     let reported = naming(daemon.settle(Duration::ZERO), gus.name, None).len();
     assert_eq!(reported, 0, "an sshd started later from an unknown binary was reported");

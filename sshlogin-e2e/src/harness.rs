@@ -19,31 +19,69 @@ use serde_json::Value;
 /// The explicit opt-out. CI never sets it.
 pub const SKIP_VAR: &str = "SSHLOGIN_SKIP_PRIVILEGED";
 
+/// The daemon binary under test; `cargo xtask test` builds it and sets this.
+pub const BIN_VAR: &str = "SSHLOGIN_BIN";
+
+static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Tests the daemon at `path` rather than `$SSHLOGIN_BIN` (the system bench,
+/// which builds the binary itself). Call it before anything starts one.
+pub fn use_binary(path: impl Into<PathBuf>) {
+    let path = path.into();
+    assert!(BINARY.get_or_init(|| path.clone()) == &path, "use_binary called twice with different binaries");
+}
+
+/// The sshlogin binary the tests run: [`use_binary`]'s, else `$SSHLOGIN_BIN`;
+/// panics saying how to get one.
+pub fn sshlogin_bin() -> &'static Path {
+    BINARY.get_or_init(|| {
+        let Some(path) = std::env::var_os(BIN_VAR).map(PathBuf::from) else {
+            panic!(
+                "{BIN_VAR} is not set: the end-to-end tests run the sshlogin binary it names. \
+                 Run them with `cargo xtask test`, which builds the binary and sets it; by hand: \
+                 cargo build -p sshlogin-userspace && {BIN_VAR}=$PWD/target/debug/sshlogin cargo test -p sshlogin-e2e"
+            )
+        };
+        assert!(
+            path.is_file(),
+            "{BIN_VAR}={} is not a file: build it first (cargo build -p sshlogin-userspace)",
+            path.display()
+        );
+        path
+    })
+}
+
 /// Tests that count what a daemon saw host-wide (every sshd login on the
 /// machine reaches every daemon) run alone; the others share.
 static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// `None` (and says so) when the opt-out is set; panics with the reason
-/// when the tests cannot run here. Hold the guard for the whole test.
-pub fn privileged() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
-    check_privileged().then(|| ALONE.read().unwrap_or_else(|e| e.into_inner()))
+/// Panics with the reason when the tests cannot run here, or when the
+/// opt-out is set: `cargo xtask test` then lists the tests as ignored
+/// without running them, and a test run by hand that did not run must not
+/// pass. Hold the guard for the whole test.
+pub fn privileged() -> std::sync::RwLockReadGuard<'static, ()> {
+    check_privileged();
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// As [`privileged`], for a test that must be the only one running.
-pub fn privileged_alone() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
-    check_privileged().then(|| ALONE.write().unwrap_or_else(|e| e.into_inner()))
+pub fn privileged_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    check_privileged();
+    ALONE.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn check_privileged() -> bool {
+fn check_privileged() {
     if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
-        eprintln!("skipped: {SKIP_VAR}=1");
-        return false;
+        panic!(
+            "{SKIP_VAR}=1: the end-to-end tests do not run. `cargo xtask test` counts each as ignored \
+             without running it; run by hand, each fails, so that a skipped test never counts as passed."
+        );
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         panic!(
             "the end-to-end tests load eBPF programs and run sshd: they need root. \
-             Run them as root (cargo xtask test), or set {SKIP_VAR}=1 to skip them."
+             Run them as root (cargo xtask test), or skip them with {SKIP_VAR}=1 cargo xtask test."
         );
     }
     for bin in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/sshpass"] {
@@ -52,7 +90,6 @@ fn check_privileged() -> bool {
             "{bin} is missing: install openssh-server openssh-client sshpass (cargo xtask bootstrap)"
         );
     }
-    true
 }
 
 /// A test user: its name, password and key pair.
@@ -376,15 +413,63 @@ pub fn ssh_password_with(opts: &[&str], port: u16, user: &str, password: &str, c
         .expect("run sshpass")
 }
 
+/// Starts `cmd` (an `sshlogin run`) with its stderr piped and waits until
+/// the daemon says its probes are attached. Returns it and its log, which
+/// keeps growing; panics with the log if it does not attach within 30 s.
+pub fn spawn_attached(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("start sshlogin");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("reporting SSH logins") {
+                let _ = ready_tx.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+        let status = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        panic!(
+            "sshlogin did not attach its probes (exit status {status:?}); its log:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+    }
+    (child, log)
+}
+
 /// The daemon, loaded for real, printing JSON lines.
 pub struct Daemon {
     child: Child,
     events: mpsc::Receiver<Value>,
     seen: Vec<Value>,
     stderr: Arc<Mutex<Vec<String>>>,
+    metrics: Option<u16>,
+}
+
+/// What most tests start with: `name`'s test user, an sshd with PAM and
+/// `sshd_extra` config lines, and the daemon started with `args`.
+pub fn scene(name: &'static str, sshd_extra: &str, args: &[&str]) -> (User, Sshd, Daemon) {
+    (user(name), Sshd::start(true, sshd_extra), Daemon::start(args))
 }
 
 impl Daemon {
+    /// A metric of the daemon, which serves them on a port of its own
+    /// unless `args` said `--metrics-listen`.
+    pub fn metric(&self, series: &str) -> u64 {
+        metric(self.metrics.expect("the daemon serves its metrics where its --metrics-listen says"), series)
+    }
+
+    /// Fails the test if the kernel dropped records for any of `reasons`.
+    pub fn assert_no_kernel_drops(&self, reasons: &[&str]) {
+        for reason in reasons {
+            assert_eq!(self.metric(&format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")), 0, "{reason}");
+        }
+    }
+
     pub fn start(args: &[&str]) -> Daemon {
         fixture();
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -394,21 +479,19 @@ impl Daemon {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             args.extend(["--state-dir".into(), state_dir(&format!("daemon-{n}")).display().to_string()]);
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshlogin"));
+        let metrics = (!args.iter().any(|a| a == "--metrics-listen")).then(free_port);
+        if let Some(port) = metrics {
+            args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}")]);
+        }
+        let mut cmd = Command::new(sshlogin_bin());
         // The tests say what to export; the environment they run in must not.
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") {
                 cmd.env_remove(k);
             }
         }
-        let mut child = cmd
-            .arg("run")
-            .args(args)
-            .env("SSHLOGIN_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sshlogin");
+        let (mut child, stderr) =
+            spawn_attached(cmd.arg("run").args(args).env("SSHLOGIN_LOG", "info").stdout(Stdio::piped()));
         let (tx, events) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
@@ -420,27 +503,20 @@ impl Daemon {
                 }
             }
         });
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = stderr_lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("reporting SSH logins") {
-                    let _ = ready_tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
+        Daemon { child, events, seen: Vec::new(), stderr, metrics }
+    }
+
+    /// Waits for the event `name` of `user`; returns it.
+    pub fn wait_event(&mut self, name: &str, user: &str) -> Value {
+        self.wait_for(&format!("{name} for {user}"), |e| is(e, name, user))
+    }
+
+    /// Polls `cond` on what the daemon has printed, for up to `secs`.
+    pub fn eventually(&mut self, what: &str, secs: u64, cond: impl Fn(&Daemon) -> bool) {
+        eventually(what, secs, || {
+            self.settle(Duration::from_millis(100));
+            cond(self)
         });
-        let mut daemon = Daemon { child, events, seen: Vec::new(), stderr: stderr_lines };
-        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
-            let status = daemon.child.try_wait().ok().flatten();
-            panic!(
-                "sshlogin did not attach its probes (exit status {status:?}); its log:\n{}",
-                daemon.stderr.lock().unwrap().join("\n")
-            );
-        }
-        daemon
     }
 
     /// Waits until an event matching `pred` arrives; returns it.
@@ -476,6 +552,11 @@ impl Daemon {
         &self.seen
     }
 
+    /// Every event seen so far.
+    pub fn seen(&self) -> &[Value] {
+        &self.seen
+    }
+
     /// Events so far for `user`.
     pub fn events_for(&self, name: &str, user: &str) -> Vec<Value> {
         self.seen.iter().filter(|e| e["event_name"] == name && e["attributes"]["user.name"] == user).cloned().collect()
@@ -505,6 +586,13 @@ impl Daemon {
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// As [`Daemon::stop`]; the log must have a line containing `needle`.
+    pub fn stop_saying(self, needle: &str) -> Vec<String> {
+        let log = self.stop();
+        assert!(log.iter().any(|l| l.contains(needle)), "the daemon never logged {needle:?}: {log:?}");
+        log
     }
 
     /// SIGTERM; the daemon must detach and exit 0.
@@ -547,7 +635,7 @@ impl Receiver {
 
     /// Listens on `port` (0: any).
     pub fn start_on(port: u16, script: &[&str]) -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otlp_receiver.py");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/otlp_receiver.py");
         let mut child = Command::new("python3")
             .arg(path)
             .args(["--port", &port.to_string()])
@@ -610,6 +698,12 @@ impl Receiver {
         }
     }
 
+    /// Waits for a request carrying the event `name` of `user`; returns
+    /// (request, record).
+    pub fn wait_event(&mut self, name: &str, user: &str) -> (Value, Value) {
+        self.wait_for(&format!("{name} for {user}"), |r| is(r, name, user))
+    }
+
     /// Collects requests arriving during `quiet`.
     pub fn settle(&mut self, quiet: Duration) -> &[Value] {
         let deadline = Instant::now() + quiet;
@@ -626,6 +720,21 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A directory `name` under the fixture directory, created, searchable by
+/// everyone (a process that dropped root may run what it holds).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = fixture().dir.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `path`, with whatever an earlier run left there removed.
+pub fn cleared(path: PathBuf) -> PathBuf {
+    let _ = fs::remove_file(&path);
+    path
 }
 
 /// A file in the test directory with `content`.

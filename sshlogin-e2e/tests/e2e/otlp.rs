@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use crate::harness::{self, Daemon, Receiver, Sshd, login, privileged, scratch_file, user};
+use crate::harness::{self, Daemon, Receiver, Sshd, is, login, privileged, scratch_file, user};
+
+const OPEN: &str = "ssh.session.open";
 
 #[test]
 fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let frank = user("sl-frank");
     let sshd = Sshd::start(true, "");
     let token = scratch_file("otlp-token", "tok-3f9a\n");
@@ -32,9 +34,7 @@ fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
             "x-scope-orgid=ops",
         ]);
         login(sshd.port, &frank, "true");
-        let what = format!("open for sl-frank over {protocol}/{compression}");
-        let (req, rec) = receiver
-            .wait_for(&what, |r| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == frank.name);
+        let (req, rec) = receiver.wait_event(OPEN, frank.name);
         assert_eq!(req["path"], "/v1/logs");
         assert_eq!(req["content_type"], content_type);
         let encoding = if compression == "gzip" { serde_json::json!("gzip") } else { serde_json::Value::Null };
@@ -58,9 +58,7 @@ fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
         assert_eq!(r["os.type"], "linux");
         assert!(r["host.id"].is_string() && r["host.name"].is_string() && r["service.instance.id"].is_string());
         assert_eq!(rec["scope"]["name"], "sshlogin");
-        receiver.wait_for("close", |r| {
-            r["event_name"] == "ssh.session.close" && r["attributes"]["user.name"] == frank.name
-        });
+        receiver.wait_event("ssh.session.close", frank.name);
         let log = daemon.stop();
         assert!(!log.join("\n").contains("tok-3f9a"), "the token leaked into the log");
     }
@@ -68,16 +66,14 @@ fn a_login_reaches_the_receiver_in_every_protocol_and_compression() {
 
 #[test]
 fn a_503_with_retry_after_is_retried_and_delivered_once() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let grace = user("sl-grace");
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["--script-for", grace.name, "503:1", "503:1"]);
     let endpoint = receiver.endpoint();
     let daemon = Daemon::start(&["--otlp-endpoint", &endpoint]);
     login(sshd.port, &grace, "true");
-    let (_, rec) = receiver.wait_for("open for sl-grace", |r| {
-        r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == grace.name
-    });
+    let (_, rec) = receiver.wait_event(OPEN, grace.name);
     // The first request that carried it was answered 503; wait for the 200.
     let uid = rec["attributes"]["log.record.uid"].clone();
     let mut statuses = Vec::new();
@@ -94,34 +90,31 @@ fn a_503_with_retry_after_is_retried_and_delivered_once() {
     }
     receiver.settle(Duration::from_secs(2));
     assert_eq!(statuses, [503, 503, 200], "answered 503, 503, then 200: sent three times, delivered once");
-    let log = daemon.stop();
-    assert!(log.iter().any(|l| l.contains("retrying")), "the retries were logged");
+    daemon.stop_saying("retrying");
 }
 
 #[test]
 fn a_400_is_not_retried() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let heidi = user("sl-heidi");
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["--script-for", heidi.name, "400"]);
     let endpoint = receiver.endpoint();
     let daemon = Daemon::start(&["--otlp-endpoint", &endpoint, "--otlp-protocol", "http/json"]);
     login(sshd.port, &heidi, "true");
-    let mine =
-        |x: &serde_json::Value| x["event_name"] == "ssh.session.open" && x["attributes"]["user.name"] == heidi.name;
-    receiver.wait_for("open for sl-heidi", mine);
+    let mine = |x: &serde_json::Value| is(x, OPEN, heidi.name);
+    receiver.wait_event(OPEN, heidi.name);
     let seen = receiver.settle(Duration::from_secs(3)).to_vec();
     let carrying: Vec<_> = seen.iter().filter(|r| r["records"].as_array().unwrap().iter().any(mine)).collect();
     assert_eq!(carrying[0]["status"], 400);
     let opens = carrying.len();
     assert_eq!(opens, 1, "the batch answered 400 was not sent again: {seen:?}");
-    let log = daemon.stop();
-    assert!(log.iter().any(|l| l.contains("export dropped: HTTP 400")), "the drop was logged: {log:?}");
+    daemon.stop_saying("export dropped: HTTP 400");
 }
 
 #[test]
 fn tls_with_a_given_ca_and_a_client_certificate() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let ivan = user("sl-ivan");
     let pki = harness::pki();
     let sshd = Sshd::start(true, "");
@@ -139,9 +132,7 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
     );
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
     login(sshd.port, &ivan, "true");
-    let (req, _) = receiver.wait_for("open for sl-ivan over mTLS", |r| {
-        r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == ivan.name
-    });
+    let (req, _) = receiver.wait_event(OPEN, ivan.name);
     assert_eq!(req["client_cert_cn"], "sshlogin-client");
     daemon.stop();
 
@@ -161,7 +152,7 @@ fn tls_with_a_given_ca_and_a_client_certificate() {
 
 #[test]
 fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let yuri = user("sl-yuri");
     let sshd = Sshd::start(true, "");
     let token = scratch_file("webhook-token", "hook-tok-77\n");
@@ -178,9 +169,8 @@ fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
         token.to_str().unwrap(),
     ]);
     login(sshd.port, &yuri, "true");
-    let mine =
-        |r: &serde_json::Value| r["event_name"] == "ssh.session.open" && r["attributes"]["user.name"] == yuri.name;
-    let (req, rec) = receiver.wait_for("open for sl-yuri", mine);
+    let mine = |r: &serde_json::Value| is(r, OPEN, yuri.name);
+    let (req, rec) = receiver.wait_event(OPEN, yuri.name);
     assert_eq!(req["path"], "/hooks/ssh");
     assert_eq!(req["content_type"], "application/json");
     assert_eq!(req["batch"], false, "one object per request by default");

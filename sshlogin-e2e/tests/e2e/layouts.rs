@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{
-    ChrootSshd, Daemon, Sshd, free_port, login, metric, privileged, ssh_key, trixie_root, user, wrong_key,
-};
+use crate::harness::{ChrootSshd, Daemon, Sshd, login, privileged, ssh_key, trixie_root, user, wrong_key};
 
 /// What must match between layouts: (event, user, method, reason, has a
 /// client port, executable's file name).
@@ -45,22 +43,20 @@ fn scenario(daemon: &mut Daemon, port: u16, name: &'static str, invalid: &str) -
 
 #[test]
 fn openssh_10_in_a_trixie_chroot_reports_like_openssh_9() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let root = trixie_root();
     let chroot = ChrootSshd::start(&root, &["sl-wes"]);
 
     // Its binaries are not the host's: without --sshd-path it is refused,
     // counted and named once.
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    let mut daemon = Daemon::start(&[]);
     login(chroot.port(), &user("sl-wes"), "true");
     assert!(!ssh_key(chroot.port(), "sl-wes", &wrong_key(), "true").status.success());
     daemon.settle(Duration::from_secs(1));
     let reported: Vec<_> =
         daemon.settle(Duration::ZERO).iter().filter(|e| e["attributes"]["user.name"] == "sl-wes").cloned().collect();
     assert!(reported.is_empty(), "the chroot's sshd was reported without being admitted: {reported:?}");
-    assert!(metric(metrics, "sshlogin_refused_total{reason=\"exe\"}") >= 1, "the refusal is counted");
+    assert!(daemon.metric("sshlogin_refused_total{reason=\"exe\"}") >= 1, "the refusal is counted");
     let log = daemon.stop();
     let sshd_in_root = root.join("usr/sbin/sshd").display().to_string();
     let named: Vec<&String> = log.iter().filter(|l| l.contains(&sshd_in_root) && l.contains("--sshd-path")).collect();

@@ -9,7 +9,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Sshd, fixture_dir, is, key_client, logged, login, must, privileged, ssh_key, ssh_key_to, user, wrong_key,
+    Daemon, Sshd, cleared, key_client, logged, login, must, privileged, scene, scratch_dir, ssh_key, ssh_key_to, user,
+    wrong_key,
 };
 
 const OPEN: &str = "ssh.session.open";
@@ -28,12 +29,10 @@ fn uid(name: &str) -> String {
 
 #[test]
 fn a_key_login_names_its_key_ports_and_audit_session() {
-    let Some(_guard) = privileged() else { return };
-    let rita = user("sl-rita");
-    let sshd = Sshd::start(true, "");
-    let mut daemon = Daemon::start(&[]);
+    let _guard = privileged();
+    let (rita, sshd, mut daemon) = scene("sl-rita", "", &[]);
     login(sshd.port, &rita, "sleep 0.3");
-    let open = daemon.wait_for("open for sl-rita", |e| is(e, OPEN, rita.name));
+    let open = daemon.wait_event(OPEN, rita.name);
     let a = &open["attributes"];
     assert_eq!(a["ssh.auth.method"], "publickey");
     assert_eq!(a["ssh.key.type"], "ED25519");
@@ -52,7 +51,7 @@ fn a_key_login_names_its_key_ports_and_audit_session() {
     assert!(a["linux.audit.session_id"].as_str().unwrap().parse::<u32>().is_ok(), "{a}");
     assert!(a["process.parent_pid"].as_i64().unwrap() > 1);
     assert_eq!(a["process.executable.path"], "/usr/sbin/sshd");
-    let close = daemon.wait_for("close for sl-rita", |e| is(e, CLOSE, rita.name));
+    let close = daemon.wait_event(CLOSE, rita.name);
     for key in ["ssh.connection.id", "linux.audit.session_id", "client.port", "server.port"] {
         assert_eq!(close["attributes"][key], a[key], "{key} is the same at close");
     }
@@ -61,15 +60,12 @@ fn a_key_login_names_its_key_ports_and_audit_session() {
 
 #[test]
 fn a_certificate_login_names_the_certificate_and_its_ca() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let sam = user("sl-sam");
-    let dir = fixture_dir().join("userca");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = dir.join("ca");
-    let _ = std::fs::remove_file(&ca);
+    let dir = scratch_dir("userca");
+    let ca = cleared(dir.join("ca"));
     must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test user CA", "-f"]).arg(&ca));
-    let key = dir.join("id_sam");
-    let _ = std::fs::remove_file(&key);
+    let key = cleared(dir.join("id_sam"));
     must(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
     must(
         Command::new("ssh-keygen")
@@ -86,7 +82,7 @@ fn a_certificate_login_names_the_certificate_and_its_ca() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let open = daemon.wait_for("open for sl-sam", |e| is(e, OPEN, sam.name));
+    let open = daemon.wait_event(OPEN, sam.name);
     let a = &open["attributes"];
     assert_eq!(a["ssh.key.type"], "ED25519-CERT");
     assert_eq!(a["ssh.key.fingerprint"], fingerprint(&key.with_extension("pub")));
@@ -99,19 +95,19 @@ fn a_certificate_login_names_the_certificate_and_its_ca() {
 
 #[test]
 fn an_ipv6_login_over_loopback() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let tess = user("sl-tess");
     let sshd = Sshd::start_on("::1", "/usr/sbin/sshd", true, "");
     let mut daemon = Daemon::start(&[]);
     let out = ssh_key_to("::1", sshd.port, tess.name, &tess.key, "true");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let open = daemon.wait_for("open for sl-tess", |e| is(e, OPEN, tess.name));
+    let open = daemon.wait_event(OPEN, tess.name);
     assert_eq!(open["attributes"]["client.address"], "::1");
     assert_eq!(open["attributes"]["server.address"], "::1");
     assert!(open["body"].as_str().unwrap().contains("from ::1 port"));
     let out = ssh_key_to("::1", sshd.port, tess.name, &wrong_key(), "true");
     assert!(!out.status.success());
-    let failure = daemon.wait_for("failure for sl-tess", |e| is(e, FAILURE, tess.name));
+    let failure = daemon.wait_event(FAILURE, tess.name);
     assert_eq!(failure["attributes"]["client.address"], "::1");
     assert!(
         failure["attributes"]["client.port"].as_i64().is_some(),
@@ -122,14 +118,12 @@ fn an_ipv6_login_over_loopback() {
 
 #[test]
 fn commands_sftp_and_forward_only_sessions_open_and_close() {
-    let Some(_guard) = privileged() else { return };
-    let uma = user("sl-uma");
-    let sshd = Sshd::start(true, "");
-    let mut daemon = Daemon::start(&[]);
+    let _guard = privileged();
+    let (uma, sshd, mut daemon) = scene("sl-uma", "", &[]);
     let count = |daemon: &Daemon, name: &str| daemon.events_for(name, uma.name).len();
 
     login(sshd.port, &uma, "true");
-    daemon.wait_for("close after ssh host true", |e| is(e, CLOSE, uma.name));
+    daemon.wait_event(CLOSE, uma.name);
 
     let mut sftp = Command::new("sftp")
         .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
@@ -143,10 +137,7 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
     use std::io::Write;
     sftp.stdin.take().unwrap().write_all(b"pwd\nls\n").unwrap();
     assert!(sftp.wait().unwrap().success());
-    crate::harness::eventually("sftp's open and close", 20, || {
-        daemon.settle(Duration::from_millis(100));
-        count(&daemon, CLOSE) >= 2
-    });
+    daemon.eventually("sftp's open and close", 20, |daemon| count(daemon, CLOSE) >= 2);
 
     let mut forward_only = key_client(&uma.key)
         .args(["-N", "-p", &sshd.port.to_string(), "-l", uma.name, "127.0.0.1"])
@@ -154,16 +145,10 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    crate::harness::eventually("ssh -N's open", 20, || {
-        daemon.settle(Duration::from_millis(100));
-        count(&daemon, OPEN) >= 3
-    });
+    daemon.eventually("ssh -N's open", 20, |daemon| count(daemon, OPEN) >= 3);
     forward_only.kill().unwrap();
     forward_only.wait().unwrap();
-    crate::harness::eventually("ssh -N's close", 20, || {
-        daemon.settle(Duration::from_millis(100));
-        count(&daemon, CLOSE) >= 3
-    });
+    daemon.eventually("ssh -N's close", 20, |daemon| count(daemon, CLOSE) >= 3);
     daemon.settle(Duration::from_millis(500));
     assert_eq!((count(&daemon, OPEN), count(&daemon, CLOSE)), (3, 3));
     let ids: std::collections::HashSet<&Value> =
@@ -174,39 +159,34 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
 
 #[test]
 fn sshd_installed_as_sshd_session_is_reported_the_same() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let vic = user("sl-vic");
-    let bin = fixture_dir().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let copy = bin.join("sshd-session");
-    let _ = std::fs::remove_file(&copy);
+    let copy = cleared(scratch_dir("bin").join("sshd-session"));
     std::fs::copy("/usr/sbin/sshd", &copy).unwrap();
     let sshd = Sshd::start_on("127.0.0.1", copy.to_str().unwrap(), true, "");
     let mut daemon = Daemon::start(&["--sshd-path", copy.to_str().unwrap(), "--sshd-path", "/usr/sbin/sshd"]);
     login(sshd.port, &vic, "true");
-    let open = daemon.wait_for("open for sl-vic", |e| is(e, OPEN, vic.name));
+    let open = daemon.wait_event(OPEN, vic.name);
     assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
-    daemon.wait_for("close for sl-vic", |e| is(e, CLOSE, vic.name));
+    daemon.wait_event(CLOSE, vic.name);
     let out = ssh_key(sshd.port, vic.name, &wrong_key(), "true");
     assert!(!out.status.success());
-    daemon.wait_for("failure for sl-vic", |e| is(e, FAILURE, vic.name));
+    daemon.wait_event(FAILURE, vic.name);
     daemon.stop();
 }
 
 #[test]
 fn raw_syscall_probes_see_the_same_logins() {
-    let Some(_guard) = privileged() else { return };
-    let xena = user("sl-xena");
-    let sshd = Sshd::start(true, "");
-    let mut daemon = Daemon::start(&["--syscall-probes", "raw"]);
+    let _guard = privileged();
+    let (xena, sshd, mut daemon) = scene("sl-xena", "", &["--syscall-probes", "raw"]);
     login(sshd.port, &xena, "true");
-    let open = daemon.wait_for("open for sl-xena", |e| is(e, OPEN, xena.name));
+    let open = daemon.wait_event(OPEN, xena.name);
     assert_eq!(open["attributes"]["ssh.auth.method"], "publickey");
-    daemon.wait_for("close for sl-xena", |e| is(e, CLOSE, xena.name));
+    daemon.wait_event(CLOSE, xena.name);
     let out = crate::harness::ssh_password(sshd.port, xena.name, "not-it", "true");
     assert!(!out.status.success());
-    let failure = daemon.wait_for("failure for sl-xena", |e| is(e, FAILURE, xena.name));
+    let failure = daemon.wait_event(FAILURE, xena.name);
     assert_eq!(failure["attributes"]["ssh.failure.reason"], "wrong_password");
-    let log = daemon.stop();
-    assert!(log.iter().any(|l| l.contains("syscall_probes=Raw")), "the raw probe was the one attached");
+    // The raw probe was the one attached.
+    daemon.stop_saying("syscall_probes=Raw");
 }

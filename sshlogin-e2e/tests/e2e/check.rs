@@ -2,11 +2,11 @@
 
 use std::process::Command;
 
-use crate::harness::{privileged, privileged_alone, state_dir};
+use crate::harness::{privileged, privileged_alone, sshlogin_bin, state_dir};
 
 fn check(args: &[&str]) -> (bool, String) {
     let state = state_dir("check").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_sshlogin"))
+    let out = Command::new(sshlogin_bin())
         .args(["check", "--no-network", "--state-dir", &state])
         .args(args)
         .output()
@@ -17,7 +17,7 @@ fn check(args: &[&str]) -> (bool, String) {
 #[test]
 fn check_mounts_tracefs_when_it_is_missing() {
     // Alone: no other test may load probes while tracefs is away.
-    let Some(_guard) = privileged_alone() else { return };
+    let _guard = privileged_alone();
     let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
     assert!(!std::path::Path::new("/sys/kernel/tracing/events").exists(), "tracefs is still mounted");
     let (ok, text) = check(&[]);
@@ -29,7 +29,7 @@ fn check_mounts_tracefs_when_it_is_missing() {
 
 #[test]
 fn check_names_the_setting_for_a_missing_sshd() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let (ok, text) = check(&["--sshd-path", "/nonexistent/sbin/sshd"]);
     assert!(!ok, "check passed without an sshd:\n{text}");
     assert!(text.contains("FAIL sshd"), "{text}");

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::harness::{
     Daemon, PATIENT, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login, metric,
-    privileged, privileged_alone, reads_sshd_log, scratch_file, ssh_password_with, state_dir, user,
+    privileged, privileged_alone, reads_sshd_log, scene, scratch_file, ssh_password_with, state_dir, user,
 };
 
 /// Fast retries so tests do not wait out production backoffs.
@@ -23,10 +23,11 @@ fn quick_retries(name: &str) -> String {
     .to_string()
 }
 
-/// What a spool test starts its daemons with: an OTLP port where nothing
-/// listens yet, a state directory of its own, quick retries and a metrics
-/// port.
+/// What a spool test starts with: an sshd to log in to, and for its
+/// daemons an OTLP port where nothing listens yet, a state directory of
+/// their own, quick retries and a metrics port.
 struct Spooling {
+    sshd: Sshd,
     port: u16,
     endpoint: String,
     state: String,
@@ -38,6 +39,7 @@ impl Spooling {
     fn new(name: &str) -> Spooling {
         let port = free_port();
         Spooling {
+            sshd: Sshd::start(true, ""),
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
             state: state_dir(name).display().to_string(),
@@ -63,6 +65,11 @@ impl Spooling {
 
     fn metric(&self, series: &str) -> u64 {
         metric(self.metrics, series)
+    }
+
+    /// `n` key logins of `name`.
+    fn logins(&self, name: &str, n: usize) {
+        logins(&self.sshd, name, n);
     }
 
     /// Events waiting in the OTLP spool.
@@ -102,6 +109,20 @@ fn logins(sshd: &Sshd, name: &str, n: usize) {
     }
 }
 
+/// The daemon restarted on a spool (`second`) delivers `user`'s `n` events
+/// to the receiver, each once. `earlier`: what to add to a failure.
+fn delivered_after_restart(receiver: &mut Receiver, second: Daemon, user: &str, n: usize, earlier: &str) {
+    eventually_or(
+        &format!("{n} events of {user} delivered after the restart"),
+        30,
+        || delivered(receiver, user).len() >= n,
+        || format!("{earlier}\nrestarted daemon's log:\n{}", second.log()),
+    );
+    receiver.settle(Duration::from_secs(1));
+    assert_each_once(&delivered(receiver, user), n);
+    second.stop();
+}
+
 fn assert_each_once(ids: &HashMap<String, usize>, want: usize) {
     assert_eq!(ids.len(), want, "distinct events delivered");
     let dup: Vec<_> = ids.iter().filter(|(_, n)| **n != 1).collect();
@@ -110,12 +131,11 @@ fn assert_each_once(ids: &HashMap<String, usize>, want: usize) {
 
 #[test]
 fn a_30_second_outage_loses_nothing() {
-    let Some(_guard) = privileged() else { return };
-    let sshd = Sshd::start(true, "");
+    let _guard = privileged();
     let s = Spooling::new("outage");
     let daemon = s.daemon(&[]);
     let down = Instant::now();
-    logins(&sshd, "sl-judy", 20);
+    s.logins("sl-judy", 20);
     thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
     let mut receiver = Receiver::start_on(s.port, &[]);
     eventually("40 events of sl-judy delivered", 60, || delivered(&mut receiver, "sl-judy").len() >= 40);
@@ -126,7 +146,7 @@ fn a_30_second_outage_loses_nothing() {
 
 #[test]
 fn answers_of_503_then_200_lose_nothing() {
-    let Some(_guard) = privileged() else { return };
+    let _guard = privileged();
     let sshd = Sshd::start(true, "");
     let mut receiver = Receiver::start(&["503", "503", "503"]);
     let endpoint = receiver.endpoint();
@@ -142,11 +162,10 @@ fn answers_of_503_then_200_lose_nothing() {
 
 #[test]
 fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
-    let Some(_guard) = privileged() else { return };
-    let sshd = Sshd::start(true, "");
+    let _guard = privileged();
     let s = Spooling::new("kill9");
     let mut first = s.daemon_with_metrics(&["--stdout"]);
-    logins(&sshd, "sl-leo", 5);
+    s.logins("sl-leo", 5);
     // sl-leo's ten seen leaving the pipeline, and as many events in the
     // spool as the daemon printed in all (nothing is sent: the receiver is
     // down): only then is every one of sl-leo's committed.
@@ -156,27 +175,18 @@ fn kill_9_while_the_receiver_is_down_then_a_restart_delivers_everything() {
     first.kill9();
     let second = s.daemon(&[]);
     let mut receiver = Receiver::start_on(s.port, &[]);
-    eventually_or(
-        "10 events of sl-leo delivered",
-        30,
-        || delivered(&mut receiver, "sl-leo").len() >= 10,
-        || format!("restarted daemon's log:\n{}", second.log()),
-    );
-    receiver.settle(Duration::from_secs(1));
-    assert_each_once(&delivered(&mut receiver, "sl-leo"), 10);
-    second.stop();
+    delivered_after_restart(&mut receiver, second, "sl-leo", 10, "");
 }
 
 #[test]
 fn a_full_spool_drops_the_oldest_and_counts_them() {
-    let Some(_guard) = privileged_alone() else { return };
-    let sshd = Sshd::start(true, "");
+    let _guard = privileged_alone();
     let s = Spooling::new("full");
     let mut daemon = s.daemon_with_metrics(&["--stdout", "--spool-max-size", "8K"]);
-    logins(&sshd, "sl-mia", 10);
+    s.logins("sl-mia", 10);
     let mine = |e: &Value| e["attributes"]["user.name"] == "sl-mia";
-    eventually("20 events of sl-mia produced", 20, || {
-        daemon.settle(Duration::from_millis(100)).iter().filter(|e| mine(e)).count() >= 20
+    daemon.eventually("20 events of sl-mia produced", 20, |daemon| {
+        daemon.seen().iter().filter(|e| mine(e)).count() >= 20
     });
     let produced: Vec<String> = daemon
         .settle(Duration::from_millis(500))
@@ -207,12 +217,8 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
 
 #[test]
 fn a_burst_of_200_failed_logins_is_reported_whole() {
-    let Some(_guard) = privileged_alone() else { return };
-    let ned = user("sl-ned");
-    let sshd = Sshd::start(true, "MaxStartups 400\nMaxAuthTries 6\n");
-    let metrics = free_port();
-    let listen = format!("127.0.0.1:{metrics}");
-    let mut daemon = Daemon::start(&["--metrics-listen", &listen]);
+    let _guard = privileged_alone();
+    let (ned, sshd, mut daemon) = scene("sl-ned", "MaxStartups 400\nMaxAuthTries 6\n", &[]);
     let before = logged(&format!("Failed password for {} from", ned.name)).len();
     let clients: Vec<_> = (0..200)
         .map(|_| {
@@ -237,8 +243,7 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
         sshd_logged >= 150,
         "sshd logged only {sshd_logged} failures: the burst did not happen; the clients said {said:?}"
     );
-    eventually("as many failures as sshd logged", 60, || {
-        daemon.settle(Duration::from_millis(200));
+    daemon.eventually("as many failures as sshd logged", 60, |daemon| {
         daemon.events_for("ssh.auth.failure", ned.name).len() >= sshd_logged
     });
     daemon.settle(Duration::from_secs(2));
@@ -255,20 +260,17 @@ fn a_burst_of_200_failed_logins_is_reported_whole() {
     assert!(split.is_empty(), "connections with more than one failure: {split:?}");
     assert_eq!(failures.len(), sshd_logged);
     assert!(daemon.events_for("ssh.session.open", ned.name).is_empty());
-    for reason in ["ringbuf_full", "read_failed", "pending_full"] {
-        assert_eq!(metric(metrics, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")), 0, "{reason}");
-    }
+    daemon.assert_no_kernel_drops(&["ringbuf_full", "read_failed", "pending_full"]);
     assert!(daemon.settle(Duration::ZERO).iter().all(|e| !is(e, "ssh.session.open", ned.name)));
     daemon.stop();
 }
 
 #[test]
 fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
-    let Some(_guard) = privileged() else { return };
-    let sshd = Sshd::start(true, "");
+    let _guard = privileged();
     let s = Spooling::new("sigterm");
     let mut first = s.daemon_with_metrics(&["--stdout"]);
-    logins(&sshd, "sl-pat", 3);
+    s.logins("sl-pat", 3);
     // sl-pat's own six, seen leaving the pipeline (a test beside this one
     // could fill the spool to six first); SIGTERM commits what is queued.
     eventually("6 events of sl-pat produced", 20, || sessions_printed(&mut first, "sl-pat") >= 6);
@@ -279,13 +281,5 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     assert!(log.iter().any(|l| l.contains("spool:") && l.contains("waiting")), "summary logged: {log:?}");
     let mut receiver = Receiver::start_on(s.port, &[]);
     let second = s.daemon(&[]);
-    eventually_or(
-        "6 events of sl-pat delivered after the restart",
-        30,
-        || delivered(&mut receiver, "sl-pat").len() >= 6,
-        || format!("first daemon's log:\n{}\nrestarted daemon's log:\n{}", log.join("\n"), second.log()),
-    );
-    receiver.settle(Duration::from_secs(1));
-    assert_each_once(&delivered(&mut receiver, "sl-pat"), 6);
-    second.stop();
+    delivered_after_restart(&mut receiver, second, "sl-pat", 6, &format!("first daemon's log:\n{}", log.join("\n")));
 }
