@@ -7,7 +7,10 @@ use std::{fmt, fs, os::unix::net::UnixDatagram, path::Path, process::Command, ti
 use crate::{
     admit::{binaries::Binaries, scan},
     config::{Config, Sink},
+    export::http::Exporter,
+    metrics::Metrics,
     probes::{self, SyscallProbes},
+    resource::Resource,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,23 +266,25 @@ fn state_dir(dir: &Path) -> Item {
     }
 }
 
+/// Asks the endpoint through the exporter itself (its CA, client
+/// certificate, headers and token), so what `check` reaches is what `run`
+/// reaches.
 async fn endpoint(sink: &Sink) -> Item {
-    let name = match sink.kind {
-        crate::config::SinkKind::Otlp => "otlp",
-        crate::config::SinkKind::Webhook => "webhook",
+    let name = sink.kind.name();
+    let exporter = match Exporter::new(sink, Resource::new(), Metrics::new()) {
+        Ok(e) => e,
+        Err(e) => return fail(name, e.to_string(), format!("fix {}", e.key)),
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder().timeout(sink.timeout.min(Duration::from_secs(10))).build() {
-        Ok(c) => c,
-        Err(e) => return fail(name, format!("cannot build an HTTP client: {e}"), "check the TLS settings"),
-    };
-    // Any HTTP answer means the endpoint is there; what it thinks of an
-    // empty GET does not matter.
-    match client.get(&sink.url).send().await {
-        Ok(resp) => ok(name, format!("{} answered HTTP {}", sink.url, resp.status().as_u16())),
+    match exporter.probe().await {
+        Ok(401 | 403) => fail(
+            name,
+            format!("{} refused the credentials", exporter.shown_url()),
+            format!("check {name}'s bearer token file and headers"),
+        ),
+        Ok(status) => ok(name, format!("{} answered HTTP {status}", exporter.shown_url())),
         Err(e) => fail(
             name,
-            format!("{} is not reachable: {}", sink.url, crate::error_chain(&e)),
+            format!("{} is not reachable: {e}", exporter.shown_url()),
             format!("check {name}'s URL, the network and TLS (or run check --no-network)"),
         ),
     }

@@ -79,6 +79,8 @@ label_values! {
         Ok = "ok",
         Partial = "partial",
         FailedRetryable = "failed_retryable",
+        /// Refused with an answer not about the batch (401, 404...): kept.
+        Refused = "refused",
         Dropped = "dropped",
     }
 }

@@ -29,12 +29,7 @@ pub fn build(
     let mut r = Resource::new();
     r.insert("service.name".into(), "sshlogin".into());
     r.insert("service.version".into(), env!("CARGO_PKG_VERSION").into());
-    // Stable across restarts on one host, distinct between hosts.
-    let seed = machine_id.clone().or_else(|| host_name.clone()).unwrap_or_default();
-    r.insert(
-        "service.instance.id".into(),
-        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("sshlogin/{seed}").as_bytes()).to_string(),
-    );
+    r.insert("service.instance.id".into(), instance_id(machine_id.as_deref(), host_name.as_deref()).to_string());
     if let Some(h) = host_name {
         r.insert("host.name".into(), h);
     }
@@ -47,6 +42,21 @@ pub fn build(
         r.insert("os.version".into(), v);
     }
     r
+}
+
+/// The namespace the semantic conventions give for a `service.instance.id`
+/// made from an inherent unique id.
+const INSTANCE_NAMESPACE: Uuid = Uuid::from_u128(0x4d63009a_8d0f_11ee_aad7_4c796ed8e320);
+
+/// `service.instance.id`: a UUIDv5 of the machine id (else the host name)
+/// in the conventions' namespace, so it is stable across restarts and
+/// distinct between hosts; a random one when the host has neither, rather
+/// than one id shared by every such host.
+fn instance_id(machine_id: Option<&str>, host_name: Option<&str>) -> Uuid {
+    match machine_id.or(host_name) {
+        Some(seed) => Uuid::new_v5(&INSTANCE_NAMESPACE, seed.as_bytes()),
+        None => uuid::Builder::from_random_bytes(rand::random()).into_uuid(),
+    }
 }
 
 /// Rust's architecture names to the `host.arch` values of the conventions.
@@ -77,5 +87,13 @@ mod tests {
         assert_eq!(again["service.instance.id"], r["service.instance.id"]);
         assert_eq!(again["host.arch"], "arm64");
         assert!(!again.contains_key("host.name"));
+        assert_eq!(
+            r["service.instance.id"],
+            Uuid::new_v5(&"4d63009a-8d0f-11ee-aad7-4c796ed8e320".parse().unwrap(), b"abc").to_string()
+        );
+        let other = build(Some("abd".into()), None, None, "x86_64");
+        assert_ne!(other["service.instance.id"], r["service.instance.id"]);
+        let (a, b) = (build(None, None, None, "x86_64"), build(None, None, None, "x86_64"));
+        assert_ne!(a["service.instance.id"], b["service.instance.id"], "no shared id for anonymous hosts");
     }
 }

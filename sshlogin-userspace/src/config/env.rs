@@ -17,35 +17,37 @@ pub fn otlp(get: &dyn Fn(&str) -> Option<String>, setting: &str) -> Option<(Stri
 
 /// `key1=value1,key2=value2`, values percent-decoded (the W3C Baggage form
 /// the specification uses for headers and resource attributes).
+///
+/// Errors say which item (counting from 1) and whether its key or value is
+/// wrong, never the text: these variables carry credentials.
 pub fn key_values(source: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
-    for item in text.split(',') {
+    for (n, item) in text.split(',').enumerate() {
         let item = item.trim();
         if item.is_empty() {
             continue;
         }
-        let (k, v) =
-            item.split_once('=').ok_or_else(|| ConfigError::new(source, format!("{item:?} is not key=value")))?;
-        let key = percent_decode(k.trim()).map_err(|e| ConfigError::new(source, e))?;
+        let n = n + 1;
+        let bad = |what: &str| ConfigError::new(source, format!("item {n}: {what}"));
+        let (k, v) = item.split_once('=').ok_or_else(|| bad("not key=value"))?;
+        let key = percent_decode(k.trim()).map_err(|e| bad(&format!("the key {e}")))?;
         if key.is_empty() {
-            return Err(ConfigError::new(source, format!("{item:?} has an empty key")));
+            return Err(bad("empty key"));
         }
-        let value = percent_decode(v.trim()).map_err(|e| ConfigError::new(source, e))?;
+        let value = percent_decode(v.trim()).map_err(|e| bad(&format!("the value {e}")))?;
         out.push((key, value));
     }
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String, &'static str> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
+            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("has a bad percent-encoding")?;
             out.push(byte);
             i += 3;
         } else {
@@ -53,7 +55,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| "does not decode to UTF-8")
 }
 
 #[cfg(test)]
@@ -82,8 +84,10 @@ mod tests {
 
     #[test]
     fn bad_headers_name_the_variable() {
-        let e = key_values("OTEL_EXPORTER_OTLP_HEADERS", "novalue").unwrap_err();
-        assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_HEADERS"), "{e}");
+        let e = key_values("OTEL_EXPORTER_OTLP_HEADERS", "a=b,Bearer s3cret").unwrap_err();
+        assert_eq!(e.to_string(), "OTEL_EXPORTER_OTLP_HEADERS: item 2: not key=value");
+        let e = key_values("X", "authorization=s3cret%zz").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "never the value: {e}");
         assert!(key_values("X", "k=%zz").is_err());
         assert!(key_values("X", "=v").is_err());
         assert!(key_values("X", "k=%ff").is_err());

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{Compression, Protocol, SyscallProbes};
+use super::{Compression, FailurePolicy, Protocol, SyscallProbes};
 
 /// The file and its sections: every key optional (a missing one is its
 /// type's default), an unknown one an error.
@@ -109,6 +109,7 @@ exporter_sections! {
         retry_max_backoff: Option<String>,
         retry_max_elapsed: Option<String>,
         drain_timeout: Option<String>,
+        failure_policy: Option<FailurePolicy>,
     }
     otlp {
         endpoint: Option<String>,

@@ -78,6 +78,19 @@ pub enum Compression {
     None,
 }
 
+/// What a network exporter does with a batch the endpoint refuses with an
+/// answer that is not about the batch (401, 403, 404, a redirect, 500...).
+/// 400 and 413 always drop it: it can never be taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailurePolicy {
+    /// Keep it in the spool and retry at the maximum backoff, logging an
+    /// error each time: an expired token loses nothing.
+    #[default]
+    Keep,
+    /// Drop it and count it.
+    Drop,
+}
+
 /// The enum settings read from the file as the words their flags take, so
 /// the flag, the variable and the key accept the same spellings.
 macro_rules! deserialize_as_value_enum {
@@ -89,7 +102,7 @@ macro_rules! deserialize_as_value_enum {
         }
     )*};
 }
-deserialize_as_value_enum!(SyscallProbes, Protocol, Compression);
+deserialize_as_value_enum!(SyscallProbes, Protocol, Compression, FailurePolicy);
 
 /// One of an enum setting's words, as its flag spells them.
 pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
@@ -198,6 +211,7 @@ pub struct Sink {
     pub batch_max_events: usize,
     pub batch_max_delay: Duration,
     pub retry: Retry,
+    pub failure_policy: FailurePolicy,
     /// How long shutdown may keep sending what the spool holds.
     pub drain_timeout: Duration,
 }
@@ -206,8 +220,8 @@ pub struct Sink {
 pub struct Retry {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// After retrying one batch this long, log that the endpoint is
-    /// unreachable; the batch stays spooled and retries go on.
+    /// After failing this long, log that the endpoint is unreachable and
+    /// how many events wait; retries go on.
     pub max_elapsed: Duration,
 }
 
@@ -244,12 +258,32 @@ pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 /// Chosen by measurement: docs/performance.md.
 pub const DEFAULT_SYSCALL_PROBES: SyscallProbes = SyscallProbes::Tracepoints;
 
+/// An endpoint URL. Errors never repeat it: a URL may carry a token.
 pub(crate) fn url(key: &str, text: &str) -> Result<String, ConfigError> {
-    let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL: {e}")))?;
+    let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ConfigError::new(key, format!("{text:?}: only http:// and https:// endpoints are supported")));
+        return Err(ConfigError::new(key, "only http:// and https:// endpoints are supported"));
     }
     Ok(text.to_string())
+}
+
+/// `url` as logs may show it: without user and password, query or
+/// fragment, and with every path segment that could be a token (anything
+/// but a short lowercase word like `v1` or `logs`) shown as `…`. Webhook
+/// services put their secret in the path.
+pub fn redact_url(url: &str) -> String {
+    let Ok(u) = reqwest::Url::parse(url) else { return "(not a URL)".into() };
+    let host = u.host_str().unwrap_or("");
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let word = |s: &str| {
+        s.len() <= 16
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+            && !(s.len() > 4 && s.bytes().any(|b| b.is_ascii_digit()))
+    };
+    let path: Vec<&str> =
+        u.path_segments().map(|p| p.map(|seg| if word(seg) { seg } else { "…" }).collect()).unwrap_or_default();
+    let query = if u.query().is_some() { "?…" } else { "" };
+    format!("{}://{host}{port}/{}{query}", u.scheme(), path.join("/"))
 }
 
 /// The logs URL from a base endpoint: `/v1/logs` appended to its path.

@@ -100,13 +100,14 @@ fn sink(
 ) -> Result<Sink, ConfigError> {
     let key = |name: &str| format!("{}.{name}", kind.name());
     let compression = o.compression.or(c.compression).unwrap_or(default_compression);
-    let timeout = match (o.timeout, &c.timeout) {
-        (Some((_, t)), _) => t,
-        (None, Some(t)) => duration(&key("timeout"), t)?,
-        (None, None) => DEFAULT_TIMEOUT,
+    // A zero timeout is named where it was given: flag, variable or key.
+    let (timeout_key, timeout) = match (o.timeout, &c.timeout) {
+        (Some((k, t)), _) => (k, t),
+        (None, Some(t)) => (key("timeout"), duration(&key("timeout"), t)?),
+        (None, None) => (key("timeout"), DEFAULT_TIMEOUT),
     };
     if timeout.is_zero() {
-        return Err(ConfigError::new(key("timeout"), "must be more than zero"));
+        return Err(ConfigError::new(timeout_key, "must be more than zero"));
     }
     // Headers merge by name; the overrides (env, then flags) win.
     let mut headers: BTreeMap<String, String> =
@@ -149,6 +150,7 @@ fn sink(
         batch_max_events,
         batch_max_delay: opt_duration(&key("batch_max_delay"), &c.batch_max_delay)?.unwrap_or(DEFAULT_BATCH_MAX_DELAY),
         retry,
+        failure_policy: c.failure_policy.unwrap_or_default(),
         drain_timeout: opt_duration(&key("drain_timeout"), &c.drain_timeout)?.unwrap_or(DEFAULT_DRAIN),
     };
     if sink.client_certificate.is_some() != sink.client_key.is_some() {

@@ -113,6 +113,8 @@ fn bad_values_name_their_key() {
         (vec![base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "", "OTEL_EXPORTER_OTLP_PROTOCOL"),
         (vec![base, ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "zstd")], "", "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"),
         (vec![base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], "", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        (vec![base, ("OTEL_EXPORTER_OTLP_TIMEOUT", "0")], "", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        (vec![base], "[otlp]\nfailure_policy = \"forget\"", "otlp.failure_policy"),
         (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c")], "", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         (vec![("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "not a url")], "", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
         (vec![base], "[otlp]\ntimeout = \"soon\"", "otlp.timeout"),
@@ -170,4 +172,17 @@ fn webhook_from_flags_and_file() {
     let err =
         resolve(&Flags::default(), &env(&[]), file("[webhook]\nurl = \"http://x\"\ntimeout = \"0s\"")).unwrap_err();
     assert_eq!(err.key, "webhook.timeout");
+}
+
+#[test]
+fn logged_urls_keep_no_secret() {
+    use super::redact_url;
+    assert_eq!(redact_url("https://collector:4318/v1/logs"), "https://collector:4318/v1/logs");
+    assert_eq!(redact_url("https://user:pw@otlp.example/v1/logs?api_key=abc"), "https://otlp.example/v1/logs?…");
+    assert_eq!(
+        redact_url("https://hooks.slack.com/services/T0001/B0002/XXXXXXXXXXXXXXXXXXXXXXXX"),
+        "https://hooks.slack.com/services/…/…/…"
+    );
+    assert_eq!(redact_url("https://h/hook/9f86d081884c7d659a2feaa0c55ad015"), "https://h/hook/…");
+    assert_eq!(redact_url("not a url"), "(not a URL)");
 }

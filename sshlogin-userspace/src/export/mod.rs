@@ -73,15 +73,16 @@ impl Exporters {
         Ok(Exporters { stdout, network, metrics })
     }
 
-    /// Maps `events` to log records, once, and hands them to every exporter.
+    /// Maps `events` to log records, once, and hands them to every exporter:
+    /// the spools first, so that stdout can neither stop nor delay them. A
+    /// stdout that fails (a closed pipe) is given up with an error line when
+    /// a network exporter carries the events; it ends `run` only when stdout
+    /// is the one place they go.
     pub fn send(&mut self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let records: Vec<LogRecord> = events.iter().map(otel::log_record).collect();
-        if let Some(out) = &mut self.stdout {
-            out.write(&records).context("writing events to stdout")?;
-        }
         for n in &self.network {
             if n.queue.try_send(records.clone()).is_err() {
                 let before = self.metrics.queue_dropped.inc_by(events.len() as u64);
@@ -89,6 +90,15 @@ impl Exporters {
                     tracing::warn!("the spool writer is behind; events dropped (sshlogin_queue_dropped_total)");
                 }
             }
+        }
+        if let Some(out) = &mut self.stdout
+            && let Err(e) = out.write(&records)
+        {
+            if self.network.is_empty() {
+                return Err(e).context("writing events to stdout");
+            }
+            tracing::error!("cannot write events to stdout ({e}); no longer printing them, the network exporters go on");
+            self.stdout = None;
         }
         Ok(())
     }
@@ -125,7 +135,7 @@ fn start_sink(
     let (queue, rx) = mpsc::channel(SPOOL_QUEUE);
     let (stop, stop_rx) = watch::channel(false);
     tracing::info!(
-        sink = sink.kind.name(), url = %sink.url, format = ?sink.format, compression = ?sink.compression,
+        sink = sink.kind.name(), url = %crate::config::redact_url(&sink.url), format = ?sink.format, compression = ?sink.compression,
         spool = %spool.path().display(), "exporting"
     );
     if spool.depth().events > 0 {

@@ -1,28 +1,95 @@
-//! What to do with a response: the OTLP/HTTP specification's rules. 2xx is
-//! success (possibly partial); 429, 502, 503 and 504 are retried, honouring
-//! `Retry-After`; every other status is a permanent failure. Waits grow
-//! exponentially with full jitter, capped, until a total budget is spent.
+//! What to do with a response, and how long to wait before the next
+//! request to an endpoint that failed.
+//!
+//! 2xx is success (possibly partial). 429, 502, 503, 504 and no answer at
+//! all are the endpoint being busy or down: retried with exponential
+//! backoff and full jitter, waiting at least what `Retry-After` says. 400
+//! and 413 say this batch can never be taken: dropped. Every other answer
+//! (401, 403, 404, a redirect, 500...) says the endpoint refuses everything
+//! for now, which is its configuration's fault, not the batch's: for an
+//! audit trail the batch is kept and retried at the maximum backoff, unless
+//! the failure policy says drop.
+//!
+//! The wait belongs to the endpoint, not to a batch: it survives the end of
+//! a batch's try and the next cycle, so nothing sends to a failing endpoint
+//! faster than its backoff.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Retry;
+use crate::config::{FailurePolicy, Retry};
+
+/// `Retry-After` is honoured up to this long (quota resets an hour away are
+/// common), and never below [`RETRY_AFTER_FLOOR`].
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+/// `Retry-After: 0` or a date in the past still waits this long.
+pub const RETRY_AFTER_FLOOR: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Success,
-    /// Try again; the server may have said when.
-    Retry {
-        after: Option<Duration>,
-    },
-    /// Do not try again.
+    /// Busy or down: try again after the backoff, or after `after` when the
+    /// server said so and that is longer.
+    Retry { after: Option<Duration> },
+    /// The endpoint refuses everything for now: keep the batch and try
+    /// again at the maximum backoff.
+    Refused,
+    /// This batch can never be taken.
     Drop,
 }
 
-pub fn decide(status: u16, retry_after: Option<&str>, now: SystemTime) -> Decision {
+pub fn decide(status: u16, retry_after: Option<&str>, now: SystemTime, policy: FailurePolicy) -> Decision {
     match status {
         200..=299 => Decision::Success,
         429 | 502 | 503 | 504 => Decision::Retry { after: retry_after.and_then(|v| parse_retry_after(v, now)) },
-        _ => Decision::Drop,
+        400 | 413 => Decision::Drop,
+        _ => match policy {
+            FailurePolicy::Keep => Decision::Refused,
+            FailurePolicy::Drop => Decision::Drop,
+        },
+    }
+}
+
+/// The backoff of one endpoint: how many failures in a row, and the
+/// earliest time the next request may go.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: Retry,
+    failures: u32,
+    not_before: Option<Instant>,
+    /// When the current run of failures began.
+    pub failing_since: Option<Instant>,
+}
+
+impl Backoff {
+    pub fn new(policy: Retry) -> Self {
+        Backoff { policy, failures: 0, not_before: None, failing_since: None }
+    }
+
+    /// When the next request may go; `None`: now.
+    pub fn not_before(&self) -> Option<Instant> {
+        self.not_before
+    }
+
+    /// The endpoint answered with something other than "busy": start over.
+    pub fn answered(&mut self) {
+        *self = Backoff::new(self.policy);
+    }
+
+    /// A failure at `now`: returns the wait before the next request, which
+    /// `not_before` then says. `unit` is a random number in [0, 1).
+    pub fn failed(&mut self, decision: &Decision, now: Instant, unit: f64) -> Duration {
+        let wait = match decision {
+            Decision::Refused => self.policy.max_backoff,
+            Decision::Retry { after } => {
+                let after = after.map(|a| a.clamp(RETRY_AFTER_FLOOR, RETRY_AFTER_MAX)).unwrap_or_default();
+                backoff(&self.policy, self.failures, unit).max(after)
+            }
+            Decision::Success | Decision::Drop => Duration::ZERO,
+        };
+        self.failures = self.failures.saturating_add(1);
+        self.failing_since.get_or_insert(now);
+        self.not_before = Some(now + wait);
+        wait
     }
 }
 
@@ -52,16 +119,56 @@ mod tests {
     #[test]
     fn statuses() {
         let now = SystemTime::UNIX_EPOCH;
+        let keep = FailurePolicy::Keep;
         for s in [200, 202, 204] {
-            assert_eq!(decide(s, None, now), Decision::Success, "{s}");
+            assert_eq!(decide(s, None, now, keep), Decision::Success, "{s}");
         }
         for s in [429, 502, 503, 504] {
-            assert_eq!(decide(s, None, now), Decision::Retry { after: None }, "{s}");
+            assert_eq!(decide(s, None, now, keep), Decision::Retry { after: None }, "{s}");
         }
-        for s in [400, 401, 403, 404, 405, 413, 415, 500, 501, 505, 301] {
-            assert_eq!(decide(s, Some("1"), now), Decision::Drop, "{s}");
+        for s in [400, 413] {
+            assert_eq!(decide(s, Some("1"), now, keep), Decision::Drop, "{s}");
         }
-        assert_eq!(decide(503, Some("7"), now), Decision::Retry { after: Some(Duration::from_secs(7)) });
+        for s in [401, 403, 404, 405, 415, 500, 501, 505, 301] {
+            assert_eq!(decide(s, Some("1"), now, keep), Decision::Refused, "{s}: an audit trail keeps it");
+            assert_eq!(decide(s, Some("1"), now, FailurePolicy::Drop), Decision::Drop, "{s}");
+        }
+        assert_eq!(decide(503, Some("7"), now, keep), Decision::Retry { after: Some(Duration::from_secs(7)) });
+    }
+
+    fn policy() -> Retry {
+        Retry {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn retry_after_is_floored_capped_and_never_shortens_the_backoff() {
+        let now = Instant::now();
+        let mut b = Backoff::new(policy());
+        let after = |s| Decision::Retry { after: Some(Duration::from_secs(s)) };
+        assert_eq!(b.failed(&after(3600), now, 0.5), Duration::from_secs(3600));
+        assert_eq!(b.failed(&after(7200), now, 0.5), RETRY_AFTER_MAX, "capped");
+        assert_eq!(b.failed(&after(0), now, 0.0), RETRY_AFTER_FLOOR, "0 still waits a second");
+        let grown = b.failed(&after(1), now, 0.999);
+        assert!(grown > Duration::from_secs(7), "the backoff kept growing: {grown:?}");
+        assert_eq!(b.not_before(), Some(now + grown));
+    }
+
+    #[test]
+    fn the_backoff_outlives_a_batch_until_the_endpoint_answers() {
+        let now = Instant::now();
+        let mut b = Backoff::new(policy());
+        for _ in 0..6 {
+            b.failed(&Decision::Retry { after: None }, now, 0.999);
+        }
+        assert!(b.failed(&Decision::Retry { after: None }, now, 0.999) > Duration::from_secs(29));
+        assert_eq!(b.failed(&Decision::Refused, now, 0.0), Duration::from_secs(30), "refused: the maximum");
+        assert_eq!(b.failing_since, Some(now));
+        b.answered();
+        assert_eq!((b.not_before(), b.failing_since), (None, None));
     }
 
     #[test]

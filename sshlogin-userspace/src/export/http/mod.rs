@@ -4,9 +4,11 @@
 //! delivered or refused for good. While the endpoint is unreachable the
 //! events wait in the spool.
 
+mod token;
+
 use std::{
     fs,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -15,11 +17,13 @@ use tokio::sync::{Notify, watch};
 
 use super::{
     otlp::{encode, response},
-    retry::{self, Decision},
+    retry::{self, Backoff, Decision},
     stdout,
 };
+use token::TokenFile;
+
 use crate::{
-    config::{ConfigError, Format, Sink},
+    config::{ConfigError, Format, Sink, redact_url},
     metrics::{Delivery, Metrics, Request},
     otel::LogRecord,
     resource::Resource,
@@ -41,6 +45,9 @@ pub enum Outcome {
 pub struct Exporter {
     client: reqwest::Client,
     headers: HeaderMap,
+    token: Option<Mutex<TokenFile>>,
+    /// The endpoint's: it outlives each batch's try.
+    backoff: Mutex<Backoff>,
     config: Sink,
     resource: Resource,
     metrics: Arc<Metrics>,
@@ -60,7 +67,10 @@ impl Exporter {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect would carry the custom headers (credentials) to
+            // wherever it points: it is an answer, kept and logged instead.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &config.certificate {
             let certs = reqwest::Certificate::from_pem_bundle(&read(&key("certificate"), ca)?).map_err(|e| {
                 ConfigError::new(key("certificate"), format!("{}: not PEM certificates: {e}", ca.display()))
@@ -93,22 +103,18 @@ impl Exporter {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        if let Some(path) = &config.bearer_token_file {
-            let token = String::from_utf8(read(&key("bearer_token_file"), path)?)
-                .map_err(|_| ConfigError::new(key("bearer_token_file"), "the token is not UTF-8"))?;
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(ConfigError::new(key("bearer_token_file"), format!("{} is empty", path.display())));
+        let token = match &config.bearer_token_file {
+            Some(path) => {
+                let token = TokenFile::open(path).map_err(|e| ConfigError::new(key("bearer_token_file"), e))?;
+                if headers.remove(AUTHORIZATION).is_some() {
+                    tracing::warn!("the bearer token file replaces the Authorization header given in the headers");
+                }
+                Some(Mutex::new(token))
             }
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ConfigError::new(key("bearer_token_file"), "the token has characters a header cannot carry")
-            })?;
-            value.set_sensitive(true);
-            if headers.insert(AUTHORIZATION, value).is_some() {
-                tracing::warn!("the bearer token file replaces the Authorization header given in the headers");
-            }
-        }
-        Ok(Exporter { client, headers, config: config.clone(), resource, metrics })
+            None => None,
+        };
+        let backoff = Mutex::new(Backoff::new(config.retry));
+        Ok(Exporter { client, headers, token, backoff, config: config.clone(), resource, metrics })
     }
 
     /// Sends what the spool holds, oldest first, as it arrives (`arrived`
@@ -176,12 +182,18 @@ impl Exporter {
             match outcome {
                 Outcome::Retryable { reason } => {
                     held = Some((ids, events));
-                    if stopping || *stop.borrow() {
+                    if stopping {
+                        // What is left stays spooled for the next start.
+                        return;
+                    }
+                    if *stop.borrow() {
                         continue;
                     }
+                    let failing = self.lock_backoff().failing_since.map(|t| t.elapsed()).unwrap_or_default();
                     tracing::warn!(
                         waiting = spool.depth().events,
-                        "the endpoint is unreachable ({reason}); events stay in the spool and are retried"
+                        "the endpoint has failed for {:.0?} ({reason}); events stay in the spool and are retried",
+                        failing
                     );
                 }
                 Outcome::Delivered { .. } | Outcome::Dropped { .. } => {
@@ -197,7 +209,9 @@ impl Exporter {
         }
     }
 
-    /// Sends one batch, retrying until `give_up_at` or until `stop` turns.
+    /// Sends one batch, retrying until it is delivered or dropped, until
+    /// `give_up_at` or until `stop` turns. Waits as the endpoint's backoff
+    /// says, which the next batch inherits.
     pub async fn export(&self, events: &[LogRecord], give_up_at: Instant, stop: &mut watch::Receiver<bool>) -> Outcome {
         let n = events.len() as u64;
         let sink = self.config.kind;
@@ -212,11 +226,44 @@ impl Exporter {
             Outcome::Dropped { reason } => {
                 self.metrics.export_request(sink, Request::Dropped);
                 self.metrics.export_events(sink, Delivery::Dropped, n);
-                tracing::warn!(events = n, url = %self.config.url, "export dropped: {reason}");
+                tracing::warn!(events = n, url = %redact_url(&self.config.url), "export dropped: {reason}");
             }
-            Outcome::Retryable { .. } => self.metrics.export_request(sink, Request::FailedRetryable),
+            Outcome::Retryable { .. } => {}
         }
         outcome
+    }
+
+    /// Asks the endpoint once, as a request would go: OTLP gets an empty
+    /// export request (which receivers accept and store nothing of), a
+    /// webhook a GET (a POST could set off whatever it does). Returns the
+    /// HTTP status.
+    pub async fn probe(&self) -> Result<u16, String> {
+        let mut headers = self.headers.clone();
+        if let Some(token) = &self.token {
+            headers.insert(AUTHORIZATION, token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).current());
+        }
+        let request = match self.config.format {
+            Format::Otlp(_) => {
+                let body = self.body(&[]).map_err(|e| e.to_string())?;
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
+                if let Some(enc) = body.content_encoding {
+                    headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
+                }
+                self.client.post(&self.config.url).body(body.bytes)
+            }
+            Format::Webhook { .. } => self.client.get(&self.config.url),
+        };
+        let resp = request.headers(headers).send().await.map_err(|e| crate::error_chain(&e.without_url()))?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// The endpoint as logs may show it.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.config.url)
+    }
+
+    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The request body for `events` in this exporter's format.
@@ -245,11 +292,25 @@ impl Exporter {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static(enc));
         }
         let started = Instant::now();
-        let mut attempt = 0u32;
         loop {
+            // Never sooner than the endpoint's backoff, whichever batch failed.
+            if let Some(at) = self.lock_backoff().not_before().filter(|at| *at > Instant::now()) {
+                let until = at.min(give_up_at);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = stop.changed() => return Outcome::Retryable { reason: "shutting down".into() },
+                }
+                if at > give_up_at {
+                    return Outcome::Retryable { reason: format!("next try in {:.0?}", at - Instant::now()) };
+                }
+            }
+            if let Some(token) = &self.token {
+                let value = token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).current();
+                headers.insert(AUTHORIZATION, value);
+            }
             let sent =
                 self.client.post(&self.config.url).headers(headers.clone()).body(body.bytes.clone()).send().await;
-            let (wait, why) = match sent {
+            let (decision, why) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = resp
@@ -260,8 +321,12 @@ impl Exporter {
                     let content_type =
                         resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
                     let body = read_capped(resp).await;
-                    match retry::decide(status, retry_after.as_deref(), SystemTime::now()) {
+                    let decision =
+                        retry::decide(status, retry_after.as_deref(), SystemTime::now(), self.config.failure_policy);
+                    let message = || response::error_message(&body, content_type.as_deref());
+                    match decision {
                         Decision::Success => {
+                            self.lock_backoff().answered();
                             let partial = match self.config.format {
                                 Format::Otlp(_) => response::partial_success(&body, content_type.as_deref()),
                                 Format::Webhook { .. } => None,
@@ -276,29 +341,30 @@ impl Exporter {
                             return Outcome::Delivered { rejected };
                         }
                         Decision::Drop => {
-                            return Outcome::Dropped {
-                                reason: format!(
-                                    "HTTP {status}: {}",
-                                    response::error_message(&body, content_type.as_deref())
-                                ),
-                            };
+                            self.lock_backoff().answered();
+                            return Outcome::Dropped { reason: format!("HTTP {status}: {}", message()) };
                         }
-                        Decision::Retry { after } => (after, format!("HTTP {status}")),
+                        Decision::Refused => (decision, format!("HTTP {status}: {}", message())),
+                        Decision::Retry { .. } => (decision, format!("HTTP {status}")),
                     }
                 }
-                Err(e) => (None, crate::error_chain(&e)),
+                Err(e) => (Decision::Retry { after: None }, crate::error_chain(&e.without_url())),
             };
-            let wait = wait.unwrap_or_else(|| retry::backoff(&self.config.retry, attempt, rand::random::<f64>()));
+            let wait = self.lock_backoff().failed(&decision, Instant::now(), rand::random::<f64>());
+            if decision == Decision::Refused {
+                self.metrics.export_request(self.config.kind, Request::Refused);
+                tracing::error!(
+                    url = %redact_url(&self.config.url),
+                    "the endpoint refused the batch ({why}); it stays in the spool, retried in {wait:.0?}"
+                );
+            } else {
+                self.metrics.export_request(self.config.kind, Request::FailedRetryable);
+                tracing::info!("export failed ({why}); retrying in {wait:.1?}");
+            }
+            self.metrics.export_retry(self.config.kind);
             if Instant::now() + wait > give_up_at {
                 return Outcome::Retryable { reason: format!("{why}; retried for {:.1?}", started.elapsed()) };
             }
-            self.metrics.export_retry(self.config.kind);
-            tracing::info!(attempt = attempt + 1, "export failed ({why}); retrying in {wait:.1?}");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return Outcome::Retryable { reason: format!("{why}; shutting down") },
-            }
-            attempt += 1;
         }
     }
 }

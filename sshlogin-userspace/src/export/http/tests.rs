@@ -15,7 +15,7 @@ use tokio::{
 
 use super::*;
 use crate::{
-    config::{Compression, DEFAULT_RETRY, Format, Protocol, Retry, SinkKind},
+    config::{Compression, DEFAULT_RETRY, FailurePolicy, Format, Protocol, Retry, SinkKind},
     otel::{EventName, attr},
 };
 
@@ -42,20 +42,28 @@ impl Received {
     }
 }
 
-/// Answers each request with the next scripted (status, extra headers,
-/// body); 200 when the script is used up.
-/// (status, extra headers, body) of one scripted answer.
+/// (status, extra headers, body) of one answer.
 type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
 
+/// Answers each request with the next scripted answer; 200 when the
+/// script is used up.
 async fn server(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let script = Mutex::new(VecDeque::from(script));
+    serve(move |_| script.lock().unwrap().pop_front().unwrap_or((200, vec![], vec![]))).await
+}
+
+/// Answers each request with what `answer` makes of it.
+async fn serve(
+    answer: impl Fn(&Received) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/logs", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));
-    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    let answer = Arc::new(answer);
     let log = received.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (log, script) = (log.clone(), script.clone());
+            let (log, answer) = (log.clone(), answer.clone());
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
@@ -80,8 +88,9 @@ async fn server(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
                     }
                     let mut body = vec![0; length];
                     stream.read_exact(&mut body).await.unwrap();
-                    log.lock().unwrap().push(Received { headers, body });
-                    let (status, extra, reply) = script.lock().unwrap().pop_front().unwrap_or((200, vec![], vec![]));
+                    let got = Received { headers, body };
+                    let (status, extra, reply) = answer(&got);
+                    log.lock().unwrap().push(got);
                     let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", reply.len());
                     for (k, v) in extra {
                         head.push_str(&format!("{k}: {v}\r\n"));
@@ -116,6 +125,7 @@ fn config(url: &str) -> Sink {
             max_backoff: Duration::from_millis(100),
             max_elapsed: Duration::from_secs(5),
         },
+        failure_policy: FailurePolicy::Keep,
         drain_timeout: Duration::from_secs(2),
     }
 }
@@ -352,4 +362,103 @@ async fn a_webhook_gets_the_stdout_object_one_per_request_or_an_array() {
         many.as_array().unwrap().iter().map(|e| e["attributes"]["user.name"].as_str().unwrap()).collect();
     assert_eq!(users, ["b", "c"]);
     assert_eq!(m.exported(Delivery::Sent), 1);
+}
+
+/// Runs the exporter over one spooled event for `secs`, with the default
+/// backoffs, against an endpoint that always answers 503 with
+/// `Retry-After: retry_after`; returns how many requests it got.
+async fn requests_in(secs: u64, retry_after: &str) -> usize {
+    let retry_after = retry_after.to_string();
+    let (url, got) = serve(move |_| (503, vec![("retry-after", retry_after.clone())], vec![])).await;
+    let mut cfg = config(&url);
+    cfg.retry = DEFAULT_RETRY;
+    let (ex, _) = exporter(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    spool.append(&[event("a")]).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_millis(100)));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(spool.depth().events, 1, "the batch waits in the spool");
+    got.lock().unwrap().len()
+}
+
+// A quota-limited endpoint once got 9 790 requests in 20 s from one login.
+#[tokio::test]
+async fn retry_after_an_hour_means_one_request_in_20_s() {
+    assert_eq!(requests_in(20, "3600").await, 1);
+}
+
+#[tokio::test]
+async fn retry_after_zero_still_backs_off() {
+    let n = requests_in(20, "0").await;
+    // At least a second apart, and the backoff grows: at most 20.
+    assert!((2..=20).contains(&n), "{n} requests");
+}
+
+#[tokio::test]
+async fn retry_after_a_past_date_still_backs_off() {
+    let n = requests_in(20, "Wed, 21 Oct 2015 07:28:00 GMT").await;
+    assert!((2..=20).contains(&n), "{n} requests");
+}
+
+/// An expired token loses nothing: 401s keep the batch, and the token file
+/// is read again when it is rewritten.
+#[tokio::test]
+async fn unauthorized_keeps_the_batch_until_the_token_is_rotated() {
+    let (url, got) = serve(|r: &Received| match r.header("authorization") {
+        Some("Bearer fresh") => (200, vec![], vec![]),
+        _ => (401, vec![], b"token expired".to_vec()),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "stale\n").unwrap();
+    let mut cfg = config(&url);
+    cfg.bearer_token_file = Some(token.clone());
+    let (ex, m) = exporter(&cfg);
+    let spool = Arc::new(Spool::open(&dir.path().join("spool"), 1 << 20).unwrap());
+    spool.append(&[event("a"), event("b")]).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(spool.depth().events, 2, "refused, kept");
+    let refused = got.lock().unwrap().len();
+    assert!(refused >= 2, "retried at the maximum backoff: {refused}");
+    assert!(refused <= 6, "no faster than the maximum backoff (100 ms here): {refused}");
+    std::fs::write(&token, "fresh\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(spool.depth().events, 0, "delivered with the new token");
+    assert_eq!((m.exported(Delivery::Sent), m.exported(Delivery::Dropped)), (2, 0));
+}
+
+#[tokio::test]
+async fn the_drop_policy_drops_what_the_endpoint_refuses() {
+    let (url, got) = server(vec![(404, vec![], vec![])]).await;
+    let mut cfg = config(&url);
+    cfg.failure_policy = FailurePolicy::Drop;
+    let (ex, m) = exporter(&cfg);
+    let Outcome::Dropped { reason } = send(&ex, &[event("a")]).await else { panic!() };
+    assert!(reason.starts_with("HTTP 404"), "{reason}");
+    assert_eq!((got.lock().unwrap().len(), m.exported(Delivery::Dropped)), (1, 1));
+}
+
+/// A redirect is not followed: the custom headers (credentials) would go
+/// along to whatever host it names.
+#[tokio::test]
+async fn redirects_are_not_followed_with_the_headers() {
+    let (elsewhere, got_elsewhere) = server(vec![]).await;
+    let (url, got) = serve(move |_| (307, vec![("location", elsewhere.clone())], vec![])).await;
+    let mut cfg = config(&url);
+    cfg.retry.max_elapsed = Duration::from_millis(150);
+    let (ex, m) = exporter(&cfg);
+    let Outcome::Retryable { reason } = send(&ex, &[event("a")]).await else { panic!() };
+    assert!(reason.starts_with("HTTP 307"), "{reason}");
+    assert!(!got.lock().unwrap().is_empty());
+    assert!(got_elsewhere.lock().unwrap().is_empty(), "nothing reached the other host");
+    assert_eq!(m.exported(Delivery::Dropped), 0, "kept in the spool");
 }
