@@ -471,6 +471,11 @@ impl Daemon {
     }
 
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// [`Daemon::start`] with `env` set for the daemon.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         fixture();
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if !args.iter().any(|a| a == "--state-dir") {
@@ -490,6 +495,7 @@ impl Daemon {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter().copied());
         let (mut child, stderr) =
             spawn_attached(cmd.arg("run").args(args).env("SSHLOGIN_LOG", "info").stdout(Stdio::piped()));
         let (tx, events) = mpsc::channel();

@@ -123,6 +123,8 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
     tracing::info!("reporting SSH logins");
+    // systemd (Type=notify) starts sshd only now: no login before the probes.
+    host::notify("READY=1");
     loop {
         let wait = pipeline
             .next_due()
@@ -152,6 +154,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         exporters.send(&events)?;
         events.clear();
     }
+    host::notify("STOPPING=1");
     if reader.0.join().is_err() {
         anyhow::bail!("the ring-buffer reader thread panicked");
     }
@@ -283,6 +286,7 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
             }
         }
     }
+    host::notify("STOPPING=1");
     if reader.0.join().is_err() {
         anyhow::bail!("the ring-buffer reader thread panicked");
     }

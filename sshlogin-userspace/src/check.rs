@@ -2,7 +2,7 @@
 //! One line per item, with what to do about each that fails. Exit 0 only
 //! when nothing failed; warnings (a fallback will be used) do not fail.
 
-use std::{fmt, fs, os::unix::net::UnixDatagram, path::Path, process::Command, time::Duration};
+use std::{fmt, fs, os::unix::net::UnixDatagram, path::Path, process::Command};
 
 use crate::{
     admit::{binaries::Binaries, scan},

@@ -163,3 +163,23 @@ fn audit_records_from_other_programs_are_ignored() {
     assert!(leaked.is_empty(), "forged records became events: {leaked:?}");
     daemon.stop();
 }
+
+/// systemd's Type=notify: READY=1 only once the probes are attached, so
+/// sshd (ordered after sshlogin) never takes a login the probes miss;
+/// STOPPING=1 when it stops.
+#[test]
+fn the_service_manager_hears_ready_once_the_probes_are_attached() {
+    let _guard = privileged();
+    let path = harness::scratch_dir("notify").join("socket");
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let daemon = Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 within 60 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(daemon.log().contains("probes attached"), "ready before the probes: {}", daemon.log());
+    daemon.stop();
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}

@@ -97,7 +97,9 @@ impl Exporters {
             if self.network.is_empty() {
                 return Err(e).context("writing events to stdout");
             }
-            tracing::error!("cannot write events to stdout ({e}); no longer printing them, the network exporters go on");
+            tracing::error!(
+                "cannot write events to stdout ({e}); no longer printing them, the network exporters go on"
+            );
             self.stdout = None;
         }
         Ok(())

@@ -29,7 +29,9 @@ pub enum Decision {
     Success,
     /// Busy or down: try again after the backoff, or after `after` when the
     /// server said so and that is longer.
-    Retry { after: Option<Duration> },
+    Retry {
+        after: Option<Duration>,
+    },
     /// The endpoint refuses everything for now: keep the batch and try
     /// again at the maximum backoff.
     Refused,

@@ -63,7 +63,43 @@ pub fn host_name() -> Option<String> {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
 }
 
+/// Tells the service manager how the daemon stands (`READY=1`,
+/// `STOPPING=1`), as sd_notify(3) does: one datagram to `$NOTIFY_SOCKET`
+/// (a path, or an abstract name after `@`). Nothing without the variable.
+pub fn notify(state: &str) {
+    use std::os::{linux::net::SocketAddrExt, unix::ffi::OsStrExt};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = (|| {
+        let bytes = target.as_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+            None => std::os::unix::net::SocketAddr::from_pathname(&target)?,
+        };
+        std::os::unix::net::UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)
+    })();
+    if let Err(e) = sent {
+        tracing::warn!("cannot tell the service manager {state}: {e}");
+    }
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> Option<String> {
     nix::sys::utsname::uname().ok().map(|u| u.release().to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notify_sends_one_datagram_to_the_socket_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // SAFETY: the only test in this binary that touches NOTIFY_SOCKET.
+        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
+        super::notify("READY=1");
+        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        let mut buf = [0; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
 }

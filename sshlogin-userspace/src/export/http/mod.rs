@@ -294,7 +294,8 @@ impl Exporter {
         let started = Instant::now();
         loop {
             // Never sooner than the endpoint's backoff, whichever batch failed.
-            if let Some(at) = self.lock_backoff().not_before().filter(|at| *at > Instant::now()) {
+            let not_before = self.lock_backoff().not_before();
+            if let Some(at) = not_before.filter(|at| *at > Instant::now()) {
                 let until = at.min(give_up_at);
                 tokio::select! {
                     _ = tokio::time::sleep_until(until.into()) => {}

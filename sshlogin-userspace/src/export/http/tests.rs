@@ -53,9 +53,7 @@ async fn server(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<Received>>>) {
 }
 
 /// Answers each request with what `answer` makes of it.
-async fn serve(
-    answer: impl Fn(&Received) -> Answer + Send + Sync + 'static,
-) -> (String, Arc<Mutex<Vec<Received>>>) {
+async fn serve(answer: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/logs", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));
