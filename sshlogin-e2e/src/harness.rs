@@ -463,6 +463,10 @@ impl Daemon {
         metric(self.metrics.expect("the daemon serves its metrics where its --metrics-listen says"), series)
     }
 
+    pub fn metrics_text(&self) -> String {
+        metrics_text(self.metrics.expect("the daemon serves its metrics where its --metrics-listen says"))
+    }
+
     /// Fails the test if the kernel dropped records for any of `reasons`.
     pub fn assert_no_kernel_drops(&self, reasons: &[&str]) {
         for reason in reasons {
@@ -816,14 +820,19 @@ pub fn state_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The value of a metric line (`name{labels} value`), 0 when absent.
-pub fn metric(port: u16, series: &str) -> u64 {
+/// What the metrics endpoint on `port` answers, headers and all.
+pub fn metrics_text(port: u16) -> String {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+    text
+}
+
+/// The value of a metric line (`name{labels} value`), 0 when absent.
+pub fn metric(port: u16, series: &str) -> u64 {
+    metrics_text(port).lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Polls `cond` every 100 ms for up to `secs`.

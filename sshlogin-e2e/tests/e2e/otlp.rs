@@ -184,3 +184,64 @@ fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
     assert!(carrying.iter().all(|r| r["authorization"] == "Bearer hook-tok-77"));
     daemon.stop();
 }
+
+/// Every place a secret could leak, after every error path that names an
+/// endpoint or a setting: the log, the metrics, the state directory, and
+/// the configuration errors. No token, header value or URL secret appears.
+#[test]
+fn secrets_never_reach_the_log_the_metrics_or_the_state_directory() {
+    let _guard = privileged();
+    let olga = user("sl-olga");
+    let sshd = Sshd::start(true, "");
+    let secrets = ["tok-S3CRET-91", "hdr-S3CRET-92", "wh-S3CRET-93", "pw-S3CRET-94"];
+    let token = scratch_file("leak-token", "tok-S3CRET-91\n");
+    // Refused (kept and retried), refused again, then a 400 (dropped).
+    let mut receiver = Receiver::start(&["--script-for", olga.name, "401", "500", "400"]);
+    // A webhook nothing listens on: transport errors, which name the URL.
+    let closed = harness::free_port();
+    let config = scratch_file(
+        "leak.toml",
+        &format!(
+            "[otlp]\nlogs_endpoint = \"{}\"\nbearer_token_file = \"{}\"\nretry_max_backoff = \"1s\"\n\
+             headers = {{ x-api-key = \"hdr-S3CRET-92\" }}\n\
+             [webhook]\nurl = \"http://svc:pw-S3CRET-94@127.0.0.1:{closed}/hooks/wh-S3CRET-93\"\n\
+             retry_initial_backoff = \"200ms\"\nretry_max_backoff = \"1s\"\n",
+            receiver.endpoint() + "/v1/logs",
+            token.display()
+        ),
+    );
+    let state = harness::state_dir("leak");
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    login(sshd.port, &olga, "true");
+    receiver.wait_event(OPEN, olga.name);
+    harness::eventually("the 400 dropped the batch", 30, || daemon.log().contains("export dropped: HTTP 400"));
+    let metrics = daemon.metrics_text();
+    assert!(metrics.contains("outcome=\"refused\""), "the refusals were counted: {metrics}");
+    let log = daemon.stop().join("\n");
+    assert!(log.contains("refused the batch"), "{log}");
+    let mut places = vec![("log", log.into_bytes()), ("metrics", metrics.into_bytes())];
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        places.push(("state", std::fs::read(&path).unwrap_or_default()));
+    }
+    // Configuration errors: a malformed header variable, a bad webhook URL.
+    for (env, args) in [
+        (vec![("OTEL_EXPORTER_OTLP_HEADERS", "Bearer hdr-S3CRET-92")], vec!["--otlp-endpoint", "http://127.0.0.1:9"]),
+        (vec![], vec!["--webhook-url", "ftp://svc:pw-S3CRET-94@host/hooks/wh-S3CRET-93"]),
+    ] {
+        let out = std::process::Command::new(harness::sshlogin_bin())
+            .args(["check", "--no-network"])
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "a configuration error");
+        places.push(("config error", [out.stdout, out.stderr].concat()));
+    }
+    for (place, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked into the {place}:\n{text}");
+        }
+    }
+}

@@ -258,6 +258,25 @@ pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 /// Chosen by measurement: docs/performance.md.
 pub const DEFAULT_SYSCALL_PROBES: SyscallProbes = SyscallProbes::Tracepoints;
 
+/// Every local user can read a process's command line (/proc/PID/cmdline):
+/// a header value or a URL that carries a token belongs in the config file
+/// (0600) or the environment. Names the flag, never the value.
+fn warn_of_secrets_on_the_command_line(flags: &Flags) {
+    let mut given = Vec::new();
+    if !flags.otlp_headers.is_empty() {
+        given.push("--otlp-header (use OTEL_EXPORTER_OTLP_HEADERS or otlp.headers)");
+    }
+    if !flags.webhook_headers.is_empty() {
+        given.push("--webhook-header (use webhook.headers)");
+    }
+    if flags.webhook_url.as_deref().is_some_and(|u| redact_url(u) != u) {
+        given.push("--webhook-url, which carries a token (use webhook.url)");
+    }
+    for flag in given {
+        tracing::warn!("{flag}: the command line is readable by every local user");
+    }
+}
+
 /// An endpoint URL. Errors never repeat it: a URL may carry a token.
 pub(crate) fn url(key: &str, text: &str) -> Result<String, ConfigError> {
     let parsed = reqwest::Url::parse(text).map_err(|e| ConfigError::new(key, format!("not a URL: {e}")))?;
@@ -359,6 +378,7 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
             format!("1 to {} process names, got {}", sshlogin_common::MAX_FAMILY, family.len()),
         ));
     }
+    warn_of_secrets_on_the_command_line(flags);
     if flags.pipeline.privsep_user.is_some() || f.capture.privsep_user.is_some() {
         tracing::warn!(
             "--privsep-user / capture.privsep_user is no longer used and can be removed: sshd's \
