@@ -108,3 +108,102 @@ pub fn logins(n: usize, login: impl Fn(), user: &str, rx: &mpsc::Receiver<Arriva
     }
     (from_connect, from_kernel)
 }
+
+/// A webhook backlog: `n` events already spooled (as after an outage),
+/// drained by the exporter one event per request (the default) to a
+/// loopback receiver that answers 200 at once. Events per second.
+pub fn webhook_backlog(n: usize) -> f64 {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use sshlogin::{
+        config::{Compression, DEFAULT_RETRY, FailurePolicy, Format, Sink, SinkKind},
+        export::http::Exporter,
+        metrics::Metrics,
+        otel::{EventName, LogRecord, attr},
+        resource::Resource,
+        spool::Spool,
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let count = count.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                    r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    let sink = Sink {
+        kind: SinkKind::Webhook,
+        url: format!("http://127.0.0.1:{port}/hook"),
+        format: Format::Webhook { batch: false },
+        compression: Compression::None,
+        timeout: Duration::from_secs(10),
+        headers: Vec::new(),
+        bearer_token_file: None,
+        certificate: None,
+        client_certificate: None,
+        client_key: None,
+        batch_max_events: 512,
+        batch_max_delay: Duration::from_millis(10),
+        retry: DEFAULT_RETRY,
+        failure_policy: FailurePolicy::Keep,
+        drain_timeout: Duration::from_secs(5),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 30).unwrap());
+    let records: Vec<LogRecord> = (0..n as u64)
+        .map(|i| {
+            let mut r = LogRecord::new(EventName::AuthFailure, i);
+            r.set(attr::USER_NAME, format!("user{i}"));
+            r
+        })
+        .collect();
+    spool.append(&records).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let elapsed = runtime.block_on(async {
+        let exporter = Exporter::new(&sink, Resource::new(), Metrics::new()).unwrap();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let started = Instant::now();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        arrived.notify_one();
+        let task = tokio::spawn(exporter.run(spool.clone(), arrived, stop_rx, Duration::from_secs(5)));
+        while spool.depth().events > 0 {
+            assert!(started.elapsed() < Duration::from_secs(300), "the backlog did not drain");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed();
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        elapsed
+    });
+    assert!(served.load(Ordering::Relaxed) >= n, "every event reached the receiver");
+    n as f64 / elapsed.as_secs_f64()
+}

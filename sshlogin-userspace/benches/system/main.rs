@@ -135,6 +135,10 @@ fn main() {
     drop(sshd);
     r.delivery(&from_connect, &from_kernel);
 
+    let backlog = if plan.quick { 2_000 } else { 20_000 };
+    eprintln!("bench: a webhook backlog of {backlog} events");
+    r.webhook_backlog(backlog, delivery::webhook_backlog(backlog));
+
     eprintln!("bench: footprint and a burst of {} failed logins", plan.burst);
     let metrics_port = harness::free_port();
     let listen = format!("127.0.0.1:{metrics_port}");

@@ -180,6 +180,16 @@ impl Report {
         self.target("login to delivery p99 ≤ 250 ms", p99 <= 250.0, format!("p99 {p99:.1} ms"));
     }
 
+    pub fn webhook_backlog(&mut self, events: usize, per_second: f64) {
+        self.text.push_str(&format!(
+            "## 4b. Webhook backlog\n\n{events} events spooled (as after an outage), drained by the webhook \
+             exporter one event per request (the default; {} requests in flight) to a loopback receiver that \
+             answers 200 at once: **{per_second:.0} events/s**.\n\n",
+            sshlogin::export::http::IN_FLIGHT
+        ));
+        self.target("webhook backlog drains ≥ 1000 events/s", per_second >= 1000.0, format!("{per_second:.0}/s"));
+    }
+
     pub fn burst(
         &mut self,
         clients: usize,

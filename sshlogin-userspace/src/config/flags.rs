@@ -61,7 +61,8 @@ pub struct Flags {
     pub bearer_token_file: Option<PathBuf>,
 
     /// Send events to a plain HTTPS service too (or instead): one POST per
-    /// event with the JSON object stdout prints. Spooled and retried like
+    /// event with the JSON object stdout prints, several in flight at once
+    /// (so not necessarily in order). Spooled and retried like
     /// OTLP, in its own spool table; --bearer-token-file applies to it too.
     /// See `[webhook]` in the config.
     #[arg(long, value_name = "URL")]

@@ -82,11 +82,7 @@ pub(super) fn webhook(flags: &Flags, f: &file::Webhook) -> Result<Option<Sink>, 
         bearer_token_file: flags.bearer_token_file.clone(),
         ..Overrides::default()
     };
-    let mut sink = sink(SinkKind::Webhook, url, Format::Webhook { batch }, Compression::None, f.shared(), overrides)?;
-    if !batch {
-        sink.batch_max_events = 1;
-    }
-    Ok(Some(sink))
+    sink(SinkKind::Webhook, url, Format::Webhook { batch }, Compression::None, f.shared(), overrides).map(Some)
 }
 
 /// The common settings: overrides over the file's section over defaults.

@@ -157,7 +157,7 @@ fn webhook_from_flags_and_file() {
     let w = c.webhook.unwrap();
     assert_eq!(w.kind, SinkKind::Webhook);
     assert_eq!(w.format, Format::Webhook { batch: false });
-    assert_eq!(w.batch_max_events, 1, "one POST per event");
+    assert_eq!(w.batch_max_events, 512, "read from the spool like OTLP; posted one event per request");
     assert_eq!(w.compression, Compression::None);
     assert_eq!(w.headers, [("x-a".to_string(), "1".to_string())]);
     assert!(c.otlp.is_none());

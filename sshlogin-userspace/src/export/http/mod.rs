@@ -30,6 +30,11 @@ use crate::{
     spool::Spool,
 };
 
+/// Requests in flight at once for a webhook that takes one event per
+/// request: enough to drain a backlog at thousands of events a second on a
+/// nearby receiver without opening a connection storm.
+pub const IN_FLIGHT: usize = 16;
+
 /// How one batch ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -123,10 +128,10 @@ impl Exporter {
     pub async fn run(self, spool: Arc<Spool>, arrived: Arc<Notify>, mut stop: watch::Receiver<bool>, drain: Duration) {
         let max = self.config.batch_max_events;
         let mut deadline: Option<Instant> = None;
-        // A batch that could not be delivered is tried again as it was: the
-        // spool keeps exactly it from eviction, so that a full spool drops
-        // its oldest other events, not whatever arrived since.
-        let mut held: Option<(Vec<u64>, Vec<LogRecord>)> = None;
+        // What could not be delivered is tried again as it was: the spool
+        // keeps exactly it from eviction, so that a full spool drops its
+        // oldest other events, not whatever arrived since.
+        let mut held: Vec<(u64, LogRecord)> = Vec::new();
         loop {
             if deadline.is_none() && *stop.borrow() {
                 deadline = Some(Instant::now() + drain);
@@ -135,78 +140,116 @@ impl Exporter {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
-            let (ids, events) = match held.take() {
-                Some(batch) => batch,
-                None => {
-                    let batch = match read_spool(&spool, max).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!("cannot read the spool: {e:#}");
-                            return;
-                        }
-                    };
-                    if batch.is_empty() {
-                        if stopping {
-                            return;
-                        }
-                        tokio::select! {
-                            _ = arrived.notified() => {}
-                            _ = stop.changed() => {}
-                        }
-                        // Let a batch fill before sending: bounded by the delay.
-                        if !*stop.borrow() {
-                            tokio::time::sleep(self.config.batch_max_delay).await;
-                        }
-                        continue;
+            // Spool entries done with: delivered, dropped, or unreadable.
+            let mut done = Vec::new();
+            let batch = if held.is_empty() {
+                let batch = match read_spool(&spool, max).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("cannot read the spool: {e:#}");
+                        return;
                     }
-                    let (ids, events): (Vec<u64>, Vec<Option<LogRecord>>) = batch.into_iter().unzip();
-                    let events: Vec<LogRecord> = events.into_iter().flatten().collect();
-                    if events.len() < ids.len() {
-                        tracing::warn!(entries = ids.len() - events.len(), "dropping spool entries that do not parse");
-                        self.metrics.export_events(
-                            self.config.kind,
-                            Delivery::Dropped,
-                            (ids.len() - events.len()) as u64,
-                        );
+                };
+                if batch.is_empty() {
+                    if stopping {
+                        return;
                     }
-                    (ids, events)
+                    tokio::select! {
+                        _ = arrived.notified() => {}
+                        _ = stop.changed() => {}
+                    }
+                    // Let a batch fill before sending: bounded by the delay.
+                    if !*stop.borrow() {
+                        tokio::time::sleep(self.config.batch_max_delay).await;
+                    }
+                    continue;
                 }
+                let mut readable = Vec::with_capacity(batch.len());
+                for (id, record) in batch {
+                    match record {
+                        Some(r) => readable.push((id, r)),
+                        None => done.push(id),
+                    }
+                }
+                if !done.is_empty() {
+                    tracing::warn!(entries = done.len(), "dropping spool entries that do not parse");
+                    self.metrics.export_events(self.config.kind, Delivery::Dropped, done.len() as u64);
+                }
+                readable
+            } else {
+                std::mem::take(&mut held)
             };
             let give_up_at = deadline.unwrap_or_else(|| Instant::now() + self.config.retry.max_elapsed);
+            let mut retry_reason = None;
             // A batch of nothing but unreadable entries is removed unsent.
-            let outcome = if events.is_empty() {
-                Outcome::Dropped { reason: "no readable entries".into() }
-            } else {
-                self.export(&events, give_up_at, &mut stop).await
-            };
-            match outcome {
-                Outcome::Retryable { reason } => {
-                    held = Some((ids, events));
-                    if stopping {
-                        // What is left stays spooled for the next start.
-                        return;
+            let outcomes =
+                if batch.is_empty() { Vec::new() } else { self.export_parts(&batch, give_up_at, &stop).await };
+            for (part, outcome) in outcomes {
+                let part = &batch[part];
+                match outcome {
+                    Outcome::Retryable { reason } => {
+                        held.extend_from_slice(part);
+                        retry_reason = Some(reason);
                     }
-                    if *stop.borrow() {
-                        continue;
-                    }
-                    let failing = self.lock_backoff().failing_since.map(|t| t.elapsed()).unwrap_or_default();
-                    tracing::warn!(
-                        waiting = spool.depth().events,
-                        "the endpoint has failed for {:.0?} ({reason}); events stay in the spool and are retried",
-                        failing
-                    );
-                }
-                Outcome::Delivered { .. } | Outcome::Dropped { .. } => {
-                    let spool2 = spool.clone();
-                    let removed = tokio::task::spawn_blocking(move || spool2.remove(&ids)).await;
-                    if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
-                        tracing::error!("cannot remove delivered events from the spool: {e:#}");
-                        return;
-                    }
-                    self.metrics.set_spool(self.config.kind, spool.depth());
+                    Outcome::Delivered { .. } | Outcome::Dropped { .. } => done.extend(part.iter().map(|(id, _)| *id)),
                 }
             }
+            if !done.is_empty() {
+                let spool2 = spool.clone();
+                let removed = tokio::task::spawn_blocking(move || spool2.remove(&done)).await;
+                if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
+                    tracing::error!("cannot remove delivered events from the spool: {e:#}");
+                    return;
+                }
+                self.metrics.set_spool(self.config.kind, spool.depth());
+            }
+            if let Some(reason) = retry_reason {
+                if stopping {
+                    // What is left stays spooled for the next start.
+                    return;
+                }
+                if *stop.borrow() {
+                    continue;
+                }
+                let failing = self.lock_backoff().failing_since.map(|t| t.elapsed()).unwrap_or_default();
+                tracing::warn!(
+                    waiting = spool.depth().events,
+                    "the endpoint has failed for {:.0?} ({reason}); events stay in the spool and are retried",
+                    failing
+                );
+            }
         }
+    }
+
+    /// Sends `batch` as this exporter's requests go: one request for all of
+    /// it, or (a webhook without `batch`) one per event, [`IN_FLIGHT`] at a
+    /// time, so a backlog does not drain at one round trip per event. Each
+    /// part with what became of it.
+    async fn export_parts(
+        &self,
+        batch: &[(u64, LogRecord)],
+        give_up_at: Instant,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<(std::ops::Range<usize>, Outcome)> {
+        use futures_util::StreamExt;
+        // Ranges, not slices: a stream closure over borrowed slices is not
+        // `Send` for every lifetime, which tokio::spawn needs.
+        let parts: Vec<std::ops::Range<usize>> = match self.config.format {
+            Format::Webhook { batch: false } => (0..batch.len()).map(|i| i..i + 1).collect(),
+            _ => std::iter::once(0..batch.len()).collect(),
+        };
+        futures_util::stream::iter(parts)
+            .map(|part| {
+                let mut stop = stop.clone();
+                let records: Vec<LogRecord> = batch[part.clone()].iter().map(|(_, r)| r.clone()).collect();
+                async move {
+                    let outcome = self.export(&records, give_up_at, &mut stop).await;
+                    (part, outcome)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await
     }
 
     /// Sends one batch, retrying until it is delivered or dropped, until

@@ -270,9 +270,13 @@ fn spool_with_raw(dir: &std::path::Path, raw: &[&[u8]]) -> Arc<Spool> {
 
 /// Runs the exporter over `spool` for 300 ms, then stops it.
 async fn drain(ex: Exporter, spool: &Arc<Spool>) {
+    drain_for(ex, spool, Duration::from_millis(300)).await;
+}
+
+async fn drain_for(ex: Exporter, spool: &Arc<Spool>, run_for: Duration) {
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(ex.run(spool.clone(), Arc::new(Notify::new()), stop_rx, Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(run_for).await;
     stop.send(true).unwrap();
     task.await.unwrap();
 }
@@ -459,4 +463,34 @@ async fn redirects_are_not_followed_with_the_headers() {
     assert!(!got.lock().unwrap().is_empty());
     assert!(got_elsewhere.lock().unwrap().is_empty(), "nothing reached the other host");
     assert_eq!(m.exported(Delivery::Dropped), 0, "kept in the spool");
+}
+
+/// Without `batch`, a webhook gets one event per request, several in
+/// flight: a backlog is not one round trip per event. What fails stays
+/// spooled alone; what was delivered is not sent again.
+#[tokio::test]
+async fn a_webhook_backlog_goes_one_event_per_request_and_keeps_only_what_failed() {
+    let (url, got) = serve(|r: &Received| {
+        let body = String::from_utf8_lossy(&r.body);
+        if body.contains("\"user.name\":\"b\"") { (503, vec![], vec![]) } else { (200, vec![], vec![]) }
+    })
+    .await;
+    let mut cfg = config(&url);
+    cfg.kind = SinkKind::Webhook;
+    cfg.format = Format::Webhook { batch: false };
+    cfg.batch_max_events = 512;
+    let (ex, m) = exporter(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+    let users: Vec<String> = (0..40).map(|i| if i == 7 { "b".into() } else { format!("u{i}") }).collect();
+    spool.append(&users.iter().map(|u| event(u)).collect::<Vec<_>>()).unwrap();
+    // The one failing event backs the whole endpoint off (100 ms at most
+    // here) each time it fails; the others go between.
+    drain_for(ex, &spool, Duration::from_secs(3)).await;
+    assert_eq!(spool.depth().events, 1, "only the refused event waits");
+    assert_eq!(m.exported(Delivery::Sent), 39);
+    let got = got.lock().unwrap();
+    let to_others = got.iter().filter(|r| !String::from_utf8_lossy(&r.body).contains("\"user.name\":\"b\"")).count();
+    assert_eq!(to_others, 39, "each delivered event was sent once");
+    assert!(got.iter().all(|r| r.body.first() == Some(&b'{')), "one JSON object per request");
 }
