@@ -148,6 +148,7 @@ pub struct Metrics {
     pub decode_errors: Counter,
     pub spool_dropped: Counter,
     pub queue_dropped: Counter,
+    pub spool_errors: Counter,
     kernel_dropped: Family<KernelLabel, Counter>,
     refused: Family<RefusedLabel, Counter>,
     evicted: Family<TableLabel, Counter>,
@@ -183,6 +184,8 @@ impl Metrics {
             ("sshlogin_spool_bytes", "Bytes of events waiting in a network exporter's spool", spool_bytes),
             ("sshlogin_spool_dropped", "Oldest events dropped because the spool was full", spool_dropped),
             ("sshlogin_queue_dropped", "Events dropped because the spool writer could not keep up", queue_dropped),
+            ("sshlogin_spool_errors", "Spool reads or writes that failed (the file is opened again and the \
+              operation retried)", spool_errors),
             ("sshlogin_export_requests", "Export requests by exporter (otlp, webhook) and outcome (ok, partial, \
               failed_retryable, dropped)", export_requests),
             ("sshlogin_export_events", "Events by exporter and outcome (sent, rejected, dropped)", export_events),

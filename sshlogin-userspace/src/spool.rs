@@ -11,14 +11,17 @@
 //!
 //! Storage is redb: an embedded, crash-safe (copy-on-write B-tree with
 //! checksummed commits), pure-Rust key-value store; sshlogin needs ordered
-//! keys, atomic batches and durability, and nothing more.
+//! keys, atomic batches and durability, and nothing more. After a failed
+//! write or sync (a full disk) redb refuses everything until the file is
+//! closed and opened again: [`Spool::reopen`] does that, and the callers
+//! retry what failed (a failed commit changed nothing).
 
 use std::{
     collections::HashSet,
     fs,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use anyhow::{Context, Result};
@@ -38,8 +41,35 @@ pub struct Depth {
 
 /// The spool file; each exporter has a [`Spool`] (a table) in it.
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Db>,
     path: PathBuf,
+}
+
+/// The open database the spools share, closed and opened again after an
+/// I/O error. `None` while that failed.
+struct Db {
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+}
+
+impl Db {
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => anyhow::bail!("the spool {} is closed after an I/O error", self.path.display()),
+        }
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Close first: the file is locked while open.
+        *guard = None;
+        let db =
+            Database::create(&self.path).with_context(|| format!("reopening the spool {}", self.path.display()))?;
+        *guard = Some(db);
+        Ok(())
+    }
 }
 
 impl Store {
@@ -60,23 +90,25 @@ impl Store {
         }
         let path = dir.join("spool.redb");
         let db = Database::create(&path).with_context(|| format!("opening the spool {}", path.display()))?;
-        Ok(Store { db: Arc::new(db), path })
+        Ok(Store { db: Arc::new(Db { path: path.clone(), db: RwLock::new(Some(db)) }), path })
     }
 
     /// The spool of one exporter, bounded by `max_bytes`.
     pub fn spool(&self, table: &'static str, max_bytes: u64) -> Result<Spool> {
         let table: Table = TableDefinition::new(table);
-        let txn = self.db.begin_write()?;
-        txn.open_table(table)?;
-        txn.commit()?;
-        let read = self.db.begin_read()?;
-        let t = read.open_table(table)?;
-        let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
-        let mut depth = Depth { events: t.len()?, bytes: 0 };
-        for item in t.iter()? {
-            depth.bytes += item?.1.value().len() as u64;
-        }
-        drop(t);
+        let (next, depth) = self.db.with(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(table)?;
+            txn.commit()?;
+            let read = db.begin_read()?;
+            let t = read.open_table(table)?;
+            let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+            let mut depth = Depth { events: t.len()?, bytes: 0 };
+            for item in t.iter()? {
+                depth.bytes += item?.1.value().len() as u64;
+            }
+            Ok((next, depth))
+        })?;
         if depth.events > 0 {
             tracing::info!(
                 table = table.name(),
@@ -96,7 +128,7 @@ impl Store {
 }
 
 pub struct Spool {
-    db: Arc<Database>,
+    db: Arc<Db>,
     table: Table,
     path: PathBuf,
     max_bytes: u64,
@@ -126,6 +158,13 @@ impl Spool {
         self.state.lock().expect("spool state").depth
     }
 
+    /// Closes and opens the spool file again: what a failed write or sync
+    /// (a full disk) needs before redb takes anything more. Every spool in
+    /// the file sees the new handle.
+    pub fn reopen(&self) -> Result<()> {
+        self.db.reopen()
+    }
+
     /// Commits `events` durably. Returns how many old events were dropped
     /// to stay within the size bound.
     pub fn append(&self, events: &[LogRecord]) -> Result<u64> {
@@ -134,41 +173,44 @@ impl Spool {
         }
         let mut state = self.state.lock().expect("spool state");
         let (mut next, mut depth) = (state.next, state.depth);
-        let txn = self.db.begin_write()?;
-        let mut dropped = 0;
-        {
-            let mut table = txn.open_table(self.table)?;
-            for e in events {
-                let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
-                table.insert(next, json.as_slice())?;
-                next += 1;
-                depth.events += 1;
-                depth.bytes += json.len() as u64;
-            }
-            if depth.bytes > self.max_bytes {
-                let mut victims = Vec::new();
-                let mut freed = 0;
-                for item in table.iter()? {
-                    let (k, v) = item?;
-                    if state.in_flight.contains(&k.value()) {
-                        continue;
+        let dropped = self.db.with(|db| {
+            let txn = db.begin_write()?;
+            let mut dropped = 0;
+            {
+                let mut table = txn.open_table(self.table)?;
+                for e in events {
+                    let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
+                    table.insert(next, json.as_slice())?;
+                    next += 1;
+                    depth.events += 1;
+                    depth.bytes += json.len() as u64;
+                }
+                if depth.bytes > self.max_bytes {
+                    let mut victims = Vec::new();
+                    let mut freed = 0;
+                    for item in table.iter()? {
+                        let (k, v) = item?;
+                        if state.in_flight.contains(&k.value()) {
+                            continue;
+                        }
+                        victims.push(k.value());
+                        freed += v.value().len() as u64;
+                        if depth.bytes - freed <= self.max_bytes {
+                            break;
+                        }
                     }
-                    victims.push(k.value());
-                    freed += v.value().len() as u64;
-                    if depth.bytes - freed <= self.max_bytes {
-                        break;
+                    for k in victims {
+                        if let Some(v) = table.remove(k)? {
+                            depth.bytes -= v.value().len() as u64;
+                            depth.events -= 1;
+                            dropped += 1;
+                        }
                     }
                 }
-                for k in victims {
-                    if let Some(v) = table.remove(k)? {
-                        depth.bytes -= v.value().len() as u64;
-                        depth.events -= 1;
-                        dropped += 1;
-                    }
-                }
             }
-        }
-        txn.commit().context("committing to the spool")?;
+            txn.commit().context("committing to the spool")?;
+            Ok(dropped)
+        })?;
         state.next = next;
         state.depth = depth;
         Ok(dropped)
@@ -181,13 +223,16 @@ impl Spool {
     /// forever.
     pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Option<LogRecord>)>> {
         let mut state = self.state.lock().expect("spool state");
-        let read = self.db.begin_read()?;
-        let table = read.open_table(self.table)?;
-        let mut out = Vec::with_capacity(max.min(1024));
-        for item in table.iter()?.take(max) {
-            let (k, v) = item?;
-            out.push((k.value(), serde_json::from_slice(v.value()).ok()));
-        }
+        let out = self.db.with(|db| {
+            let read = db.begin_read()?;
+            let table = read.open_table(self.table)?;
+            let mut out = Vec::with_capacity(max.min(1024));
+            for item in table.iter()?.take(max) {
+                let (k, v) = item?;
+                out.push((k.value(), serde_json::from_slice(v.value()).ok()));
+            }
+            Ok(out)
+        })?;
         state.in_flight = out.iter().map(|(k, _)| *k).collect();
         Ok(out)
     }
@@ -198,18 +243,28 @@ impl Spool {
             return Ok(());
         }
         let mut state = self.state.lock().expect("spool state");
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(self.table)?;
-            for id in ids {
-                state.in_flight.remove(id);
-                if let Some(v) = table.remove(id)? {
-                    state.depth.bytes -= v.value().len() as u64;
-                    state.depth.events -= 1;
+        // Applied to the state only once committed: a failed commit
+        // removed nothing.
+        let freed = self.db.with(|db| {
+            let txn = db.begin_write()?;
+            let mut freed = (0, 0);
+            {
+                let mut table = txn.open_table(self.table)?;
+                for id in ids {
+                    if let Some(v) = table.remove(id)? {
+                        freed.0 += 1;
+                        freed.1 += v.value().len() as u64;
+                    }
                 }
             }
+            txn.commit().context("committing to the spool")?;
+            Ok(freed)
+        })?;
+        for id in ids {
+            state.in_flight.remove(id);
         }
-        txn.commit().context("committing to the spool")?;
+        state.depth.events -= freed.0;
+        state.depth.bytes -= freed.1;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -9,8 +10,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, PATIENT, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login, metric,
-    privileged, privileged_alone, reads_sshd_log, scene, scratch_file, ssh_password_with, state_dir, user,
+    self, Daemon, PATIENT, Receiver, Sshd, eventually, eventually_or, free_port, is, logged, logged_settled, login,
+    metric, privileged, privileged_alone, reads_sshd_log, scene, scratch_file, ssh_password_with, state_dir, user,
 };
 
 /// Fast retries so tests do not wait out production backoffs.
@@ -282,4 +283,61 @@ fn sigterm_with_the_receiver_down_keeps_the_spool_for_the_next_start() {
     let mut receiver = Receiver::start_on(s.port, &[]);
     let second = s.daemon(&[]);
     delivered_after_restart(&mut receiver, second, "sl-pat", 6, &format!("first daemon's log:\n{}", log.join("\n")));
+}
+
+/// The disk under the spool fills while 20 logins happen, then frees:
+/// redb refuses every write after the first failed one until its file is
+/// opened again. Nothing is lost silently: every event arrives once, or
+/// each lost one is counted (`sshlogin_queue_dropped_total`) and logged.
+#[test]
+fn a_full_disk_under_the_spool_then_freed_loses_nothing_silently() {
+    let _guard = privileged();
+    let s = Spooling::new("fulldisk");
+    // A small filesystem of its own for the state directory.
+    let mnt = harness::scratch_dir("fulldisk-fs");
+    let _ = Command::new("umount").arg(&mnt).status();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(mounted.success(), "mounting a tmpfs at {}", mnt.display());
+    let _unmount = Unmount(mnt.clone());
+    let state = mnt.join("state").display().to_string();
+    let listen = format!("127.0.0.1:{}", s.metrics);
+    let args =
+        ["--config", &s.config, "--otlp-endpoint", &s.endpoint, "--state-dir", &state, "--metrics-listen", &listen];
+    let daemon = Daemon::start(&args);
+    // Fill what is left of it.
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    s.logins("sl-hal", 20);
+    eventually("a spool write failed", 30, || s.metric("sshlogin_spool_errors_total") > 0);
+    std::fs::remove_file(&filler).unwrap();
+    let mut receiver = Receiver::start_on(s.port, &[]);
+    eventually_or(
+        "40 events of sl-hal delivered, or the missing ones counted",
+        90,
+        || delivered(&mut receiver, "sl-hal").len() as u64 + s.metric("sshlogin_queue_dropped_total") >= 40,
+        || daemon.log(),
+    );
+    receiver.settle(Duration::from_secs(2));
+    let got = delivered(&mut receiver, "sl-hal");
+    let lost = s.metric("sshlogin_queue_dropped_total");
+    assert!(got.values().all(|n| *n == 1), "each delivered once: {got:?}");
+    assert_eq!(got.len() as u64 + lost, 40, "delivered {} + counted lost {lost}", got.len());
+    if lost > 0 {
+        assert!(daemon.log().contains("lost"), "the loss was logged: {}", daemon.log());
+    }
+    assert_eq!(lost, 0, "held in memory and written once the disk had room: nothing lost");
+    assert!(daemon.log().contains("cannot write to the spool"), "{}", daemon.log());
+    daemon.stop();
+}
+
+/// Unmounts its directory when the test ends, passed or not.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

@@ -191,12 +191,12 @@ fn a_webhook_gets_each_login_as_json_with_the_token_and_503_then_200_once() {
 #[test]
 fn secrets_never_reach_the_log_the_metrics_or_the_state_directory() {
     let _guard = privileged();
-    let olga = user("sl-olga");
+    let ida = user("sl-ida");
     let sshd = Sshd::start(true, "");
     let secrets = ["tok-S3CRET-91", "hdr-S3CRET-92", "wh-S3CRET-93", "pw-S3CRET-94"];
     let token = scratch_file("leak-token", "tok-S3CRET-91\n");
     // Refused (kept and retried), refused again, then a 400 (dropped).
-    let mut receiver = Receiver::start(&["--script-for", olga.name, "401", "500", "400"]);
+    let mut receiver = Receiver::start(&["--script-for", ida.name, "401", "500", "400"]);
     // A webhook nothing listens on: transport errors, which name the URL.
     let closed = harness::free_port();
     let config = scratch_file(
@@ -212,8 +212,8 @@ fn secrets_never_reach_the_log_the_metrics_or_the_state_directory() {
     );
     let state = harness::state_dir("leak");
     let daemon = Daemon::start(&["--config", config.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
-    login(sshd.port, &olga, "true");
-    receiver.wait_event(OPEN, olga.name);
+    login(sshd.port, &ida, "true");
+    receiver.wait_event(OPEN, ida.name);
     harness::eventually("the 400 dropped the batch", 30, || daemon.log().contains("export dropped: HTTP 400"));
     let metrics = daemon.metrics_text();
     assert!(metrics.contains("outcome=\"refused\""), "the refusals were counted: {metrics}");

@@ -10,6 +10,7 @@ pub mod http;
 pub mod otlp;
 pub mod retry;
 pub mod stdout;
+mod writer;
 
 use std::{io::BufWriter, sync::Arc};
 
@@ -25,8 +26,9 @@ use crate::{
     metrics::Metrics,
     otel::{self, LogRecord},
     resource::Resource,
-    spool::{Spool, Store},
+    spool::Store,
 };
+use writer::{Fatal, Writer};
 
 /// Batches of events that may wait for the spool writer; beyond this they
 /// are dropped and counted rather than stall the ring-buffer reader.
@@ -43,6 +45,8 @@ pub struct Exporters {
     stdout: Option<stdout::StdoutSink<BufWriter<std::io::Stdout>>>,
     network: Vec<Network>,
     metrics: Arc<Metrics>,
+    /// Set by a spool writer that gave up: `run` ends with it.
+    fatal: Fatal,
 }
 
 impl Exporters {
@@ -57,20 +61,28 @@ impl Exporters {
             exporters.push(http::Exporter::new(sink, resource.clone(), metrics.clone())?);
         }
         let mut network = Vec::new();
+        let fatal = Fatal::default();
         if !sinks.is_empty() {
             let dir = config.spool.dir.clone();
             let store = tokio::task::spawn_blocking(move || Store::open(&dir))
                 .await?
                 .with_context(|| format!("the spool in {}", config.spool.dir.display()))?;
             for (sink, exporter) in sinks.into_iter().zip(exporters) {
-                network.push(start_sink(sink, exporter, &store, config.spool.max_bytes, metrics.clone())?);
+                network.push(start_sink(
+                    sink,
+                    exporter,
+                    &store,
+                    config.spool.max_bytes,
+                    metrics.clone(),
+                    fatal.clone(),
+                )?);
             }
         }
         let stdout = config.stdout.then(|| {
             tracing::info!("printing events as JSON lines on stdout");
             stdout::StdoutSink::new(BufWriter::new(std::io::stdout()), resource)
         });
-        Ok(Exporters { stdout, network, metrics })
+        Ok(Exporters { stdout, network, metrics, fatal })
     }
 
     /// Maps `events` to log records, once, and hands them to every exporter:
@@ -79,6 +91,9 @@ impl Exporters {
     /// a network exporter carries the events; it ends `run` only when stdout
     /// is the one place they go.
     pub fn send(&mut self, events: &[Event]) -> Result<()> {
+        if let Some(why) = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            anyhow::bail!(why);
+        }
         if events.is_empty() {
             return Ok(());
         }
@@ -126,6 +141,7 @@ fn start_sink(
     store: &Store,
     max_bytes: u64,
     metrics: Arc<Metrics>,
+    fatal: Fatal,
 ) -> Result<Network> {
     let table = match sink.kind {
         crate::config::SinkKind::Otlp => "otlp_events",
@@ -143,43 +159,8 @@ fn start_sink(
     if spool.depth().events > 0 {
         arrived.notify_one();
     }
-    let writer = tokio::spawn(write_spool(rx, spool.clone(), arrived.clone(), metrics, sink.kind));
+    let writer = Writer { spool: spool.clone(), arrived: arrived.clone(), metrics, sink: sink.kind, fatal };
+    let writer = tokio::spawn(writer.run(rx));
     let exporter = tokio::spawn(exporter.run(spool, arrived, stop_rx, sink.drain_timeout));
     Ok(Network { queue, writer, exporter, stop })
-}
-
-/// Commits each batch from the pipeline to the spool and wakes the exporter.
-async fn write_spool(
-    mut rx: mpsc::Receiver<Vec<LogRecord>>,
-    spool: Arc<Spool>,
-    arrived: Arc<Notify>,
-    metrics: Arc<Metrics>,
-    sink: crate::config::SinkKind,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        // Take what else is queued: one commit (one fsync) for all of it.
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
-        }
-        let n = batch.len() as u64;
-        let s = spool.clone();
-        match tokio::task::spawn_blocking(move || s.append(&batch)).await {
-            Ok(Ok(dropped)) => {
-                if dropped > 0 {
-                    metrics.spool_dropped.inc_by(dropped);
-                    tracing::warn!(
-                        dropped,
-                        "the spool is full: dropped the oldest events (sshlogin_spool_dropped_total)"
-                    );
-                }
-            }
-            Ok(Err(e)) => {
-                metrics.queue_dropped.inc_by(n);
-                tracing::error!(events = n, "cannot write to the spool, events lost: {e:#}");
-            }
-            Err(e) => tracing::error!("the spool writer failed: {e}"),
-        }
-        metrics.set_spool(sink, spool.depth());
-        arrived.notify_one();
-    }
 }

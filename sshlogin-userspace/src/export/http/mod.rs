@@ -146,8 +146,11 @@ impl Exporter {
                 let batch = match read_spool(&spool, max).await {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::error!("cannot read the spool: {e:#}");
-                        return;
+                        if stopping {
+                            return;
+                        }
+                        self.spool_failed(&spool, &format!("cannot read the spool: {e:#}"), &mut stop).await;
+                        continue;
                     }
                 };
                 if batch.is_empty() {
@@ -198,8 +201,9 @@ impl Exporter {
                 let spool2 = spool.clone();
                 let removed = tokio::task::spawn_blocking(move || spool2.remove(&done)).await;
                 if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
-                    tracing::error!("cannot remove delivered events from the spool: {e:#}");
-                    return;
+                    // They stay spooled and go again: at least once.
+                    let why = format!("cannot remove delivered events from the spool: {e:#}");
+                    self.spool_failed(&spool, &why, &mut stop).await;
                 }
                 self.metrics.set_spool(self.config.kind, spool.depth());
             }
@@ -303,6 +307,21 @@ impl Exporter {
     /// The endpoint as logs may show it.
     pub fn shown_url(&self) -> String {
         redact_url(&self.config.url)
+    }
+
+    /// A spool read or removal failed: count and log it, wait a little,
+    /// and open the spool file again (what redb needs after an I/O error).
+    async fn spool_failed(&self, spool: &Arc<Spool>, why: &str, stop: &mut watch::Receiver<bool>) {
+        self.metrics.spool_errors.inc();
+        tracing::error!("{why}; opening the spool again in 1 s");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+        let s = spool.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reopen()).await {
+            tracing::warn!("{e:#}");
+        }
     }
 
     fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
