@@ -128,8 +128,30 @@ pub fn parse(text: &str) -> Result<File, (Option<String>, String)> {
     toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
         let line = text[..at].matches('\n').count() + 1;
-        (key_at(text, at), format!("{} (line {line})", e.message().trim_end()))
+        (key_at(text, at), format!("{} (line {line})", without_quoted(e.message().trim_end())))
     })
+}
+
+/// The parser's message with every quoted value left out (`invalid type:
+/// string "…", expected a boolean`): the value may be a misplaced secret.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                out.push_str("\"…");
+                quoted = true;
+            }
+            ('"', true) => {
+                out.push('"');
+                quoted = false;
+            }
+            (c, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
 }
 
 /// The dotted key of the `key = value` line that holds byte `at`.

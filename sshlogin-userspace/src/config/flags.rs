@@ -64,8 +64,9 @@ pub struct Flags {
     /// event with the JSON object stdout prints, several in flight at once
     /// (so not necessarily in order). Spooled and retried like
     /// OTLP, in its own spool table; --bearer-token-file applies to it too.
-    /// See `[webhook]` in the config.
-    #[arg(long, value_name = "URL")]
+    /// See `[webhook]` in the config. A URL that carries a token belongs in
+    /// the config file or SSHLOGIN_WEBHOOK_URL, not on the command line.
+    #[arg(long, value_name = "URL", env = "SSHLOGIN_WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
 
     /// With --webhook-url: POST a JSON array per batch, not one per event.

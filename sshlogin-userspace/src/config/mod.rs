@@ -111,7 +111,8 @@ pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
             T::value_variants().iter().filter_map(|v| Some(v.to_possible_value()?.get_name().to_string())).collect();
         // OTEL_EXPORTER_OTLP_PROTOCOL is often set to grpc for other agents.
         let hint = if text.trim() == "grpc" { " (sshlogin speaks OTLP over HTTP only)" } else { "" };
-        format!("{text:?} is not {}{hint}", words.join(" or "))
+        // Never the value itself: a misplaced secret must not reach a log.
+        format!("not {}{hint}", words.join(" or "))
     })
 }
 
@@ -251,8 +252,7 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
 }
 
 pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| ConfigError::new(key, format!("{text:?} is not a duration like 500ms or 10s: {e}")))
+    humantime::parse_duration(text.trim()).map_err(|_| ConfigError::new(key, "not a duration like 500ms or 10s"))
 }
 
 /// Chosen by measurement: docs/performance.md.
@@ -269,8 +269,9 @@ fn warn_of_secrets_on_the_command_line(flags: &Flags) {
     if !flags.webhook_headers.is_empty() {
         given.push("--webhook-header (use webhook.headers)");
     }
-    if flags.webhook_url.as_deref().is_some_and(|u| redact_url(u) != u) {
-        given.push("--webhook-url, which carries a token (use webhook.url)");
+    let from_env = std::env::var("SSHLOGIN_WEBHOOK_URL").ok();
+    if flags.webhook_url.as_deref().is_some_and(|u| redact_url(u) != u && from_env.as_deref() != Some(u)) {
+        given.push("--webhook-url, which carries a token (use webhook.url or SSHLOGIN_WEBHOOK_URL)");
     }
     for flag in given {
         tracing::warn!("{flag}: the command line is readable by every local user");
@@ -408,9 +409,7 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     }
     let metrics_listen = match (flags.metrics_listen, &f.metrics.listen) {
         (Some(a), _) => Some(a),
-        (None, Some(text)) => Some(
-            text.parse().map_err(|_| ConfigError::new("metrics.listen", format!("{text:?} is not ADDRESS:PORT")))?,
-        ),
+        (None, Some(text)) => Some(text.parse().map_err(|_| ConfigError::new("metrics.listen", "not ADDRESS:PORT"))?),
         (None, None) => None,
     };
 
@@ -441,10 +440,10 @@ pub fn size(text: &str) -> Result<u64, String> {
         "K" | "k" | "KiB" => 10,
         "M" | "m" | "MiB" => 20,
         "G" | "g" | "GiB" => 30,
-        other => return Err(format!("unknown unit {other:?} (use K, M or G)")),
+        _ => return Err("an unknown unit (use K, M or G)".to_string()),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 256M"))?;
-    n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| format!("{text:?} is too large"))
+    let n: u64 = digits.parse().map_err(|_| "not a size like 256M".to_string())?;
+    n.checked_shl(shift).filter(|b| b >> shift == n).ok_or_else(|| "too large".to_string())
 }
 
 pub(crate) fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Duration>, ConfigError> {

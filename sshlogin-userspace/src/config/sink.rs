@@ -39,7 +39,7 @@ pub(super) fn otlp(
         (None, Some((key, ms))) => Some((
             key.clone(),
             std::time::Duration::from_millis(
-                ms.parse().map_err(|_| ConfigError::new(key, format!("{ms:?} is not a number of milliseconds")))?,
+                ms.parse().map_err(|_| ConfigError::new(key, "not a number of milliseconds"))?,
             ),
         )),
         (None, None) => None,

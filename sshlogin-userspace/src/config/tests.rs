@@ -187,3 +187,12 @@ fn logged_urls_keep_no_secret() {
     assert_eq!(redact_url("https://h/hook/9f86d081884c7d659a2feaa0c55ad015"), "https://h/hook/…");
     assert_eq!(redact_url("not a url"), "(not a URL)");
 }
+
+#[test]
+fn file_errors_name_the_key_never_the_value() {
+    let (key, message) = file::parse("[stdout]\nenabled = \"tok-S3CRET\"\n").unwrap_err();
+    assert_eq!(key.as_deref(), Some("stdout.enabled"));
+    assert!(!message.contains("S3CRET"), "{message}");
+    let (_, message) = file::parse("[otlp]\nbearer_token = \"tok-S3CRET\"\n").unwrap_err();
+    assert!(message.contains("bearer_token") && !message.contains("S3CRET"), "{message}");
+}
