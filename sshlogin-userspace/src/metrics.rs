@@ -149,6 +149,7 @@ pub struct Metrics {
     pub spool_dropped: Counter,
     pub queue_dropped: Counter,
     pub spool_errors: Counter,
+    pub stdout_dropped: Counter,
     kernel_dropped: Family<KernelLabel, Counter>,
     refused: Family<RefusedLabel, Counter>,
     evicted: Family<TableLabel, Counter>,
@@ -184,6 +185,8 @@ impl Metrics {
             ("sshlogin_spool_bytes", "Bytes of events waiting in a network exporter's spool", spool_bytes),
             ("sshlogin_spool_dropped", "Oldest events dropped because the spool was full", spool_dropped),
             ("sshlogin_queue_dropped", "Events dropped because the spool writer could not keep up", queue_dropped),
+            ("sshlogin_stdout_dropped", "Events not printed because stdout was not read fast enough (with a \
+              network exporter, which still got them)", stdout_dropped),
             ("sshlogin_spool_errors", "Spool reads or writes that failed (the file is opened again and the \
               operation retried)", spool_errors),
             ("sshlogin_export_requests", "Export requests by exporter (otlp, webhook) and outcome (ok, partial, \

@@ -42,7 +42,7 @@ struct Network {
 }
 
 pub struct Exporters {
-    stdout: Option<stdout::StdoutSink<BufWriter<std::io::Stdout>>>,
+    stdout: Option<stdout::StdoutThread>,
     network: Vec<Network>,
     metrics: Arc<Metrics>,
     /// Set by a spool writer that gave up: `run` ends with it.
@@ -78,10 +78,13 @@ impl Exporters {
                 )?);
             }
         }
-        let stdout = config.stdout.then(|| {
-            tracing::info!("printing events as JSON lines on stdout");
-            stdout::StdoutSink::new(BufWriter::new(std::io::stdout()), resource)
-        });
+        let stdout = match config.stdout {
+            true => {
+                tracing::info!("printing events as JSON lines on stdout");
+                Some(stdout::StdoutThread::start(BufWriter::new(std::io::stdout()), resource)?)
+            }
+            false => None,
+        };
         Ok(Exporters { stdout, network, metrics, fatal })
     }
 
@@ -106,23 +109,36 @@ impl Exporters {
                 }
             }
         }
-        if let Some(out) = &mut self.stdout
-            && let Err(e) = out.write(&records)
-        {
-            if self.network.is_empty() {
-                return Err(e).context("writing events to stdout");
+        if let Some(out) = &self.stdout {
+            // Waits only when stdout is where every event goes.
+            match out.send(records, self.network.is_empty()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let before = self.metrics.stdout_dropped.inc_by(events.len() as u64);
+                    if before == 0 || (before + events.len() as u64).is_power_of_two() {
+                        tracing::warn!(
+                            "stdout is not read fast enough; events not printed (sshlogin_stdout_dropped_total)"
+                        );
+                    }
+                }
+                Err(e) if self.network.is_empty() => anyhow::bail!("writing events to stdout: {e}"),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot write events to stdout ({e}); no longer printing them, the network exporters go on"
+                    );
+                    self.stdout = None;
+                }
             }
-            tracing::error!(
-                "cannot write events to stdout ({e}); no longer printing them, the network exporters go on"
-            );
-            self.stdout = None;
         }
         Ok(())
     }
 
     /// Commits what is queued to the spool, lets the exporter send for its
     /// drain time, and returns. What is left stays spooled for next start.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
+        if let Some(out) = self.stdout.take() {
+            let _ = tokio::task::spawn_blocking(move || out.finish()).await;
+        }
         for n in &self.network {
             let _ = n.stop.send(true);
         }
