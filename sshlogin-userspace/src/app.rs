@@ -122,6 +122,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let mut kernel = probes::KernelCounters::default();
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
     tracing::info!("reporting SSH logins");
     // systemd (Type=notify) starts sshd only now: no login before the probes.
     host::notify("READY=1");
@@ -151,7 +152,15 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             }
             counters_read = std::time::Instant::now();
         }
-        exporters.send(&events)?;
+        // An exporter that cannot go on (stdout closed, the spool failing
+        // for too long) stops the daemon the orderly way, then fails it.
+        if failed.is_none()
+            && let Err(e) = exporters.send(&events)
+        {
+            tracing::error!("{e:#}; stopping");
+            reader.1.stop();
+            failed = Some(e);
+        }
         events.clear();
     }
     host::notify("STOPPING=1");
@@ -159,7 +168,11 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         anyhow::bail!("the ring-buffer reader thread panicked");
     }
     pipeline.finish(&mut events);
-    exporters.send(&events)?;
+    if failed.is_none()
+        && let Err(e) = exporters.send(&events)
+    {
+        failed = Some(e);
+    }
     kernel_counters(&probes, kernel, &metrics);
     drop(probes);
     tracing::info!("probes detached; flushing");
@@ -168,7 +181,10 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         server.abort();
     }
     tracing::info!("stopped; {}", metrics.summary());
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Reads the kernel's counters into the metrics; warns about what was lost

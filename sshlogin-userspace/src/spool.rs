@@ -100,14 +100,7 @@ impl Store {
             let txn = db.begin_write()?;
             txn.open_table(table)?;
             txn.commit()?;
-            let read = db.begin_read()?;
-            let t = read.open_table(table)?;
-            let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
-            let mut depth = Depth { events: t.len()?, bytes: 0 };
-            for item in t.iter()? {
-                depth.bytes += item?.1.value().len() as u64;
-            }
-            Ok((next, depth))
+            count(db, table)
         })?;
         if depth.events > 0 {
             tracing::info!(
@@ -125,6 +118,18 @@ impl Store {
             state: Mutex::new(State { next, depth, in_flight: HashSet::new() }),
         })
     }
+}
+
+/// The next sequence number and the depth of `table`, from the table.
+fn count(db: &Database, table: Table) -> Result<(u64, Depth)> {
+    let read = db.begin_read()?;
+    let t = read.open_table(table)?;
+    let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+    let mut depth = Depth { events: t.len()?, bytes: 0 };
+    for item in t.iter()? {
+        depth.bytes += item?.1.value().len() as u64;
+    }
+    Ok((next, depth))
 }
 
 pub struct Spool {
@@ -162,7 +167,14 @@ impl Spool {
     /// (a full disk) needs before redb takes anything more. Every spool in
     /// the file sees the new handle.
     pub fn reopen(&self) -> Result<()> {
-        self.db.reopen()
+        self.db.reopen()?;
+        // A commit that reported an error may still have landed: count
+        // again from the table.
+        let (next, depth) = self.db.with(|db| count(db, self.table))?;
+        let mut state = self.state.lock().expect("spool state");
+        state.next = state.next.max(next);
+        state.depth = depth;
+        Ok(())
     }
 
     /// Commits `events` durably. Returns how many old events were dropped
@@ -180,7 +192,10 @@ impl Spool {
                 let mut table = txn.open_table(self.table)?;
                 for e in events {
                     let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
-                    table.insert(next, json.as_slice())?;
+                    if table.insert(next, json.as_slice())?.is_some() {
+                    // Never overwrite: a sequence number is used once.
+                    anyhow::bail!("spool entry {next} exists already; counting the spool again");
+                }
                     next += 1;
                     depth.events += 1;
                     depth.bytes += json.len() as u64;
@@ -263,8 +278,8 @@ impl Spool {
         for id in ids {
             state.in_flight.remove(id);
         }
-        state.depth.events -= freed.0;
-        state.depth.bytes -= freed.1;
+        state.depth.events = state.depth.events.saturating_sub(freed.0);
+        state.depth.bytes = state.depth.bytes.saturating_sub(freed.1);
         Ok(())
     }
 }

@@ -137,7 +137,13 @@ pub fn parse(text: &str) -> Result<File, (Option<String>, String)> {
 fn without_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quoted = false;
+    let mut escaped = false;
     for c in message.chars() {
+        // `\"` inside a value does not end it.
+        if quoted && (escaped || c == '\\') {
+            escaped = !escaped && c == '\\';
+            continue;
+        }
         match (c, quoted) {
             ('"', false) => {
                 out.push_str("\"…");

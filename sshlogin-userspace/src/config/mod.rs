@@ -288,18 +288,17 @@ pub(crate) fn url(key: &str, text: &str) -> Result<String, ConfigError> {
 }
 
 /// `url` as logs may show it: without user and password, query or
-/// fragment, and with every path segment that could be a token (anything
-/// but a short lowercase word like `v1` or `logs`) shown as `…`. Webhook
-/// services put their secret in the path.
+/// fragment, and with every path segment but a few API words (`v1`,
+/// `logs`, `hooks`...) shown as `…`. Webhook services put their secret in
+/// the path.
 pub fn redact_url(url: &str) -> String {
     let Ok(u) = reqwest::Url::parse(url) else { return "(not a URL)".into() };
     let host = u.host_str().unwrap_or("");
     let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let word = |s: &str| {
-        s.len() <= 16
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            && !(s.len() > 4 && s.bytes().any(|b| b.is_ascii_digit()))
-    };
+    // Only words that name an API, never one that could be a secret.
+    const WORDS: &[&str] =
+        &["v1", "v2", "logs", "otlp", "api", "ingest", "events", "hook", "hooks", "webhook", "webhooks", "services"];
+    let word = |s: &str| WORDS.contains(&s);
     let path: Vec<&str> =
         u.path_segments().map(|p| p.map(|seg| if word(seg) { seg } else { "…" }).collect()).unwrap_or_default();
     let query = if u.query().is_some() { "?…" } else { "" };
@@ -451,6 +450,9 @@ pub(crate) fn opt_duration(key: &str, text: &Option<String>) -> Result<Option<Du
 }
 
 pub(crate) fn check_header(name: &str, value: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new("header", "not NAME=VALUE, or the name is empty"));
+    }
     reqwest::header::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| ConfigError::new(format!("header {name:?}"), "not a valid HTTP header name"))?;
     // The value is not echoed: headers often carry credentials.

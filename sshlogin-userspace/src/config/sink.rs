@@ -122,6 +122,10 @@ fn sink(
         max_elapsed: opt_duration(&key("retry_max_elapsed"), &c.retry_max_elapsed)?
             .unwrap_or(DEFAULT_RETRY.max_elapsed),
     };
+    if retry.max_elapsed < std::time::Duration::from_secs(1) {
+        // A cycle shorter than a round trip would only log: retries never end anyway.
+        return Err(ConfigError::new(key("retry_max_elapsed"), "at least 1s (retries go on after it in any case)"));
+    }
     if retry.initial_backoff.is_zero() || retry.max_backoff < retry.initial_backoff {
         return Err(ConfigError::new(
             key("retry_max_backoff"),

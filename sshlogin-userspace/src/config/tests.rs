@@ -118,6 +118,7 @@ fn bad_values_name_their_key() {
         (vec![("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "not a url")], "", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
         (vec![base], "[otlp]\ntimeout = \"soon\"", "otlp.timeout"),
         (vec![base], "[otlp]\nbatch_max_events = 0", "otlp.batch_max_events"),
+        (vec![base], "[otlp]\nretry_max_elapsed = \"0s\"", "otlp.retry_max_elapsed"),
         (vec![base], "[otlp]\nclient_key = \"/k.pem\"", "otlp.client_certificate"),
         (vec![base], "[otlp]\nheaders = { \"bad header\" = \"v\" }", "header \"bad header\""),
         (vec![], "[capture]\nring_buffer_size = \"3M\"", "capture.ring_buffer_size"),
@@ -193,6 +194,8 @@ fn file_errors_name_the_key_never_the_value() {
     let (key, message) = file::parse("[stdout]\nenabled = \"tok-S3CRET\"\n").unwrap_err();
     assert_eq!(key.as_deref(), Some("stdout.enabled"));
     assert!(!message.contains("S3CRET"), "{message}");
+    let (_, message) = file::parse("[stdout]\nenabled = \"a\\\"tok-S3CRET\"\n").unwrap_err();
+    assert!(!message.contains("S3CRET"), "an escaped quote does not end the value: {message}");
     let (_, message) = file::parse("[otlp]\nbearer_token = \"tok-S3CRET\"\n").unwrap_err();
     assert!(message.contains("bearer_token") && !message.contains("S3CRET"), "{message}");
 }

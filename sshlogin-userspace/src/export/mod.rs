@@ -12,7 +12,7 @@ pub mod retry;
 pub mod stdout;
 mod writer;
 
-use std::{io::BufWriter, sync::Arc};
+use std::{io::BufWriter, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -136,16 +136,20 @@ impl Exporters {
     /// Commits what is queued to the spool, lets the exporter send for its
     /// drain time, and returns. What is left stays spooled for next start.
     pub async fn finish(mut self) {
-        if let Some(out) = self.stdout.take() {
-            let _ = tokio::task::spawn_blocking(move || out.finish()).await;
-        }
         for n in &self.network {
             let _ = n.stop.send(true);
         }
-        for n in self.network {
+        for n in std::mem::take(&mut self.network) {
             drop(n.queue);
             let _ = n.writer.await;
             let _ = n.exporter.await;
+        }
+        // Last: a stdout nobody reads must not hold up the spools' drain.
+        if let Some(out) = self.stdout.take() {
+            let flushed = tokio::task::spawn_blocking(move || out.finish());
+            if tokio::time::timeout(Duration::from_secs(5), flushed).await.is_err() {
+                tracing::warn!("stdout is not being read; not waiting for the last lines");
+            }
         }
     }
 }

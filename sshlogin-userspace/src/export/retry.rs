@@ -60,11 +60,13 @@ pub struct Backoff {
     not_before: Option<Instant>,
     /// When the current run of failures began.
     pub failing_since: Option<Instant>,
+    /// When the latest failure was answered.
+    last_failure: Option<Instant>,
 }
 
 impl Backoff {
     pub fn new(policy: Retry) -> Self {
-        Backoff { policy, failures: 0, not_before: None, failing_since: None }
+        Backoff { policy, failures: 0, not_before: None, failing_since: None, last_failure: None }
     }
 
     /// When the next request may go; `None`: now.
@@ -72,13 +74,19 @@ impl Backoff {
         self.not_before
     }
 
-    /// The endpoint answered with something other than "busy": start over.
-    pub fn answered(&mut self) {
-        *self = Backoff::new(self.policy);
+    /// A request sent at `sent_at` was answered with something other than
+    /// "busy": start over, unless a failure came after it was sent (several
+    /// requests are in flight at once, and a `Retry-After` must stand).
+    pub fn answered(&mut self, sent_at: Instant) {
+        if self.last_failure.is_none_or(|f| sent_at >= f) {
+            *self = Backoff::new(self.policy);
+        }
     }
 
-    /// A failure at `now`: returns the wait before the next request, which
-    /// `not_before` then says. `unit` is a random number in [0, 1).
+    /// A failure at `now`: returns the wait before the next request. The
+    /// earliest next request only moves later: a short wait never cuts a
+    /// longer one (a server's `Retry-After`) short. `unit` is a random
+    /// number in [0, 1).
     pub fn failed(&mut self, decision: &Decision, now: Instant, unit: f64) -> Duration {
         let wait = match decision {
             Decision::Refused => self.policy.max_backoff,
@@ -90,8 +98,10 @@ impl Backoff {
         };
         self.failures = self.failures.saturating_add(1);
         self.failing_since.get_or_insert(now);
-        self.not_before = Some(now + wait);
-        wait
+        self.last_failure = Some(now);
+        let at = self.not_before.map_or(now + wait, |t| t.max(now + wait));
+        self.not_before = Some(at);
+        at - now
     }
 }
 
@@ -151,11 +161,12 @@ mod tests {
         let now = Instant::now();
         let mut b = Backoff::new(policy());
         let after = |s| Decision::Retry { after: Some(Duration::from_secs(s)) };
-        assert_eq!(b.failed(&after(3600), now, 0.5), Duration::from_secs(3600));
         assert_eq!(b.failed(&after(7200), now, 0.5), RETRY_AFTER_MAX, "capped");
+        assert_eq!(b.failed(&after(1), now, 0.5), RETRY_AFTER_MAX, "a shorter wait does not cut it short");
+        let mut b = Backoff::new(policy());
         assert_eq!(b.failed(&after(0), now, 0.0), RETRY_AFTER_FLOOR, "0 still waits a second");
         let grown = b.failed(&after(1), now, 0.999);
-        assert!(grown > Duration::from_secs(7), "the backoff kept growing: {grown:?}");
+        assert!(grown > Duration::from_millis(1900), "the backoff kept growing: {grown:?}");
         assert_eq!(b.not_before(), Some(now + grown));
     }
 
@@ -169,7 +180,9 @@ mod tests {
         assert!(b.failed(&Decision::Retry { after: None }, now, 0.999) > Duration::from_secs(29));
         assert_eq!(b.failed(&Decision::Refused, now, 0.0), Duration::from_secs(30), "refused: the maximum");
         assert_eq!(b.failing_since, Some(now));
-        b.answered();
+        b.answered(now - Duration::from_secs(1));
+        assert!(b.not_before().is_some(), "sent before the failure: the failure stands");
+        b.answered(now);
         assert_eq!((b.not_before(), b.failing_since), (None, None));
     }
 

@@ -16,12 +16,12 @@ use crate::{config::SinkKind, metrics::Metrics, otel::LogRecord, spool::Spool};
 
 /// Events held in memory while the spool cannot be written; beyond this
 /// the oldest are dropped, counted and logged.
-pub const HELD_MAX: usize = 65_536;
+pub const HELD_MAX: usize = 16_384;
 /// How long the spool may fail without one good write before the daemon
 /// gives up (exits non-zero).
 pub const GIVE_UP: Duration = Duration::from_secs(600);
 const FIRST_WAIT: Duration = Duration::from_millis(500);
-const MAX_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the daemon must stop, set by a writer that gave up.
 pub type Fatal = Arc<Mutex<Option<String>>>;
@@ -48,8 +48,16 @@ impl Writer {
                 }
             }
             // Take what else is queued: one commit (one fsync) for all of it.
-            while let Ok(more) = rx.try_recv() {
-                held.extend(more);
+            loop {
+                match rx.try_recv() {
+                    Ok(more) => held.extend(more),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    // Shutdown: the loop below must not retry for ever.
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
             }
             if held.is_empty() {
                 return;
@@ -64,7 +72,9 @@ impl Writer {
             let (written, batch) = match tokio::task::spawn_blocking(move || (s.append(&held), held)).await {
                 Ok(done) => done,
                 Err(e) => {
-                    tracing::error!("the spool writer failed: {e}");
+                    let why = format!("the spool writer failed: {e}");
+                    tracing::error!("{why}");
+                    *self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
                     return;
                 }
             };
@@ -95,6 +105,7 @@ impl Writer {
                         return;
                     }
                     if since.elapsed() >= GIVE_UP {
+                        self.metrics.queue_dropped.inc_by(held.len() as u64);
                         let why = format!("the spool could not be written for {:.0?}: {e:#}", since.elapsed());
                         tracing::error!(held = held.len(), "{why}; exiting so the service manager restarts sshlogin");
                         *self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
@@ -104,6 +115,8 @@ impl Writer {
                         held = held.len(),
                         "cannot write to the spool ({e:#}); the events are held in memory, retried in {wait:.1?}"
                     );
+                    // At most MAX_WAIT: a shutdown meanwhile is seen at the
+                    // next try, well within the unit's stop timeout.
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_WAIT);
                     let s = self.spool.clone();

@@ -35,6 +35,10 @@ use crate::{
 /// nearby receiver without opening a connection storm.
 pub const IN_FLIGHT: usize = 16;
 
+/// Waits between tries after a spool read or removal failed.
+const SPOOL_FIRST_WAIT: Duration = Duration::from_millis(500);
+const SPOOL_MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// How one batch ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -132,24 +136,51 @@ impl Exporter {
         // keeps exactly it from eviction, so that a full spool drops its
         // oldest other events, not whatever arrived since.
         let mut held: Vec<(u64, LogRecord)> = Vec::new();
+        // Delivered or dropped, not yet removed from the spool (a removal
+        // failed): removed before anything else is read, never sent again.
+        let mut done: Vec<u64> = Vec::new();
+        let mut spool_wait = SPOOL_FIRST_WAIT;
         loop {
-            if deadline.is_none() && *stop.borrow() {
+            // Marks the change seen, so that waits on `changed()` (ours and
+            // the clones') wait for the next one.
+            if deadline.is_none() && *stop.borrow_and_update() {
                 deadline = Some(Instant::now() + drain);
             }
             let stopping = deadline.is_some();
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
-            // Spool entries done with: delivered, dropped, or unreadable.
-            let mut done = Vec::new();
+            if !done.is_empty() {
+                let (spool2, ids) = (spool.clone(), done.clone());
+                match tokio::task::spawn_blocking(move || spool2.remove(&ids)).await {
+                    Ok(Ok(())) => {
+                        done.clear();
+                        spool_wait = SPOOL_FIRST_WAIT;
+                        self.metrics.set_spool(self.config.kind, spool.depth());
+                    }
+                    Ok(Err(e)) => {
+                        let why = format!("cannot remove delivered events from the spool: {e:#}");
+                        self.spool_failed(&spool, &why, &mut spool_wait, &mut stop, stopping).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("the spool removal task failed: {e}");
+                        continue;
+                    }
+                }
+            }
             let batch = if held.is_empty() {
                 let batch = match read_spool(&spool, max).await {
-                    Ok(b) => b,
+                    Ok(b) => {
+                        spool_wait = SPOOL_FIRST_WAIT;
+                        b
+                    }
                     Err(e) => {
                         if stopping {
                             return;
                         }
-                        self.spool_failed(&spool, &format!("cannot read the spool: {e:#}"), &mut stop).await;
+                        let why = format!("cannot read the spool: {e:#}");
+                        self.spool_failed(&spool, &why, &mut spool_wait, &mut stop, stopping).await;
                         continue;
                     }
                 };
@@ -168,15 +199,19 @@ impl Exporter {
                     continue;
                 }
                 let mut readable = Vec::with_capacity(batch.len());
+                let mut unreadable = 0;
                 for (id, record) in batch {
                     match record {
                         Some(r) => readable.push((id, r)),
-                        None => done.push(id),
+                        None => {
+                            done.push(id);
+                            unreadable += 1;
+                        }
                     }
                 }
-                if !done.is_empty() {
-                    tracing::warn!(entries = done.len(), "dropping spool entries that do not parse");
-                    self.metrics.export_events(self.config.kind, Delivery::Dropped, done.len() as u64);
+                if unreadable > 0 {
+                    tracing::warn!(entries = unreadable, "dropping spool entries that do not parse");
+                    self.metrics.export_events(self.config.kind, Delivery::Dropped, unreadable);
                 }
                 readable
             } else {
@@ -197,19 +232,16 @@ impl Exporter {
                     Outcome::Delivered { .. } | Outcome::Dropped { .. } => done.extend(part.iter().map(|(id, _)| *id)),
                 }
             }
-            if !done.is_empty() {
-                let spool2 = spool.clone();
-                let removed = tokio::task::spawn_blocking(move || spool2.remove(&done)).await;
-                if let Err(e) = removed.map_err(anyhow::Error::from).and_then(|r| r) {
-                    // They stay spooled and go again: at least once.
-                    let why = format!("cannot remove delivered events from the spool: {e:#}");
-                    self.spool_failed(&spool, &why, &mut stop).await;
-                }
-                self.metrics.set_spool(self.config.kind, spool.depth());
-            }
+            // The spool order, for the next try.
+            held.sort_unstable_by_key(|(id, _)| *id);
             if let Some(reason) = retry_reason {
                 if stopping {
-                    // What is left stays spooled for the next start.
+                    // Take out what was delivered; the rest stays spooled
+                    // for the next start.
+                    if !done.is_empty() {
+                        let spool2 = spool.clone();
+                        let _ = tokio::task::spawn_blocking(move || spool2.remove(&done)).await;
+                    }
                     return;
                 }
                 if *stop.borrow() {
@@ -242,6 +274,9 @@ impl Exporter {
             Format::Webhook { batch: false } => (0..batch.len()).map(|i| i..i + 1).collect(),
             _ => std::iter::once(0..batch.len()).collect(),
         };
+        // An endpoint that is failing gets one request at a time: the first
+        // answer says whether the others should go.
+        let in_flight = if self.lock_backoff().failing_since.is_some() { 1 } else { IN_FLIGHT };
         futures_util::stream::iter(parts)
             .map(|part| {
                 let mut stop = stop.clone();
@@ -251,7 +286,7 @@ impl Exporter {
                     (part, outcome)
                 }
             })
-            .buffer_unordered(IN_FLIGHT)
+            .buffer_unordered(in_flight)
             .collect()
             .await
     }
@@ -309,15 +344,28 @@ impl Exporter {
         redact_url(&self.config.url)
     }
 
-    /// A spool read or removal failed: count and log it, wait a little,
-    /// and open the spool file again (what redb needs after an I/O error).
-    async fn spool_failed(&self, spool: &Arc<Spool>, why: &str, stop: &mut watch::Receiver<bool>) {
+    /// A spool read or removal failed: count and log it, wait (longer each
+    /// time in a row), and open the spool file again (what redb needs after
+    /// an I/O error).
+    async fn spool_failed(
+        &self,
+        spool: &Arc<Spool>,
+        why: &str,
+        wait: &mut Duration,
+        stop: &mut watch::Receiver<bool>,
+        stopping: bool,
+    ) {
         self.metrics.spool_errors.inc();
-        tracing::error!("{why}; opening the spool again in 1 s");
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => {}
+        tracing::error!("{why}; opening the spool again in {wait:.1?}");
+        if stopping {
+            tokio::time::sleep(*wait).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(*wait) => {}
+                _ = stop.changed() => {}
+            }
         }
+        *wait = (*wait * 2).min(SPOOL_MAX_WAIT);
         let s = spool.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reopen()).await {
             tracing::warn!("{e:#}");
@@ -367,6 +415,12 @@ impl Exporter {
                     return Outcome::Retryable { reason: format!("next try in {:.0?}", at - Instant::now()) };
                 }
             }
+            // Nothing goes out after the batch's time is up (the drain's
+            // deadline at shutdown).
+            if Instant::now() >= give_up_at {
+                return Outcome::Retryable { reason: "out of time".into() };
+            }
+            let sent_at = Instant::now();
             if let Some(token) = &self.token {
                 let value = token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).current();
                 headers.insert(AUTHORIZATION, value);
@@ -389,7 +443,7 @@ impl Exporter {
                     let message = || response::error_message(&body, content_type.as_deref());
                     match decision {
                         Decision::Success => {
-                            self.lock_backoff().answered();
+                            self.lock_backoff().answered(sent_at);
                             let partial = match self.config.format {
                                 Format::Otlp(_) => response::partial_success(&body, content_type.as_deref()),
                                 Format::Webhook { .. } => None,
@@ -404,7 +458,7 @@ impl Exporter {
                             return Outcome::Delivered { rejected };
                         }
                         Decision::Drop => {
-                            self.lock_backoff().answered();
+                            self.lock_backoff().answered(sent_at);
                             return Outcome::Dropped { reason: format!("HTTP {status}: {}", message()) };
                         }
                         Decision::Refused => (decision, format!("HTTP {status}: {}", message())),
