@@ -283,15 +283,11 @@ async fn endpoint(sink: &Sink) -> Item {
         ),
         // What `run` would keep retrying for ever: an OTLP endpoint must
         // take an (empty) export request. A webhook may well not take a GET.
-        Ok(status @ (300..=399 | 404 | 405))
-            if sink.kind == crate::config::SinkKind::Otlp =>
-        {
-            fail(
-                name,
-                format!("{} answered HTTP {status} to an export request", exporter.shown_url()),
-                "check the URL: OTLP/HTTP logs go to http(s)://HOST:4318/v1/logs (redirects are not followed)",
-            )
-        }
+        Ok(status @ (300..=399 | 404 | 405)) if sink.kind == crate::config::SinkKind::Otlp => fail(
+            name,
+            format!("{} answered HTTP {status} to an export request", exporter.shown_url()),
+            "check the URL: OTLP/HTTP logs go to http(s)://HOST:4318/v1/logs (redirects are not followed)",
+        ),
         Ok(status) => ok(name, format!("{} answered HTTP {status}", exporter.shown_url())),
         Err(e) => fail(
             name,

@@ -193,9 +193,9 @@ impl Spool {
                 for e in events {
                     let json = serde_json::to_vec(e).context("serializing an event for the spool")?;
                     if table.insert(next, json.as_slice())?.is_some() {
-                    // Never overwrite: a sequence number is used once.
-                    anyhow::bail!("spool entry {next} exists already; counting the spool again");
-                }
+                        // Never overwrite: a sequence number is used once.
+                        anyhow::bail!("spool entry {next} exists already; counting the spool again");
+                    }
                     next += 1;
                     depth.events += 1;
                     depth.bytes += json.len() as u64;

@@ -168,3 +168,13 @@ fn an_old_kernel_is_refused_with_a_sentence() {
     assert!(stderr.contains("nothing was loaded"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_malformed_header_flag_exits_2_without_its_value() {
+    let out = sshlogin(
+        &["run", "--otlp-endpoint", "http://127.0.0.1:4318", "--otlp-header", "Authorization: Bearer tok-S3CRET"],
+        &[],
+    );
+    usage_error(&out, "header");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("S3CRET"), "{}", String::from_utf8_lossy(&out.stderr));
+}
