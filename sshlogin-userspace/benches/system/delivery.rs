@@ -20,14 +20,14 @@ pub struct Arrival {
     pub time_unix_nano: u64,
 }
 
-/// A loopback OTLP/HTTP receiver; returns its port and what arrives.
-pub fn receiver() -> (u16, mpsc::Receiver<Arrival>) {
+/// An HTTP/1.1 server on loopback that answers every request 200 at once
+/// and hands `handle` each body (un-gzipped). Returns its port.
+fn serve(handle: impl Fn(Vec<u8>) + Clone + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
-            let tx = tx.clone();
+            let handle = handle.clone();
             thread::spawn(move || {
                 let mut r = BufReader::new(stream);
                 loop {
@@ -50,7 +50,6 @@ pub fn receiver() -> (u16, mpsc::Receiver<Arrival>) {
                     }
                     let mut body = vec![0; len];
                     r.read_exact(&mut body).unwrap();
-                    let (at, wall) = (Instant::now(), SystemTime::now());
                     let raw = if gzip {
                         let mut out = Vec::new();
                         flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut out).unwrap();
@@ -58,28 +57,33 @@ pub fn receiver() -> (u16, mpsc::Receiver<Arrival>) {
                     } else {
                         body
                     };
-                    let req = ExportLogsServiceRequest::decode(raw.as_slice()).expect("protobuf request");
-                    for rec in req.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
-                        let user = rec
-                            .attributes
-                            .iter()
-                            .find(|kv| kv.key == "user.name")
-                            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                                Value::StringValue(s) => Some(s.clone()),
-                                _ => None,
-                            })
-                            .unwrap_or_default();
-                        let _ = tx.send(Arrival {
-                            at,
-                            wall,
-                            event: rec.event_name.clone(),
-                            user,
-                            time_unix_nano: rec.time_unix_nano,
-                        });
-                    }
-                    let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    handle(raw);
+                    r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
                 }
             });
+        }
+    });
+    port
+}
+
+/// A loopback OTLP/HTTP receiver; returns its port and what arrives.
+pub fn receiver() -> (u16, mpsc::Receiver<Arrival>) {
+    let (tx, rx) = mpsc::channel();
+    let port = serve(move |raw: Vec<u8>| {
+        let (at, wall) = (Instant::now(), SystemTime::now());
+        let req = ExportLogsServiceRequest::decode(raw.as_slice()).expect("protobuf request");
+        for rec in req.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+            let user = rec
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "user.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let _ =
+                tx.send(Arrival { at, wall, event: rec.event_name.clone(), user, time_unix_nano: rec.time_unix_nano });
         }
     });
     (port, rx)
@@ -127,38 +131,10 @@ pub fn webhook_backlog(n: usize) -> f64 {
         spool::Spool,
     };
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
-    thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let count = count.clone();
-            thread::spawn(move || {
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
-                    count.fetch_add(1, Ordering::Relaxed);
-                    r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
-                }
-            });
-        }
+    let port = serve(move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
     });
     let sink = Sink {
         kind: SinkKind::Webhook,
