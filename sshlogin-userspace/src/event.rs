@@ -22,6 +22,9 @@ pub enum Kind {
     /// A process of the session connected somewhere (`ssh -J`, `-L`, `-D`).
     Forward {
         to: SocketAddr,
+        /// Its local end, when the daemon could still ask the socket: the
+        /// next hop's `client.address` and `client.port`, to join them.
+        from: Option<SocketAddr>,
     },
 }
 

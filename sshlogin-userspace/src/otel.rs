@@ -27,6 +27,9 @@ pub mod attr {
     pub const AUDIT_SESSION_ID: &str = "linux.audit.session_id";
     pub const FORWARD_ADDRESS: &str = "ssh.forward.address";
     pub const FORWARD_PORT: &str = "ssh.forward.port";
+    /// The forwarded connection's own end (semantic conventions' names).
+    pub const NETWORK_LOCAL_ADDRESS: &str = "network.local.address";
+    pub const NETWORK_LOCAL_PORT: &str = "network.local.port";
     pub const TERMINAL: &str = "ssh.terminal";
     /// The session's pseudo-terminal, once sshd has allocated one.
     pub const TTY: &str = "ssh.tty";
@@ -243,9 +246,13 @@ pub fn log_record(e: &Event) -> LogRecord {
             }
         }
         Kind::AuthFailure { reason } => set(attr::FAILURE_REASON, reason.as_str().into()),
-        Kind::Forward { to } => {
+        Kind::Forward { to, from } => {
             set(attr::FORWARD_ADDRESS, Value::Str(to.ip().to_canonical().to_string()));
             set(attr::FORWARD_PORT, to.port().into());
+            if let Some(from) = from {
+                set(attr::NETWORK_LOCAL_ADDRESS, Value::Str(from.ip().to_canonical().to_string()));
+                set(attr::NETWORK_LOCAL_PORT, from.port().into());
+            }
         }
     }
     LogRecord {
@@ -295,7 +302,7 @@ pub fn describe(e: &Event) -> String {
         Kind::AuthFailure { reason } => {
             format!("failed login for {user}{from}: {}", reason.as_str().replace('_', " "))
         }
-        Kind::Forward { to } => {
+        Kind::Forward { to, .. } => {
             format!("{user} forwarded a connection to {} port {} (session{from})", to.ip().to_canonical(), to.port())
         }
     }
@@ -329,7 +336,7 @@ mod tests {
         let f = Event::new(Kind::AuthFailure { reason: FailureReason::InvalidUser }, 1);
         assert_eq!(describe(&f), "failed login for an unknown user: invalid user");
         let mut g = e.clone();
-        g.kind = Kind::Forward { to: "[::ffff:10.0.0.9]:22".parse().unwrap() };
+        g.kind = Kind::Forward { to: "[::ffff:10.0.0.9]:22".parse().unwrap(), from: None };
         assert_eq!(
             describe(&g),
             "alice forwarded a connection to 10.0.0.9 port 22 (session from 192.0.2.7 port 51234)"

@@ -119,6 +119,9 @@ fn a_proxyjump_hop_is_attributed_to_its_user() {
     assert_eq!(forward["severity_text"], "INFO");
     let target_open = daemon.wait_for("the session on the target", on(TARGET));
     assert_eq!(target_open["attributes"]["client.address"], BASTION_INSIDE, "the target sees the bastion");
+    // The hop's own end is the target's client: a backend joins the two.
+    assert_eq!(f["network.local.address"], BASTION_INSIDE, "{forward}");
+    assert_eq!(f["network.local.port"], target_open["attributes"]["client.port"], "{forward}\n{target_open}");
 
     // A name the bastion cannot resolve: a DNS look-up, never a forward.
     let out = Command::new("ssh")

@@ -385,7 +385,8 @@ impl Correlator {
         if !from_session {
             return;
         }
-        let mut e = Event::new(Kind::Forward { to: addr }, meta.ktime_ns);
+        let from = self.procs.local_end(meta.pid, fd);
+        let mut e = Event::new(Kind::Forward { to: addr, from }, meta.ktime_ns);
         self.set_session(&mut e, conn, child.or(Some(meta.pid)), None);
         e.process.pid = meta.pid;
         out.push(e);

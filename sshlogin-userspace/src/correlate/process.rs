@@ -35,6 +35,11 @@ pub trait ProcView {
     fn is_udp(&self, _pid: u32, _fd: u32) -> Option<bool> {
         None
     }
+    /// The local end of socket `fd` of `pid` (a forward's source address
+    /// and port, which the next hop sees as its client), once bound.
+    fn local_end(&self, _pid: u32, _fd: u32) -> Option<SocketAddr> {
+        None
+    }
     /// The audit login uid and session id (`/proc/PID/loginuid`,
     /// `sessionid`), when set.
     fn audit_ids(&self, _pid: u32) -> (Option<u32>, Option<u32>) {
@@ -307,6 +312,10 @@ impl ProcessTable {
 
     pub fn is_udp(&self, pid: u32, fd: u32) -> Option<bool> {
         self.view.is_udp(pid, fd)
+    }
+
+    pub fn local_end(&self, pid: u32, fd: u32) -> Option<std::net::SocketAddr> {
+        self.view.local_end(pid, fd).filter(|a| a.port() != 0)
     }
 
     pub fn audit_ids(&self, pid: u32) -> (Option<u32>, Option<u32>) {

@@ -90,7 +90,7 @@ fn reason(e: &Event) -> Option<FailureReason> {
 
 fn forward_to(e: &Event) -> Option<std::net::SocketAddr> {
     match e.kind {
-        Kind::Forward { to } => Some(to),
+        Kind::Forward { to, .. } => Some(to),
         _ => None,
     }
 }

@@ -70,6 +70,10 @@ impl ProcView for ProcFs {
         })
     }
 
+    fn local_end(&self, pid: u32, fd: u32) -> Option<SocketAddr> {
+        super::socket::local_end(pid, fd)
+    }
+
     fn is_udp(&self, pid: u32, fd: u32) -> Option<bool> {
         if let Some(datagram) = super::socket::is_datagram(pid, fd) {
             return Some(datagram);

@@ -120,6 +120,11 @@ fn int_opt(fd: &OwnedFd, opt: libc::c_int) -> Option<libc::c_int> {
     (rc == 0).then_some(v)
 }
 
+/// The local end of socket `fd` of `pid`; `None` if it cannot be asked.
+pub fn local_end(pid: u32, fd: u32) -> Option<SocketAddr> {
+    name(&copy_fd(&pidfd(pid)?, fd)?, libc::getsockname)
+}
+
 /// Whether `fd` of `pid` is a datagram socket; `None` if it cannot be asked.
 pub fn is_datagram(pid: u32, fd: u32) -> Option<bool> {
     let sock = copy_fd(&pidfd(pid)?, fd)?;
