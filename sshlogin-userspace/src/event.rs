@@ -77,6 +77,9 @@ pub struct Event {
     pub process: Process,
     /// Names the SSH connection in every event of it.
     pub connection_id: Option<Uuid>,
+    /// The connection whose forward this one is (a ProxyJump hop), when
+    /// this daemon saw that forward too.
+    pub jump_connection_id: Option<Uuid>,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.
@@ -103,6 +106,7 @@ impl Event {
             audit_session_id: None,
             process: Process::default(),
             connection_id: None,
+            jump_connection_id: None,
             time_unix_nano: 0,
             observed_time_unix_nano: 0,
             record_uid: None,

@@ -39,6 +39,8 @@ pub mod attr {
     pub const SESSION_DURATION_MS: &str = "ssh.session.duration_ms";
     pub const FAILURE_REASON: &str = "ssh.failure.reason";
     pub const CONNECTION_ID: &str = "ssh.connection.id";
+    /// The connection whose forward (ProxyJump hop) this one came from.
+    pub const JUMP_CONNECTION_ID: &str = "ssh.jump.connection.id";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
 }
@@ -228,6 +230,7 @@ pub fn log_record(e: &Event) -> LogRecord {
         (attr::PROCESS_PARENT_PID, int(e.process.parent_pid.map(u64::from))),
         (attr::PROCESS_EXE, text(&e.process.exe)),
         (attr::CONNECTION_ID, e.connection_id.map(|u| Value::Str(u.to_string()))),
+        (attr::JUMP_CONNECTION_ID, e.jump_connection_id.map(|u| Value::Str(u.to_string()))),
         (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
     ];
     for (key, value) in fields {

@@ -122,6 +122,12 @@ fn a_proxyjump_hop_is_attributed_to_its_user() {
     // The hop's own end is the target's client: a backend joins the two.
     assert_eq!(f["network.local.address"], BASTION_INSIDE, "{forward}");
     assert_eq!(f["network.local.port"], target_open["attributes"]["client.port"], "{forward}\n{target_open}");
+    // Both hops on hosts this daemon watches: the target names the hop.
+    assert_eq!(
+        target_open["attributes"]["ssh.jump.connection.id"], bastion_open["attributes"]["ssh.connection.id"],
+        "{target_open}"
+    );
+    assert!(bastion_open["attributes"].get("ssh.jump.connection.id").is_none(), "the first hop came from no forward");
 
     // A name the bastion cannot resolve: a DNS look-up, never a forward.
     let out = Command::new("ssh")

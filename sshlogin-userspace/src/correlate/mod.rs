@@ -21,6 +21,7 @@
 
 mod attempt;
 mod conn;
+mod hops;
 pub use conn::MAX_CONNS;
 mod messages;
 pub mod process;
@@ -71,12 +72,18 @@ pub struct Evictions {
 pub struct Correlator {
     procs: ProcessTable,
     conns: Conns,
+    hops: hops::Hops,
     settings: Settings,
 }
 
 impl Correlator {
     pub fn new(settings: Settings, view: Box<dyn ProcView + Send>) -> Self {
-        Correlator { procs: ProcessTable::new(settings.family.clone(), view), conns: Conns::default(), settings }
+        Correlator {
+            procs: ProcessTable::new(settings.family.clone(), view),
+            conns: Conns::default(),
+            hops: hops::Hops::default(),
+            settings,
+        }
     }
 
     /// The sshd processes found running at start, parents before children.
@@ -386,6 +393,9 @@ impl Correlator {
             return;
         }
         let from = self.procs.local_end(meta.pid, fd);
+        if let Some(from) = from {
+            self.hops.forwarded(from, conn.id, meta.ktime_ns);
+        }
         let mut e = Event::new(Kind::Forward { to: addr, from }, meta.ktime_ns);
         self.set_session(&mut e, conn, child.or(Some(meta.pid)), None);
         e.process.pid = meta.pid;
