@@ -80,6 +80,10 @@ pub struct Event {
     /// The connection whose forward this one is (a ProxyJump hop), when
     /// this daemon saw that forward too.
     pub jump_connection_id: Option<Uuid>,
+    /// On an open: the failed attempts from the same client address in the
+    /// last ten minutes, and the user names they tried (at most 8).
+    pub prior_failures: Option<u32>,
+    pub prior_failure_users: Vec<String>,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.
@@ -107,6 +111,8 @@ impl Event {
             process: Process::default(),
             connection_id: None,
             jump_connection_id: None,
+            prior_failures: None,
+            prior_failure_users: Vec::new(),
             time_unix_nano: 0,
             observed_time_unix_nano: 0,
             record_uid: None,

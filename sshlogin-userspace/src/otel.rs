@@ -41,6 +41,8 @@ pub mod attr {
     pub const CONNECTION_ID: &str = "ssh.connection.id";
     /// The connection whose forward (ProxyJump hop) this one came from.
     pub const JUMP_CONNECTION_ID: &str = "ssh.jump.connection.id";
+    pub const PRIOR_FAILURES: &str = "ssh.auth.prior_failures";
+    pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.prior_failure_users";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
 }
@@ -112,6 +114,8 @@ impl Severity {
 pub enum Value {
     Str(String),
     Int(i64),
+    /// A list of strings (an OTLP array value).
+    List(Vec<String>),
 }
 
 impl From<String> for Value {
@@ -178,14 +182,14 @@ impl LogRecord {
     pub fn str(&self, key: &str) -> Option<&str> {
         match self.attributes.get(key)? {
             Value::Str(s) => Some(s),
-            Value::Int(_) => None,
+            Value::Int(_) | Value::List(_) => None,
         }
     }
 
     pub fn int(&self, key: &str) -> Option<i64> {
         match self.attributes.get(key)? {
             Value::Int(i) => Some(*i),
-            Value::Str(_) => None,
+            Value::Str(_) | Value::List(_) => None,
         }
     }
 }
@@ -231,6 +235,11 @@ pub fn log_record(e: &Event) -> LogRecord {
         (attr::PROCESS_EXE, text(&e.process.exe)),
         (attr::CONNECTION_ID, e.connection_id.map(|u| Value::Str(u.to_string()))),
         (attr::JUMP_CONNECTION_ID, e.jump_connection_id.map(|u| Value::Str(u.to_string()))),
+        (attr::PRIOR_FAILURES, int(e.prior_failures.map(u64::from))),
+        (
+            attr::PRIOR_FAILURE_USERS,
+            (!e.prior_failure_users.is_empty()).then(|| Value::List(e.prior_failure_users.clone())),
+        ),
         (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
     ];
     for (key, value) in fields {
@@ -344,6 +353,18 @@ mod tests {
             describe(&g),
             "alice forwarded a connection to 10.0.0.9 port 22 (session from 192.0.2.7 port 51234)"
         );
+    }
+
+    #[test]
+    fn a_list_attribute_survives_the_spool_format() {
+        let mut e = Event::new(Kind::SessionOpen, 1);
+        e.prior_failures = Some(3);
+        e.prior_failure_users = vec!["admin".into(), "root".into()];
+        let r = log_record(&e);
+        assert_eq!(r.int(attr::PRIOR_FAILURES), Some(3));
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""ssh.auth.prior_failure_users":["admin","root"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<LogRecord>(&json).unwrap(), r);
     }
 
     #[test]

@@ -183,3 +183,26 @@ fn the_service_manager_hears_ready_once_the_probes_are_attached() {
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
 }
+
+/// Three wrong passwords, then the right one, from one client address: the
+/// open says so (`ssh.auth.prior_failures`), and names the users tried.
+#[test]
+fn a_login_after_failures_says_how_many_came_first() {
+    let _guard = privileged();
+    let (jon, sshd, mut daemon) = scene("sl-jon", "", &[]);
+    // An address of its own: other tests fail logins from 127.0.0.1.
+    let from = ["-b", "127.0.0.77"];
+    for _ in 0..3 {
+        let out = harness::ssh_password_with(&from, sshd.port, jon.name, "not-the-password", "true");
+        assert!(!out.status.success());
+    }
+    daemon.eventually("three failures", 20, |d| d.events_for(FAILURE, jon.name).len() >= 3);
+    let out = harness::ssh_password_with(&from, sshd.port, jon.name, jon.password, "true");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let open = daemon.wait_event(OPEN, jon.name);
+    let a = &open["attributes"];
+    assert_eq!(a["client.address"], "127.0.0.77");
+    assert_eq!(a["ssh.auth.prior_failures"], 3, "{open}");
+    assert_eq!(a["ssh.auth.prior_failure_users"], serde_json::json!(["sl-jon"]));
+    daemon.stop();
+}

@@ -188,6 +188,7 @@ impl Correlator {
     pub(super) fn flush_attempt(&mut self, m: u32, out: &mut Vec<Event>) {
         let Some(attempt) = self.conns.get_mut(&m).and_then(|c| c.attempt.take()) else { return };
         let e = self.failure_event(m, &attempt.fact, attempt.reason());
+        self.history.failed(&e);
         if let Some(conn) = self.conns.get_mut(&m) {
             conn.failures += 1;
         }
@@ -203,6 +204,8 @@ impl Correlator {
         }
         let Some(user) = conn.named_user.clone() else { return };
         let fact = Fact { ktime_ns, user: Some(user), invalid: conn.invalid_user.is_some(), ..Fact::default() };
-        out.push(self.failure_event(m, &fact, FailureReason::PreauthDisconnect));
+        let e = self.failure_event(m, &fact, FailureReason::PreauthDisconnect);
+        self.history.failed(&e);
+        out.push(e);
     }
 }

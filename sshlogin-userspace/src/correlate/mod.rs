@@ -21,6 +21,7 @@
 
 mod attempt;
 mod conn;
+mod history;
 mod hops;
 pub use conn::MAX_CONNS;
 mod messages;
@@ -73,6 +74,7 @@ pub struct Correlator {
     procs: ProcessTable,
     conns: Conns,
     hops: hops::Hops,
+    history: history::History,
     settings: Settings,
 }
 
@@ -82,6 +84,7 @@ impl Correlator {
             procs: ProcessTable::new(settings.family.clone(), view),
             conns: Conns::default(),
             hops: hops::Hops::default(),
+            history: history::History::default(),
             settings,
         }
     }

@@ -52,6 +52,7 @@ impl Correlator {
         let Session::Open { ktime_ns: Some(ktime_ns), child, ref terminal, .. } = conn.session else { return };
         let mut e = Event::new(Kind::SessionOpen, ktime_ns);
         self.set_session(&mut e, conn, child, terminal.clone());
+        self.history.opened(&mut e);
         out.push(e);
     }
 

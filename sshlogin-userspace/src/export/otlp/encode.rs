@@ -6,7 +6,7 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
-    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
+    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value},
     logs::v1::{LogRecord as ProtoRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
@@ -41,6 +41,11 @@ pub fn log_record(e: &LogRecord) -> ProtoRecord {
                 let value = match v {
                     Value::Str(s) => string(s),
                     Value::Int(i) => AnyValue { value: Some(any_value::Value::IntValue(*i)) },
+                    Value::List(items) => AnyValue {
+                        value: Some(any_value::Value::ArrayValue(ArrayValue {
+                            values: items.iter().map(|s| string(s)).collect(),
+                        })),
+                    },
                 };
                 key_value(k, value)
             })
