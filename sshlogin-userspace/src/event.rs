@@ -50,6 +50,17 @@ pub struct Process {
     pub exe: Option<String>,
 }
 
+/// What came before a connection, as far as this daemon saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Before {
+    /// The connection whose forward this one is (a ProxyJump hop).
+    pub jump_connection_id: Option<Uuid>,
+    /// On an open: the failed attempts from the same client address in the
+    /// last ten minutes, and the user names they tried (at most 8).
+    pub failures: Option<u32>,
+    pub failure_users: Vec<String>,
+}
+
 /// One event. `correlate` fills the kind, the time and the facts; `enrich`
 /// fills the other half of user name and uid, the wall-clock times and the
 /// record id.
@@ -77,13 +88,8 @@ pub struct Event {
     pub process: Process,
     /// Names the SSH connection in every event of it.
     pub connection_id: Option<Uuid>,
-    /// The connection whose forward this one is (a ProxyJump hop), when
-    /// this daemon saw that forward too.
-    pub jump_connection_id: Option<Uuid>,
-    /// On an open: the failed attempts from the same client address in the
-    /// last ten minutes, and the user names they tried (at most 8).
-    pub prior_failures: Option<u32>,
-    pub prior_failure_users: Vec<String>,
+    /// What came before the connection.
+    pub before: Before,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.
@@ -110,9 +116,7 @@ impl Event {
             audit_session_id: None,
             process: Process::default(),
             connection_id: None,
-            jump_connection_id: None,
-            prior_failures: None,
-            prior_failure_users: Vec::new(),
+            before: Before::default(),
             time_unix_nano: 0,
             observed_time_unix_nano: 0,
             record_uid: None,

@@ -41,8 +41,8 @@ pub mod attr {
     pub const CONNECTION_ID: &str = "ssh.connection.id";
     /// The connection whose forward (ProxyJump hop) this one came from.
     pub const JUMP_CONNECTION_ID: &str = "ssh.jump.connection.id";
-    pub const PRIOR_FAILURES: &str = "ssh.auth.prior_failures";
-    pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.prior_failure_users";
+    pub const PRIOR_FAILURES: &str = "ssh.auth.before.failures";
+    pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.before.failure_users";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
 }
@@ -234,11 +234,11 @@ pub fn log_record(e: &Event) -> LogRecord {
         (attr::PROCESS_PARENT_PID, int(e.process.parent_pid.map(u64::from))),
         (attr::PROCESS_EXE, text(&e.process.exe)),
         (attr::CONNECTION_ID, e.connection_id.map(|u| Value::Str(u.to_string()))),
-        (attr::JUMP_CONNECTION_ID, e.jump_connection_id.map(|u| Value::Str(u.to_string()))),
-        (attr::PRIOR_FAILURES, int(e.prior_failures.map(u64::from))),
+        (attr::JUMP_CONNECTION_ID, e.before.jump_connection_id.map(|u| Value::Str(u.to_string()))),
+        (attr::PRIOR_FAILURES, int(e.before.failures.map(u64::from))),
         (
             attr::PRIOR_FAILURE_USERS,
-            (!e.prior_failure_users.is_empty()).then(|| Value::List(e.prior_failure_users.clone())),
+            (!e.before.failure_users.is_empty()).then(|| Value::List(e.before.failure_users.clone())),
         ),
         (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
     ];
@@ -358,12 +358,12 @@ mod tests {
     #[test]
     fn a_list_attribute_survives_the_spool_format() {
         let mut e = Event::new(Kind::SessionOpen, 1);
-        e.prior_failures = Some(3);
-        e.prior_failure_users = vec!["admin".into(), "root".into()];
+        e.before.failures = Some(3);
+        e.before.failure_users = vec!["admin".into(), "root".into()];
         let r = log_record(&e);
         assert_eq!(r.int(attr::PRIOR_FAILURES), Some(3));
         let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains(r#""ssh.auth.prior_failure_users":["admin","root"]"#), "{json}");
+        assert!(json.contains(r#""ssh.auth.before.failure_users":["admin","root"]"#), "{json}");
         assert_eq!(serde_json::from_str::<LogRecord>(&json).unwrap(), r);
     }
 

@@ -1,6 +1,6 @@
 //! What came before a login from the same client address: the failed
 //! attempts of the last while, which the open then reports
-//! (`ssh.auth.prior_failures`): a password guessed after failures, or a
+//! (`ssh.auth.before.failures`): a password guessed after failures, or a
 //! user who mistyped twice. Bounded whatever an attacker does.
 
 use std::{
@@ -69,8 +69,8 @@ impl History {
         let Some(addr) = e.client_address else { return };
         let Some(w) = self.by_address.remove(&addr) else { return };
         if e.ktime_ns.saturating_sub(w.last_ns) < WINDOW_NS {
-            e.prior_failures = Some(w.count);
-            e.prior_failure_users = w.users.into_iter().collect();
+            e.before.failures = Some(w.count);
+            e.before.failure_users = w.users.into_iter().collect();
         }
     }
 }
@@ -101,15 +101,15 @@ mod tests {
         }
         let mut e = open(10);
         h.opened(&mut e);
-        assert_eq!(e.prior_failures, Some(3));
-        assert_eq!(e.prior_failure_users, ["admin", "alice", "root"]);
+        assert_eq!(e.before.failures, Some(3));
+        assert_eq!(e.before.failure_users, ["admin", "alice", "root"]);
         let mut again = open(20);
         h.opened(&mut again);
-        assert_eq!(again.prior_failures, None, "counted once");
+        assert_eq!(again.before.failures, None, "counted once");
         h.failed(&failure("alice", 30));
         let mut late = open(30 + WINDOW_NS);
         h.opened(&mut late);
-        assert_eq!(late.prior_failures, None, "too long ago");
+        assert_eq!(late.before.failures, None, "too long ago");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Correlator {
         e.client_port = port;
         // The connection came from a forward this daemon saw: a ProxyJump hop.
         if let (Some(a), Some(p)) = (address, port) {
-            e.jump_connection_id = self.hops.from(std::net::SocketAddr::new(a, p), conn.created_ns);
+            e.before.jump_connection_id = self.hops.from(std::net::SocketAddr::new(a, p), conn.created_ns);
         }
         e.server = conn.socket.map(|(server, _)| server);
     }

@@ -174,9 +174,9 @@ fn wrong_password_then_a_good_one() {
     assert_eq!(ev[0].terminal.as_deref(), Some("ssh"), "PAM's terminal wins over sshd's label");
     assert_ne!(ev[0].connection_id, ev[1].connection_id);
     assert_eq!(ev[1].auth_method.as_deref(), Some("password"));
-    assert_eq!(ev[1].prior_failures, Some(1), "the open says a failure from its address came first");
-    assert_eq!(ev[1].prior_failure_users, [ev[0].user.clone().unwrap()]);
-    assert_eq!(ev[2].prior_failures, None, "only the open carries it");
+    assert_eq!(ev[1].before.failures, Some(1), "the open says a failure from its address came first");
+    assert_eq!(ev[1].before.failure_users, [ev[0].user.clone().unwrap()]);
+    assert_eq!(ev[2].before.failures, None, "only the open carries it");
 }
 
 #[test]
