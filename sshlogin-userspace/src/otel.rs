@@ -41,8 +41,8 @@ pub mod attr {
     pub const CONNECTION_ID: &str = "ssh.connection.id";
     /// The connection whose forward (ProxyJump hop) this one came from.
     pub const JUMP_CONNECTION_ID: &str = "ssh.jump.connection.id";
-    pub const PRIOR_FAILURES: &str = "ssh.auth.before.failures";
-    pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.before.failure_users";
+    pub const PRIOR_FAILURES: &str = "ssh.auth.prior_failures";
+    pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.prior_failure_users";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
 }
@@ -363,7 +363,7 @@ mod tests {
         let r = log_record(&e);
         assert_eq!(r.int(attr::PRIOR_FAILURES), Some(3));
         let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains(r#""ssh.auth.before.failure_users":["admin","root"]"#), "{json}");
+        assert!(json.contains(r#""ssh.auth.prior_failure_users":["admin","root"]"#), "{json}");
         assert_eq!(serde_json::from_str::<LogRecord>(&json).unwrap(), r);
     }
 

@@ -1,6 +1,6 @@
 //! What came before a login from the same client address: the failed
 //! attempts of the last while, which the open then reports
-//! (`ssh.auth.before.failures`): a password guessed after failures, or a
+//! (`ssh.auth.prior_failures`): a password guessed after failures, or a
 //! user who mistyped twice. Bounded whatever an attacker does.
 
 use std::{
