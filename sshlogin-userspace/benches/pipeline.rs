@@ -65,7 +65,7 @@ fn run(records: &[Vec<u8>], resource: &resource::Resource) -> usize {
     let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
     // The trees were checked when the fixtures were recorded.
     let mut pipeline =
-        Pipeline::new(settings, Box::new(NoProc), Box::new(TrustCapture), Users, Box::new(SystemClock), Metrics::new());
+        Pipeline::new(settings, Default::default(), Box::new(NoProc), Box::new(TrustCapture), Users, Box::new(SystemClock), Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);

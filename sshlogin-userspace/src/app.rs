@@ -48,13 +48,13 @@ fn defaults(probes: &config::ProbeFlags, pipeline: &config::PipelineFlags) -> Re
 }
 
 fn pipeline(
-    capture: &config::Capture,
+    config: &config::Config,
     view: Box<dyn ProcView + Send>,
     check: Box<dyn TreeCheck>,
     metrics: Arc<Metrics>,
 ) -> Pipeline<Nss> {
-    let settings = correlate::Settings { boot_id: host::boot_id(), family: capture.family.clone() };
-    Pipeline::new(settings, view, check, Nss, Box::new(SystemClock), metrics)
+    let settings = correlate::Settings { boot_id: host::boot_id(), family: config.capture.family.clone() };
+    Pipeline::new(settings, config.failures, view, check, Nss, Box::new(SystemClock), metrics)
 }
 
 /// The sshd processes running now become members; their binaries (and
@@ -114,7 +114,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     };
     let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     let (found, check) = scan_running(&config.capture, &probes);
-    let mut pipeline = pipeline(&config.capture, Box::new(ProcFs), Box::new(check), metrics.clone());
+    let mut pipeline = pipeline(&config, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
     let reader = source::spawn(ring, tx)?;
@@ -252,7 +252,7 @@ fn replay(args: cli::ReplayArgs) -> Result<()> {
     let config = defaults(&config::ProbeFlags::default(), &args.pipeline)?;
     // The records were admitted by the kernel and the daemon that captured
     // them; nothing on this host can check their trees again.
-    let mut pipeline = pipeline(&config.capture, Box::new(NoProc), Box::new(TrustCapture), Metrics::new());
+    let mut pipeline = pipeline(&config, Box::new(NoProc), Box::new(TrustCapture), Metrics::new());
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);

@@ -51,7 +51,12 @@ impl<U: UserDb> Enricher<U> {
         }
         e.time_unix_nano = u64::try_from(i128::from(e.ktime_ns) + boot_to_unix_ns).unwrap_or(now_unix_ns);
         e.observed_time_unix_nano = now_unix_ns;
-        let conn = e.connection_id.map_or_else(|| "-".to_string(), |u| u.to_string());
+        let conn = match (e.connection_id, &e.kind, e.client_address) {
+            (Some(u), ..) => u.to_string(),
+            // A summary is the one event of its address at its time.
+            (None, crate::event::Kind::FailureSummary(_), Some(a)) => a.to_string(),
+            (None, ..) => "-".to_string(),
+        };
         let name = format!("{conn}/{}/{}", otel::EventName::of(&e.kind).as_str(), e.ktime_ns);
         e.record_uid = Some(Uuid::new_v5(&self.boot_id, name.as_bytes()));
     }

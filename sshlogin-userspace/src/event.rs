@@ -26,6 +26,64 @@ pub enum Kind {
         /// next hop's `client.address` and `client.port`, to join them.
         from: Option<SocketAddr>,
     },
+    /// The failures from one client address folded together after the
+    /// first few of a window (`[failures] mode = "summary"`).
+    FailureSummary(Box<FailureSummary>),
+    /// sshlogin itself: started, still watching, stopped.
+    Agent(Box<Agent>),
+}
+
+/// Failures from one client address within a window, beyond the ones sent
+/// alone. The event's own time is the last one's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailureSummary {
+    pub count: u32,
+    /// CLOCK_BOOTTIME of the first failure folded in.
+    pub first_ns: u64,
+    /// Failures by the user name tried, at most a few dozen names; the rest
+    /// are counted in `other_users`.
+    pub by_user: Vec<(String, u32)>,
+    pub other_users: u32,
+    pub by_reason: Vec<(FailureReason, u32)>,
+}
+
+/// What the daemon says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Agent {
+    Start(Start),
+    /// Every interval, with the counters since the one before.
+    Heartbeat { seq: u64, interval_ms: u64, counts: Counts },
+    Stop { reason: String, counts: Counts },
+}
+
+/// What an operator needs to know the daemon watches what it should.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Start {
+    pub version: String,
+    /// The probes the kernel accepted (`tracepoints`, `raw`, `fentry`).
+    pub backend: String,
+    pub kernel: String,
+    /// sshd's layout as found: `sshd-session` (OpenSSH 9.8+) or `single`.
+    pub layout: String,
+    /// The sshd binaries a process tree must run to be followed.
+    pub binaries: Vec<String>,
+    /// Settings that say what is watched and where it goes; no secrets.
+    pub config: Vec<(String, String)>,
+}
+
+/// sshlogin's counters over a stretch of time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub events: Vec<(String, u64)>,
+    pub kernel_dropped: Vec<(String, u64)>,
+    pub refused: Vec<(String, u64)>,
+    pub decode_errors: u64,
+    /// Export requests that failed, whatever then became of their events.
+    pub export_failures: u64,
+    /// Events given up on: dropped by a full spool or refused by an endpoint.
+    pub events_dropped: u64,
+    /// Events waiting in the spools now (a gauge, not a difference).
+    pub spool_events: i64,
 }
 
 /// Why an authentication failed, as far as sshd's and PAM's records tell.

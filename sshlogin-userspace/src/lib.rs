@@ -3,10 +3,10 @@
 //! The pipeline, one module a stage:
 //!
 //! ```text
-//! probes (kernel) -> source -> decode -> admit -> correlate -> enrich -> spool -> export
+//! probes (kernel) -> source -> decode -> admit -> correlate -> failures -> enrich -> seen -> spool -> export
 //! ```
 //!
-//! `pipeline` runs decode → admit → correlate → enrich on batches of raw records;
+//! `pipeline` runs decode → admit → correlate → failures → enrich on batches of raw records;
 //! `app` wires the stages for each command of the `sshlogin` binary.
 
 pub mod admit;
@@ -20,6 +20,7 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod export;
+pub mod failures;
 pub mod host;
 pub mod metrics;
 pub mod otel;

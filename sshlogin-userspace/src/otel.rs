@@ -6,7 +6,7 @@ use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, FailureReason, KeyInfo, Kind};
+use crate::event::{Agent, Counts, Event, FailureReason, FailureSummary, KeyInfo, Kind};
 
 /// Attribute names (OpenTelemetry semantic conventions where one exists).
 pub mod attr {
@@ -45,6 +45,32 @@ pub mod attr {
     pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.prior_failure_users";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
+
+    // ssh.auth.failure.summary
+    pub const FAILURE_COUNT: &str = "ssh.failure.count";
+    pub const FAILURE_FIRST_TIME: &str = "ssh.failure.first_time";
+    pub const FAILURE_BY_USER: &str = "ssh.failure.by_user";
+    pub const FAILURE_OTHER_USERS: &str = "ssh.failure.other_users";
+    pub const FAILURE_DISTINCT_USERS: &str = "ssh.failure.distinct_users";
+    pub const FAILURE_BY_REASON: &str = "ssh.failure.by_reason";
+
+    // sshlogin.start, .heartbeat, .stop
+    pub const AGENT_VERSION: &str = "sshlogin.version";
+    pub const AGENT_BACKEND: &str = "sshlogin.probes";
+    pub const AGENT_KERNEL: &str = "sshlogin.kernel";
+    pub const AGENT_LAYOUT: &str = "sshlogin.sshd.layout";
+    pub const AGENT_BINARIES: &str = "sshlogin.sshd.binaries";
+    pub const AGENT_CONFIG: &str = "sshlogin.config";
+    pub const HEARTBEAT_SEQ: &str = "sshlogin.heartbeat.seq";
+    pub const HEARTBEAT_INTERVAL_MS: &str = "sshlogin.heartbeat.interval_ms";
+    pub const STOP_REASON: &str = "sshlogin.stop.reason";
+    pub const COUNT_EVENTS: &str = "sshlogin.events";
+    pub const COUNT_KERNEL_DROPPED: &str = "sshlogin.kernel_dropped";
+    pub const COUNT_REFUSED: &str = "sshlogin.refused";
+    pub const COUNT_DECODE_ERRORS: &str = "sshlogin.decode_errors";
+    pub const COUNT_EXPORT_FAILURES: &str = "sshlogin.export.failures";
+    pub const COUNT_EVENTS_DROPPED: &str = "sshlogin.events_dropped";
+    pub const COUNT_SPOOL_EVENTS: &str = "sshlogin.spool.events";
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +83,14 @@ pub enum EventName {
     AuthFailure,
     #[serde(rename = "ssh.forward")]
     Forward,
+    #[serde(rename = "ssh.auth.failure.summary")]
+    FailureSummary,
+    #[serde(rename = "sshlogin.start")]
+    Start,
+    #[serde(rename = "sshlogin.heartbeat")]
+    Heartbeat,
+    #[serde(rename = "sshlogin.stop")]
+    Stop,
 }
 
 impl EventName {
@@ -66,8 +100,25 @@ impl EventName {
             Kind::SessionClose { .. } => EventName::SessionClose,
             Kind::AuthFailure { .. } => EventName::AuthFailure,
             Kind::Forward { .. } => EventName::Forward,
+            Kind::FailureSummary(_) => EventName::FailureSummary,
+            Kind::Agent(a) => match **a {
+                Agent::Start(_) => EventName::Start,
+                Agent::Heartbeat { .. } => EventName::Heartbeat,
+                Agent::Stop { .. } => EventName::Stop,
+            },
         }
     }
+
+    pub const ALL: &[EventName] = &[
+        EventName::SessionOpen,
+        EventName::SessionClose,
+        EventName::AuthFailure,
+        EventName::Forward,
+        EventName::FailureSummary,
+        EventName::Start,
+        EventName::Heartbeat,
+        EventName::Stop,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,13 +126,22 @@ impl EventName {
             EventName::SessionClose => "ssh.session.close",
             EventName::AuthFailure => "ssh.auth.failure",
             EventName::Forward => "ssh.forward",
+            EventName::FailureSummary => "ssh.auth.failure.summary",
+            EventName::Start => "sshlogin.start",
+            EventName::Heartbeat => "sshlogin.heartbeat",
+            EventName::Stop => "sshlogin.stop",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            EventName::SessionOpen | EventName::SessionClose | EventName::Forward => Severity::Info,
-            EventName::AuthFailure => Severity::Warn,
+            EventName::SessionOpen
+            | EventName::SessionClose
+            | EventName::Forward
+            | EventName::Start
+            | EventName::Heartbeat
+            | EventName::Stop => Severity::Info,
+            EventName::AuthFailure | EventName::FailureSummary => Severity::Warn,
         }
     }
 }
@@ -116,6 +176,8 @@ pub enum Value {
     Int(i64),
     /// A list of strings (an OTLP array value).
     List(Vec<String>),
+    /// Named values (an OTLP key-value list): counts by name.
+    Map(BTreeMap<String, Value>),
 }
 
 impl From<String> for Value {
@@ -136,6 +198,12 @@ impl From<i64> for Value {
 impl From<u32> for Value {
     fn from(i: u32) -> Self {
         Value::Int(i64::from(i))
+    }
+}
+impl From<u64> for Value {
+    /// Counters past i64 (never in practice) saturate.
+    fn from(i: u64) -> Self {
+        Value::Int(i64::try_from(i).unwrap_or(i64::MAX))
     }
 }
 impl From<u16> for Value {
@@ -182,14 +250,21 @@ impl LogRecord {
     pub fn str(&self, key: &str) -> Option<&str> {
         match self.attributes.get(key)? {
             Value::Str(s) => Some(s),
-            Value::Int(_) | Value::List(_) => None,
+            Value::Int(_) | Value::List(_) | Value::Map(_) => None,
+        }
+    }
+
+    pub fn map(&self, key: &str) -> Option<&BTreeMap<String, Value>> {
+        match self.attributes.get(key)? {
+            Value::Map(m) => Some(m),
+            _ => None,
         }
     }
 
     pub fn int(&self, key: &str) -> Option<i64> {
         match self.attributes.get(key)? {
             Value::Int(i) => Some(*i),
-            Value::Str(_) | Value::List(_) => None,
+            Value::Str(_) | Value::List(_) | Value::Map(_) => None,
         }
     }
 }
@@ -230,7 +305,8 @@ pub fn log_record(e: &Event) -> LogRecord {
         (attr::TTY, text(&e.tty)),
         (attr::AUDIT_LOGIN_UID, id(e.audit_login_uid)),
         (attr::AUDIT_SESSION_ID, id(e.audit_session_id)),
-        (attr::PROCESS_PID, int(Some(u64::from(e.process.pid)))),
+        // 0: no process (a summary of many connections).
+        (attr::PROCESS_PID, int(Some(u64::from(e.process.pid)).filter(|&p| p != 0))),
         (attr::PROCESS_PARENT_PID, int(e.process.parent_pid.map(u64::from))),
         (attr::PROCESS_EXE, text(&e.process.exe)),
         (attr::CONNECTION_ID, e.connection_id.map(|u| Value::Str(u.to_string()))),
@@ -266,6 +342,8 @@ pub fn log_record(e: &Event) -> LogRecord {
                 set(attr::NETWORK_LOCAL_PORT, from.port().into());
             }
         }
+        Kind::FailureSummary(sum) => summary_attributes(&mut set, e, sum),
+        Kind::Agent(agent) => agent_attributes(&mut set, agent),
     }
     LogRecord {
         name: EventName::of(&e.kind),
@@ -275,6 +353,64 @@ pub fn log_record(e: &Event) -> LogRecord {
         body: describe(e),
         attributes: a,
     }
+}
+
+fn summary_attributes(set: &mut impl FnMut(&'static str, Value), e: &Event, sum: &FailureSummary) {
+    set(attr::FAILURE_COUNT, sum.count.into());
+    // The event's time is the last failure's; the first is that much earlier.
+    let first = e.time_unix_nano.saturating_sub(e.ktime_ns.saturating_sub(sum.first_ns));
+    set(attr::FAILURE_FIRST_TIME, rfc3339(first).into());
+    set(attr::FAILURE_BY_USER, counts(sum.by_user.iter().map(|(u, n)| (u.as_str(), u64::from(*n)))));
+    set(attr::FAILURE_DISTINCT_USERS, (sum.by_user.len() as u64).into());
+    if sum.other_users > 0 {
+        set(attr::FAILURE_OTHER_USERS, sum.other_users.into());
+    }
+    set(attr::FAILURE_BY_REASON, counts(sum.by_reason.iter().map(|(r, n)| (r.as_str(), u64::from(*n)))));
+}
+
+fn agent_attributes(set: &mut impl FnMut(&'static str, Value), agent: &Agent) {
+    set(attr::AGENT_VERSION, env!("CARGO_PKG_VERSION").into());
+    match agent {
+        Agent::Start(s) => {
+            set(attr::AGENT_BACKEND, s.backend.as_str().into());
+            set(attr::AGENT_KERNEL, s.kernel.as_str().into());
+            set(attr::AGENT_LAYOUT, s.layout.as_str().into());
+            set(attr::AGENT_BINARIES, Value::List(s.binaries.clone()));
+            set(
+                attr::AGENT_CONFIG,
+                Value::Map(s.config.iter().map(|(k, v)| (k.clone(), Value::Str(v.clone()))).collect()),
+            );
+        }
+        Agent::Heartbeat { seq, interval_ms, counts } => {
+            set(attr::HEARTBEAT_SEQ, (*seq).into());
+            set(attr::HEARTBEAT_INTERVAL_MS, (*interval_ms).into());
+            count_attributes(set, counts);
+        }
+        Agent::Stop { reason, counts } => {
+            set(attr::STOP_REASON, reason.as_str().into());
+            count_attributes(set, counts);
+        }
+    }
+}
+
+fn count_attributes(set: &mut impl FnMut(&'static str, Value), c: &Counts) {
+    let pairs = |v: &[(String, u64)]| counts(v.iter().map(|(k, n)| (k.as_str(), *n)));
+    set(attr::COUNT_EVENTS, pairs(&c.events));
+    set(attr::COUNT_KERNEL_DROPPED, pairs(&c.kernel_dropped));
+    set(attr::COUNT_REFUSED, pairs(&c.refused));
+    set(attr::COUNT_DECODE_ERRORS, c.decode_errors.into());
+    set(attr::COUNT_EXPORT_FAILURES, c.export_failures.into());
+    set(attr::COUNT_EVENTS_DROPPED, c.events_dropped.into());
+    set(attr::COUNT_SPOOL_EVENTS, Value::Int(c.spool_events));
+}
+
+fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> Value {
+    Value::Map(pairs.map(|(k, n)| (k.to_string(), Value::from(n))).collect())
+}
+
+fn rfc3339(unix_ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn set_key(set: &mut impl FnMut(&'static str, Value), k: &KeyInfo) {
@@ -317,6 +453,26 @@ pub fn describe(e: &Event) -> String {
         Kind::Forward { to, .. } => {
             format!("{user} forwarded a connection to {} port {} (session{from})", to.ip().to_canonical(), to.port())
         }
+        Kind::FailureSummary(sum) => {
+            let mut users: Vec<&(String, u32)> = sum.by_user.iter().collect();
+            users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let named: Vec<String> = users.iter().take(3).map(|(u, n)| format!("{u} {n}")).collect();
+            let more = if users.len() > 3 || sum.other_users > 0 { ", …" } else { "" };
+            format!(
+                "{} more failed logins{from} over {}: {}{more}",
+                sum.count,
+                human_duration(e.ktime_ns.saturating_sub(sum.first_ns) / 1_000_000),
+                named.join(", ")
+            )
+        }
+        Kind::Agent(agent) => match &**agent {
+            Agent::Start(s) => format!("sshlogin {} started: {} probes on {}", env!("CARGO_PKG_VERSION"), s.backend, s.kernel),
+            Agent::Heartbeat { interval_ms, counts, .. } => {
+                let n: u64 = counts.events.iter().map(|(_, n)| n).sum();
+                format!("sshlogin is watching: {n} events in the last {}", human_duration(*interval_ms))
+            }
+            Agent::Stop { reason, .. } => format!("sshlogin stopped: {reason}"),
+        },
     }
 }
 

@@ -1,4 +1,4 @@
-//! decode → admit → correlate → enrich, for batches of raw records.
+//! decode → admit → correlate → failures → enrich, for batches of raw records.
 //! Synchronous and free of I/O except the user-database and /proc look-ups
 //! behind traits, so the daemon, `sshlogin replay` and the tests run the
 //! same code.
@@ -11,6 +11,7 @@ use crate::{
     decode::{self, Record},
     enrich::{Clock, Enricher, UserDb},
     event::Event,
+    failures::{self, Failures},
     metrics::{Metrics, Refused, Table},
     otel::EventName,
 };
@@ -18,6 +19,7 @@ use crate::{
 pub struct Pipeline<U: UserDb> {
     admission: Admission,
     correlator: Correlator,
+    failures: Failures,
     enricher: Enricher<U>,
     clock: Box<dyn Clock + Send>,
     admitted: Vec<Record>,
@@ -30,6 +32,7 @@ pub struct Pipeline<U: UserDb> {
 impl<U: UserDb> Pipeline<U> {
     pub fn new(
         settings: correlate::Settings,
+        failures: failures::Settings,
         view: Box<dyn ProcView + Send>,
         check: Box<dyn TreeCheck>,
         users: U,
@@ -40,6 +43,7 @@ impl<U: UserDb> Pipeline<U> {
         Pipeline {
             admission: Admission::new(check),
             correlator: Correlator::new(settings, view),
+            failures: Failures::new(failures),
             enricher: Enricher::new(users, boot_id),
             clock,
             admitted: Vec::new(),
@@ -96,6 +100,7 @@ impl<U: UserDb> Pipeline<U> {
         let first = out.len();
         self.admission.tick(now_ns);
         self.correlator.tick(now_ns, out);
+        self.failures.tick(now_ns, out);
         if self.correlator.connections() > correlate::MAX_CONNS / 2 {
             self.correlator.reap(now_ns, out);
         }
@@ -112,7 +117,7 @@ impl<U: UserDb> Pipeline<U> {
 
     /// When the next timer is due (CLOCK_BOOTTIME ns), if one is pending.
     pub fn next_due(&self) -> Option<u64> {
-        [self.admission.next_due(), self.correlator.next_due()].into_iter().flatten().min()
+        [self.admission.next_due(), self.correlator.next_due(), self.failures.next_due()].into_iter().flatten().min()
     }
 
     /// Everything still pending.
@@ -120,10 +125,19 @@ impl<U: UserDb> Pipeline<U> {
         let first = out.len();
         self.admission.finish();
         self.correlator.finish(out);
-        self.finish_events(first, out);
+        // Before the summaries of what the finish above let out.
+        self.failures.pass(out, first);
+        self.failures.finish(out);
+        self.finish_events_folded(first, out);
     }
 
-    fn finish_events(&mut self, first: usize, out: &mut [Event]) {
+    fn finish_events(&mut self, first: usize, out: &mut Vec<Event>) {
+        self.failures.pass(out, first);
+        self.finish_events_folded(first, out);
+    }
+
+    /// Counts and enriches `out[first..]`, already through `failures`.
+    fn finish_events_folded(&mut self, first: usize, out: &mut [Event]) {
         let refused = std::mem::take(&mut self.admission.refused);
         if refused.exe > 0 {
             self.metrics.refused(Refused::Exe, refused.exe);

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{Compression, FailurePolicy, Protocol, SyscallProbes};
+use super::{Compression, FailureMode, FailurePolicy, Protocol, SyscallProbes};
 
 /// The file and its sections: every key optional (a missing one is its
 /// type's default), an unknown one an error.
@@ -28,6 +28,26 @@ sections! {
         pub webhook: Webhook,
         pub spool: Spool,
         pub metrics: Metrics,
+        pub failures: Failures,
+        pub heartbeat: Heartbeat,
+        pub first_seen: FirstSeen,
+    }
+
+    Failures {
+        pub mode: Option<FailureMode>,
+        pub alone: Option<u32>,
+        pub window: Option<String>,
+    }
+
+    Heartbeat {
+        /// A duration, or "off".
+        pub interval: Option<String>,
+    }
+
+    FirstSeen {
+        pub enabled: Option<bool>,
+        pub retention: Option<String>,
+        pub learning: Option<String>,
     }
 
     Spool {

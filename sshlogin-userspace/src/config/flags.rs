@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{Compression, Protocol, SyscallProbes};
+use super::{Compression, FailureMode, Protocol, SyscallProbes};
 
 /// `run`'s and `check`'s flags.
 #[derive(Clone, Debug, Default, Args)]
@@ -91,6 +91,26 @@ pub struct Flags {
     /// 127.0.0.1:9464. [default: off]
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// How often to send sshlogin.heartbeat with the counters since the
+    /// last one; 0 for none. [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// Do not mark opens with ssh.first_seen.client and ssh.first_seen.key
+    /// (the store under --state-dir is then neither read nor written).
+    #[arg(long)]
+    pub no_first_seen: bool,
+
+    /// For this long after the first-seen store is created its marks are
+    /// left out (everything is new then). [default: 1d]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub first_seen_learning: Option<Duration>,
+
+    /// Client addresses and keys not used for this long are forgotten.
+    /// [default: 90d]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub first_seen_retention: Option<Duration>,
 }
 
 /// The flags of what the probes capture (`run`, `check`, `capture`).
@@ -137,6 +157,23 @@ pub struct PipelineFlags {
     /// warning) so that older command lines still start.
     #[arg(long, value_name = "USER", hide = true)]
     pub privsep_user: Option<String>,
+
+    /// Failed logins: `each` sends one ssh.auth.failure per attempt;
+    /// `summary` sends the first --failures-alone of a client address in a
+    /// window alone and folds the rest into one ssh.auth.failure.summary.
+    /// [default: each]
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub failures: Option<FailureMode>,
+
+    /// In summary mode, the failures of an address sent alone per window.
+    /// [default: 5]
+    #[arg(long, value_name = "N")]
+    pub failures_alone: Option<u32>,
+
+    /// In summary mode, how long a window lasts; its summary is sent when
+    /// it ends. [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub failures_window: Option<Duration>,
 }
 
 /// A kernel `comm`: 1 to 15 bytes.

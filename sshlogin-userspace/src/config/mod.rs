@@ -13,7 +13,10 @@
 
 mod env;
 mod file;
+mod signals;
 mod sink;
+
+pub use signals::FirstSeen;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -91,6 +94,17 @@ pub enum FailurePolicy {
     Drop,
 }
 
+/// How failed logins are reported (`[failures] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    /// One `ssh.auth.failure` per attempt.
+    #[default]
+    Each,
+    /// The first failures of a client address in a window alone, the rest
+    /// of the window folded into one `ssh.auth.failure.summary`.
+    Summary,
+}
+
 /// The enum settings read from the file as the words their flags take, so
 /// the flag, the variable and the key accept the same spellings.
 macro_rules! deserialize_as_value_enum {
@@ -102,7 +116,7 @@ macro_rules! deserialize_as_value_enum {
         }
     )*};
 }
-deserialize_as_value_enum!(SyscallProbes, Protocol, Compression, FailurePolicy);
+deserialize_as_value_enum!(SyscallProbes, Protocol, Compression, FailurePolicy, FailureMode);
 
 /// One of an enum setting's words, as its flag spells them.
 pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
@@ -152,6 +166,11 @@ pub struct Config {
     pub stdout: bool,
     pub otlp: Option<Sink>,
     pub webhook: Option<Sink>,
+    pub failures: crate::failures::Settings,
+    /// `None`: no heartbeat.
+    pub heartbeat: Option<Duration>,
+    /// `None`: first-seen marks off.
+    pub first_seen: Option<FirstSeen>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -427,7 +446,10 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     let webhook = sink::webhook(flags, &f.webhook)?;
     // Events go to stdout when asked, or when they would go nowhere else.
     let stdout = flags.stdout || f.stdout.enabled.unwrap_or(false) || (otlp.is_none() && webhook.is_none());
-    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp, webhook })
+    let failures = signals::failures(&flags.pipeline, &f.failures)?;
+    let heartbeat = signals::heartbeat(flags, &f.heartbeat)?;
+    let first_seen = signals::first_seen(flags, &f.first_seen)?;
+    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp, webhook, failures, heartbeat, first_seen })
 }
 
 /// A byte size: a number with an optional K, M or G (powers of 1024).

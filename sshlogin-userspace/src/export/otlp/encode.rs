@@ -6,7 +6,7 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
-    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value},
+    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value},
     logs::v1::{LogRecord as ProtoRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
@@ -26,6 +26,20 @@ fn key_value(key: &str, value: AnyValue) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(value), ..KeyValue::default() }
 }
 
+fn any_value(v: &Value) -> AnyValue {
+    let value = match v {
+        Value::Str(s) => return string(s),
+        Value::Int(i) => any_value::Value::IntValue(*i),
+        Value::List(items) => {
+            any_value::Value::ArrayValue(ArrayValue { values: items.iter().map(|s| string(s)).collect() })
+        }
+        Value::Map(m) => any_value::Value::KvlistValue(KeyValueList {
+            values: m.iter().map(|(k, v)| key_value(k, any_value(v))).collect(),
+        }),
+    };
+    AnyValue { value: Some(value) }
+}
+
 pub fn log_record(e: &LogRecord) -> ProtoRecord {
     let severity = e.name.severity();
     ProtoRecord {
@@ -37,18 +51,7 @@ pub fn log_record(e: &LogRecord) -> ProtoRecord {
         attributes: e
             .attributes
             .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    Value::Str(s) => string(s),
-                    Value::Int(i) => AnyValue { value: Some(any_value::Value::IntValue(*i)) },
-                    Value::List(items) => AnyValue {
-                        value: Some(any_value::Value::ArrayValue(ArrayValue {
-                            values: items.iter().map(|s| string(s)).collect(),
-                        })),
-                    },
-                };
-                key_value(k, value)
-            })
+            .map(|(k, v)| key_value(k, any_value(v)))
             .collect(),
         event_name: e.name.as_str().to_string(),
         ..ProtoRecord::default()
