@@ -57,6 +57,10 @@ def hex_ids_to_base64(doc):
 
 def value(v):
     kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: value(kv.value) for kv in v.kvlist_value.values}
     return getattr(v, kind) if kind else None
 
 

@@ -64,8 +64,15 @@ fn records() -> Vec<Vec<u8>> {
 fn run(records: &[Vec<u8>], resource: &resource::Resource) -> usize {
     let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
     // The trees were checked when the fixtures were recorded.
-    let mut pipeline =
-        Pipeline::new(settings, Default::default(), Box::new(NoProc), Box::new(TrustCapture), Users, Box::new(SystemClock), Metrics::new());
+    let mut pipeline = Pipeline::new(
+        settings,
+        Default::default(),
+        Box::new(NoProc),
+        Box::new(TrustCapture),
+        Users,
+        Box::new(SystemClock),
+        Metrics::new(),
+    );
     let mut events = Vec::new();
     pipeline.records(records, &mut events);
     pipeline.finish(&mut events);

@@ -18,12 +18,16 @@ use crate::{
         process::{NoProc, ProcView},
     },
     decode,
+    event::Agent,
     export::{Exporters, stdout::StdoutSink},
     host::{self, Nss, SystemClock, procfs::ProcFs},
+    lifecycle::{self, Lifecycle},
     metrics::{KernelDropped, Metrics, Refused},
     otel,
     pipeline::Pipeline,
-    probes, resource, source,
+    probes, resource,
+    seen::Seen,
+    source,
 };
 
 /// When nothing is pending, the daemon wakes this often (to read the kernel
@@ -88,37 +92,49 @@ fn scan_running(capture: &config::Capture, probes: &probes::Probes) -> (scan::Sc
 }
 
 /// Stops the ring-buffer reader on SIGINT or SIGTERM; the rest of the
-/// pipeline stops when the reader has handed on its last batch.
-fn stop_reader_on_signal(reader: &source::Stopper) -> Result<()> {
+/// pipeline stops when the reader has handed on its last batch. The
+/// signal's name is kept for `sshlogin.stop`.
+fn stop_reader_on_signal(reader: &source::Stopper) -> Result<Arc<std::sync::OnceLock<&'static str>>> {
+    let why = Arc::new(std::sync::OnceLock::new());
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let reader = reader.clone();
+    let signal = why.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        }
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!("{name}: stopping");
+        let _ = signal.set(name);
         reader.stop();
     });
-    Ok(())
+    Ok(why)
 }
 
 async fn run(args: cli::RunArgs) -> Result<()> {
     let config = config::load(&args)?;
     let metrics = Metrics::new();
-    let mut exporters = Exporters::start(&config, resource::with_overrides(&config.resource), metrics.clone()).await?;
+    let exporters = Exporters::start(&config, resource::with_overrides(&config.resource), metrics.clone()).await?;
     let metrics_server = match config.metrics_listen {
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
+    let seen = match config.first_seen {
+        Some(settings) => Some(Seen::open(&config.spool.dir, settings, unix_now_s())?),
+        None => None,
+    };
+    let mut outlet = Outlet { seen, exporters };
     let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     let (found, check) = scan_running(&config.capture, &probes);
+    let binaries = check.binaries.paths();
     let mut pipeline = pipeline(&config, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
     let reader = source::spawn(ring, tx)?;
-    stop_reader_on_signal(&reader.1)?;
+    let signal = stop_reader_on_signal(&reader.1)?;
+    let mut lifecycle = Lifecycle::new(config.heartbeat, metrics.clone());
     let mut kernel = probes::KernelCounters::default();
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
@@ -126,12 +142,16 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     tracing::info!("reporting SSH logins");
     // systemd (Type=notify) starts sshd only now: no login before the probes.
     host::notify("READY=1");
+    let backend = lifecycle::word(config.capture.syscall_probes);
+    pipeline.agent(Agent::Start(lifecycle::start(&config, &backend, binaries)), host::boot_now_ns(), &mut events);
+    outlet.send(&mut events)?;
     loop {
         let wait = pipeline
             .next_due()
             .map(|due| Duration::from_nanos(due.saturating_sub(host::boot_now_ns())))
-            .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK);
+            .into_iter()
+            .chain(lifecycle.due_in())
+            .fold(IDLE_TICK, Duration::min);
         tokio::select! {
             batch = rx.recv() => match batch {
                 Some(batch) => pipeline.records(batch, &mut events),
@@ -152,10 +172,13 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             }
             counters_read = std::time::Instant::now();
         }
+        if let Some(beat) = lifecycle.heartbeat() {
+            pipeline.agent(beat, host::boot_now_ns(), &mut events);
+        }
         // An exporter that cannot go on (stdout closed, the spool failing
         // for too long) stops the daemon the orderly way, then fails it.
         if failed.is_none()
-            && let Err(e) = exporters.send(&events)
+            && let Err(e) = outlet.send(&mut events)
         {
             tracing::error!("{e:#}; stopping");
             reader.1.stop();
@@ -168,15 +191,21 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         anyhow::bail!("the ring-buffer reader thread panicked");
     }
     pipeline.finish(&mut events);
+    kernel_counters(&probes, kernel, &metrics);
+    let reason = match (&failed, signal.get()) {
+        (Some(e), _) => format!("error: {e:#}"),
+        (None, Some(name)) => (*name).to_string(),
+        (None, None) => "the ring-buffer reader ended".to_string(),
+    };
+    pipeline.agent(lifecycle.stop(&reason), host::boot_now_ns(), &mut events);
     if failed.is_none()
-        && let Err(e) = exporters.send(&events)
+        && let Err(e) = outlet.send(&mut events)
     {
         failed = Some(e);
     }
-    kernel_counters(&probes, kernel, &metrics);
     drop(probes);
     tracing::info!("probes detached; flushing");
-    exporters.finish().await;
+    outlet.exporters.finish().await;
     if let Some(server) = metrics_server {
         server.abort();
     }
@@ -185,6 +214,28 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The stages after the pipeline: first-seen marks, then every exporter.
+struct Outlet {
+    seen: Option<Seen>,
+    exporters: Exporters,
+}
+
+impl Outlet {
+    /// Sends `events` on (and empties it).
+    fn send(&mut self, events: &mut Vec<crate::event::Event>) -> Result<()> {
+        if let Some(seen) = &mut self.seen {
+            seen.mark(events, unix_now_s());
+        }
+        let sent = self.exporters.send(events);
+        events.clear();
+        sent
+    }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Reads the kernel's counters into the metrics; warns about what was lost

@@ -145,6 +145,18 @@ fn probes_load(config: &Config) -> Item {
     }
 }
 
+/// Which OpenSSH layout these binaries make up.
+pub fn sshd_layout(binaries: &[impl AsRef<str>]) -> &'static str {
+    let has = |name: &str| binaries.iter().any(|p| p.as_ref().ends_with(&format!("/{name}")));
+    if has("sshd-auth") {
+        "OpenSSH 10 layout (sshd, sshd-session, sshd-auth)"
+    } else if has("sshd-session") {
+        "OpenSSH 9.8+ layout (sshd, sshd-session)"
+    } else {
+        "one sshd binary (OpenSSH 9.7 or older)"
+    }
+}
+
 fn sshd_binaries(paths: &[String]) -> Item {
     let found: Vec<&String> = paths.iter().filter(|p| Path::new(p).is_file()).collect();
     if found.is_empty() {
@@ -154,14 +166,7 @@ fn sshd_binaries(paths: &[String]) -> Item {
             "set capture.sshd_paths in the config (or --sshd-path) to where sshd, sshd-session and sshd-auth live",
         );
     }
-    let has = |name: &str| found.iter().any(|p| p.ends_with(&format!("/{name}")));
-    let layout = if has("sshd-auth") {
-        "OpenSSH 10 layout (sshd, sshd-session, sshd-auth)"
-    } else if has("sshd-session") {
-        "OpenSSH 9.8+ layout (sshd, sshd-session)"
-    } else {
-        "one sshd binary (OpenSSH 9.7 or older)"
-    };
+    let layout = sshd_layout(&found);
     let version = Command::new(found[0])
         .arg("-V")
         .output()

@@ -52,8 +52,15 @@ pub struct FailureSummary {
 pub enum Agent {
     Start(Start),
     /// Every interval, with the counters since the one before.
-    Heartbeat { seq: u64, interval_ms: u64, counts: Counts },
-    Stop { reason: String, counts: Counts },
+    Heartbeat {
+        seq: u64,
+        interval_ms: u64,
+        counts: Counts,
+    },
+    Stop {
+        reason: String,
+        counts: Counts,
+    },
 }
 
 /// What an operator needs to know the daemon watches what it should.
@@ -119,6 +126,16 @@ pub struct Before {
     pub failure_users: Vec<String>,
 }
 
+/// Set by the first-seen store; `None` where it does not know (no address
+/// or key, the store off or failing, or learning).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirstSeenMarks {
+    pub client: Option<bool>,
+    pub key: Option<bool>,
+    /// The store is new: marks are left out.
+    pub learning: bool,
+}
+
 /// One event. `correlate` fills the kind, the time and the facts; `enrich`
 /// fills the other half of user name and uid, the wall-clock times and the
 /// record id.
@@ -148,6 +165,8 @@ pub struct Event {
     pub connection_id: Option<Uuid>,
     /// What came before the connection.
     pub before: Before,
+    /// On an open: whether its client address and key are new for its user.
+    pub first_seen: FirstSeenMarks,
     /// When it happened, Unix nanoseconds.
     pub time_unix_nano: u64,
     /// When sshlogin produced it, Unix nanoseconds.
@@ -175,9 +194,33 @@ impl Event {
             process: Process::default(),
             connection_id: None,
             before: Before::default(),
+            first_seen: FirstSeenMarks::default(),
             time_unix_nano: 0,
             observed_time_unix_nano: 0,
             record_uid: None,
+        }
+    }
+}
+
+impl Counts {
+    /// What these counted since `before` (the spool depth is this one's).
+    pub fn since(&self, before: &Counts) -> Counts {
+        let each = |now: &[(String, u64)], then: &[(String, u64)]| -> Vec<(String, u64)> {
+            now.iter()
+                .map(|(k, n)| {
+                    let was = then.iter().find(|(b, _)| b == k).map_or(0, |(_, b)| *b);
+                    (k.clone(), n.saturating_sub(was))
+                })
+                .collect()
+        };
+        Counts {
+            events: each(&self.events, &before.events),
+            kernel_dropped: each(&self.kernel_dropped, &before.kernel_dropped),
+            refused: each(&self.refused, &before.refused),
+            decode_errors: self.decode_errors.saturating_sub(before.decode_errors),
+            export_failures: self.export_failures.saturating_sub(before.export_failures),
+            events_dropped: self.events_dropped.saturating_sub(before.events_dropped),
+            spool_events: self.spool_events,
         }
     }
 }

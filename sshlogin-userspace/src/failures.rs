@@ -147,8 +147,12 @@ impl Failures {
     /// whose last failure is oldest.
     fn make_room(&mut self, now: u64, out: &mut Vec<Event>) {
         let window_ns = self.window_ns();
-        let over: Vec<IpAddr> =
-            self.by_address.iter().filter(|(_, w)| now.saturating_sub(w.start_ns) >= window_ns).map(|(a, _)| *a).collect();
+        let over: Vec<IpAddr> = self
+            .by_address
+            .iter()
+            .filter(|(_, w)| now.saturating_sub(w.start_ns) >= window_ns)
+            .map(|(a, _)| *a)
+            .collect();
         for addr in over {
             out.extend(self.by_address.remove(&addr).and_then(summary));
         }

@@ -22,11 +22,13 @@ pub mod event;
 pub mod export;
 pub mod failures;
 pub mod host;
+pub mod lifecycle;
 pub mod metrics;
 pub mod otel;
 pub mod pipeline;
 pub mod probes;
 pub mod resource;
+pub mod seen;
 pub mod source;
 pub mod spool;
 

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::config::SinkKind;
+use crate::{config::SinkKind, event::Counts, otel::EventName};
 use anyhow::{Context, Result};
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
@@ -256,6 +256,32 @@ impl Metrics {
         SINKS.iter().map(|&sink| self.spool_events.get_or_create(&SinkLabel { sink }).get()).sum()
     }
 
+    /// Requests of `outcome`, all exporters together.
+    pub fn requests(&self, outcome: Request) -> u64 {
+        SINKS.iter().map(|&sink| self.export_requests.get_or_create(&RequestLabels { sink, outcome }).get()).sum()
+    }
+
+    /// Every counter since start (the spool depth as it is now), for the
+    /// lifecycle events.
+    pub fn counts(&self) -> Counts {
+        let kernel = |r: KernelDropped| self.kernel_dropped.get_or_create(&KernelLabel { reason: r }).get();
+        Counts {
+            events: EventName::ALL.iter().map(|n| (n.as_str().to_string(), self.events(n.as_str()))).collect(),
+            kernel_dropped: KernelDropped::ALL.iter().map(|&r| (r.as_str().to_string(), kernel(r))).collect(),
+            refused: Refused::ALL.iter().map(|&r| (r.as_str().to_string(), self.refused_count(r))).collect(),
+            decode_errors: self.decode_errors.get(),
+            export_failures: [Request::FailedRetryable, Request::Refused, Request::Dropped]
+                .into_iter()
+                .map(|o| self.requests(o))
+                .sum(),
+            events_dropped: self.spool_dropped.get()
+                + self.queue_dropped.get()
+                + self.exported(Delivery::Dropped)
+                + self.exported(Delivery::Rejected),
+            spool_events: self.spooled(),
+        }
+    }
+
     /// OpenMetrics text.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -335,6 +361,16 @@ mod tests {
         assert!(text.contains("sshlogin_export_events_total{sink=\"otlp\",outcome=\"sent\"} 5"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert!(m.summary().contains("open=1"));
+        let c = m.counts();
+        assert!(c.events.contains(&("ssh.session.open".into(), 1)), "{c:?}");
+        assert!(c.kernel_dropped.contains(&("ringbuf_full".into(), 3)), "{c:?}");
+        assert!(c.refused.contains(&("exe".into(), 1)), "{c:?}");
+        m.export_request(SinkKind::Webhook, Request::Refused);
+        m.export_request(SinkKind::Otlp, Request::Ok);
+        m.spool_dropped.inc();
+        let d = m.counts().since(&c);
+        assert_eq!((d.export_failures, d.events_dropped), (1, 1));
+        assert!(d.events.iter().all(|(_, n)| *n == 0), "{d:?}");
     }
 
     #[tokio::test]

@@ -43,6 +43,9 @@ pub mod attr {
     pub const JUMP_CONNECTION_ID: &str = "ssh.jump.connection.id";
     pub const PRIOR_FAILURES: &str = "ssh.auth.prior_failures";
     pub const PRIOR_FAILURE_USERS: &str = "ssh.auth.prior_failure_users";
+    pub const FIRST_SEEN_CLIENT: &str = "ssh.first_seen.client";
+    pub const FIRST_SEEN_KEY: &str = "ssh.first_seen.key";
+    pub const FIRST_SEEN_LEARNING: &str = "ssh.first_seen.learning";
     /// Semantic conventions' id for de-duplicating log records.
     pub const RECORD_UID: &str = "log.record.uid";
 
@@ -174,6 +177,7 @@ impl Severity {
 pub enum Value {
     Str(String),
     Int(i64),
+    Bool(bool),
     /// A list of strings (an OTLP array value).
     List(Vec<String>),
     /// Named values (an OTLP key-value list): counts by name.
@@ -250,7 +254,14 @@ impl LogRecord {
     pub fn str(&self, key: &str) -> Option<&str> {
         match self.attributes.get(key)? {
             Value::Str(s) => Some(s),
-            Value::Int(_) | Value::List(_) | Value::Map(_) => None,
+            Value::Int(_) | Value::Bool(_) | Value::List(_) | Value::Map(_) => None,
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self.attributes.get(key)? {
+            Value::Bool(b) => Some(*b),
+            _ => None,
         }
     }
 
@@ -264,7 +275,7 @@ impl LogRecord {
     pub fn int(&self, key: &str) -> Option<i64> {
         match self.attributes.get(key)? {
             Value::Int(i) => Some(*i),
-            Value::Str(_) | Value::List(_) | Value::Map(_) => None,
+            Value::Str(_) | Value::Bool(_) | Value::List(_) | Value::Map(_) => None,
         }
     }
 }
@@ -316,6 +327,9 @@ pub fn log_record(e: &Event) -> LogRecord {
             attr::PRIOR_FAILURE_USERS,
             (!e.before.failure_users.is_empty()).then(|| Value::List(e.before.failure_users.clone())),
         ),
+        (attr::FIRST_SEEN_CLIENT, e.first_seen.client.map(Value::Bool)),
+        (attr::FIRST_SEEN_KEY, e.first_seen.key.map(Value::Bool)),
+        (attr::FIRST_SEEN_LEARNING, e.first_seen.learning.then_some(Value::Bool(true))),
         (attr::RECORD_UID, e.record_uid.map(|u| Value::Str(u.to_string()))),
     ];
     for (key, value) in fields {
@@ -466,10 +480,12 @@ pub fn describe(e: &Event) -> String {
             )
         }
         Kind::Agent(agent) => match &**agent {
-            Agent::Start(s) => format!("sshlogin {} started: {} probes on {}", env!("CARGO_PKG_VERSION"), s.backend, s.kernel),
+            Agent::Start(s) => {
+                format!("sshlogin {} started: {} probes on {}", env!("CARGO_PKG_VERSION"), s.backend, s.kernel)
+            }
             Agent::Heartbeat { interval_ms, counts, .. } => {
-                let n: u64 = counts.events.iter().map(|(_, n)| n).sum();
-                format!("sshlogin is watching: {n} events in the last {}", human_duration(*interval_ms))
+                let n: u64 = counts.events.iter().filter(|(name, _)| name.starts_with("ssh.")).map(|(_, n)| n).sum();
+                format!("sshlogin is watching: {n} SSH events in the last {}", human_duration(*interval_ms))
             }
             Agent::Stop { reason, .. } => format!("sshlogin stopped: {reason}"),
         },

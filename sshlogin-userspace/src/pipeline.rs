@@ -120,6 +120,15 @@ impl<U: UserDb> Pipeline<U> {
         [self.admission.next_due(), self.correlator.next_due(), self.failures.next_due()].into_iter().flatten().min()
     }
 
+    /// One of sshlogin's own events, at `now_ns` (CLOCK_BOOTTIME).
+    pub fn agent(&mut self, agent: crate::event::Agent, now_ns: u64, out: &mut Vec<Event>) {
+        let first = out.len();
+        let mut e = Event::new(crate::event::Kind::Agent(Box::new(agent)), now_ns);
+        e.process.pid = std::process::id();
+        out.push(e);
+        self.finish_events_folded(first, out);
+    }
+
     /// Everything still pending.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         let first = out.len();

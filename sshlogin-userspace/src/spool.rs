@@ -72,22 +72,29 @@ impl Db {
     }
 }
 
+/// The state directory, created 0700 if needed (what it holds is private:
+/// events, the first-seen store); made 0700 if others could read it.
+pub fn state_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    }
+    let meta = fs::metadata(dir).with_context(|| format!("state directory {}", dir.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), "the state directory is readable by others; making it 0700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating it 0700 if needed) `dir` and the spool file in it.
     pub fn open(dir: &Path) -> Result<Store> {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("creating the state directory {}", dir.display()))?;
-        }
-        let meta = fs::metadata(dir).with_context(|| format!("state directory {}", dir.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(dir = %dir.display(), "the state directory is readable by others; making it 0700");
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
-        }
+        state_dir(dir)?;
         let path = dir.join("spool.redb");
         let db = Database::create(&path).with_context(|| format!("opening the spool {}", path.display()))?;
         Ok(Store { db: Arc::new(Db { path: path.clone(), db: RwLock::new(Some(db)) }), path })

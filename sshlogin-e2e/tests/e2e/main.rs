@@ -9,6 +9,7 @@ mod admission;
 mod check;
 mod durability;
 mod facts;
+mod fleet;
 mod forgery;
 mod layouts;
 mod otlp;

@@ -54,10 +54,8 @@ pub(super) fn first_seen(flags: &Flags, f: &file::FirstSeen) -> Result<Option<Fi
     if flags.no_first_seen || f.enabled == Some(false) {
         return Ok(None);
     }
-    let retention = flags
-        .first_seen_retention
-        .or(opt_duration("first_seen.retention", &f.retention)?)
-        .unwrap_or(DEFAULT_RETENTION);
+    let retention =
+        flags.first_seen_retention.or(opt_duration("first_seen.retention", &f.retention)?).unwrap_or(DEFAULT_RETENTION);
     if retention < Duration::from_secs(86_400) {
         return Err(ConfigError::new("first_seen.retention", "at least 1d"));
     }

@@ -124,6 +124,10 @@ fn bad_values_name_their_key() {
         (vec![], "[capture]\nring_buffer_size = \"3M\"", "capture.ring_buffer_size"),
         (vec![], "[capture]\nsshd_comm = []", "capture.sshd_comm"),
         (vec![("OTEL_RESOURCE_ATTRIBUTES", "novalue")], "", "OTEL_RESOURCE_ATTRIBUTES"),
+        (vec![], "[failures]\nwindow = \"100ms\"", "failures.window"),
+        (vec![], "[heartbeat]\ninterval = \"200ms\"", "heartbeat.interval"),
+        (vec![], "[heartbeat]\ninterval = \"often\"", "heartbeat.interval"),
+        (vec![], "[first_seen]\nretention = \"1h\"", "first_seen.retention"),
     ];
     for (vars, text, key) in cases {
         let err = resolve(&Flags::default(), &env(&vars), file(text)).unwrap_err();
@@ -198,4 +202,31 @@ fn file_errors_name_the_key_never_the_value() {
     assert!(!message.contains("S3CRET"), "an escaped quote does not end the value: {message}");
     let (_, message) = file::parse("[otlp]\nbearer_token = \"tok-S3CRET\"\n").unwrap_err();
     assert!(message.contains("bearer_token") && !message.contains("S3CRET"), "{message}");
+}
+
+#[test]
+fn fleet_signals_from_flags_and_file() {
+    let c = resolve(&Flags::default(), &env(&[]), file("")).unwrap();
+    assert_eq!(c.failures, crate::failures::Settings::default());
+    assert_eq!(c.heartbeat, Some(Duration::from_secs(300)));
+    let seen = c.first_seen.unwrap();
+    assert_eq!((seen.retention.as_secs(), seen.learning.as_secs()), (90 * 86_400, 86_400));
+    let text = "[failures]\nmode = \"summary\"\nalone = 2\nwindow = \"1m\"\n[heartbeat]\ninterval = \"off\"\n\
+                [first_seen]\nenabled = false\n";
+    let c = resolve(&Flags::default(), &env(&[]), file(text)).unwrap();
+    assert_eq!(
+        c.failures,
+        crate::failures::Settings { mode: FailureMode::Summary, alone: 2, window: Duration::from_secs(60) }
+    );
+    assert_eq!((c.heartbeat, c.first_seen), (None, None));
+    let mut flags = Flags { heartbeat_interval: Some(Duration::from_secs(2)), ..Flags::default() };
+    flags.pipeline.failures = Some(FailureMode::Each);
+    flags.first_seen_learning = Some(Duration::ZERO);
+    let c =
+        resolve(&flags, &env(&[]), file("[heartbeat]\ninterval = \"off\"\n[failures]\nmode = \"summary\"")).unwrap();
+    assert_eq!((c.heartbeat, c.failures.mode), (Some(Duration::from_secs(2)), FailureMode::Each), "flags win");
+    assert_eq!(c.first_seen.unwrap().learning, Duration::ZERO);
+    let (key, err) = file::parse("[failures]\nmode = \"fold\"").unwrap_err();
+    assert_eq!(key.as_deref(), Some("failures.mode"), "{err}");
+    assert!(err.contains("each or summary"), "{err}");
 }

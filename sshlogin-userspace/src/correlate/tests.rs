@@ -49,7 +49,15 @@ fn settings() -> Settings {
 }
 
 fn pipeline(view: Box<dyn ProcView + Send>, metrics: std::sync::Arc<Metrics>) -> Pipeline<FixtureUsers> {
-    Pipeline::new(settings(), Default::default(), view, Box::new(TrustCapture), FixtureUsers, Box::new(SystemClock), metrics)
+    Pipeline::new(
+        settings(),
+        Default::default(),
+        view,
+        Box::new(TrustCapture),
+        FixtureUsers,
+        Box::new(SystemClock),
+        metrics,
+    )
 }
 
 /// Index of the first record that decodes to something `pred` accepts.

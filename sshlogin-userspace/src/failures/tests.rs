@@ -81,7 +81,7 @@ fn a_new_window_starts_alone_again() {
     }
     out.push(failure("192.0.2.1", "root", 61 * S));
     let at = out.len() - 1;
-        f.pass(&mut out, at);
+    f.pass(&mut out, at);
     assert_eq!(summaries(&out).len(), 1, "the old window's summary, sent as the next began");
     assert_eq!(summaries(&out)[0].count, 2);
     assert_eq!(failures(&out), 4, "3 alone, then the new window's first");

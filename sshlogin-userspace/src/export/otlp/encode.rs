@@ -30,6 +30,7 @@ fn any_value(v: &Value) -> AnyValue {
     let value = match v {
         Value::Str(s) => return string(s),
         Value::Int(i) => any_value::Value::IntValue(*i),
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
         Value::List(items) => {
             any_value::Value::ArrayValue(ArrayValue { values: items.iter().map(|s| string(s)).collect() })
         }
@@ -48,11 +49,7 @@ pub fn log_record(e: &LogRecord) -> ProtoRecord {
         severity_number: severity.number(),
         severity_text: severity.text().to_string(),
         body: Some(string(&e.body)),
-        attributes: e
-            .attributes
-            .iter()
-            .map(|(k, v)| key_value(k, any_value(v)))
-            .collect(),
+        attributes: e.attributes.iter().map(|(k, v)| key_value(k, any_value(v))).collect(),
         event_name: e.name.as_str().to_string(),
         ..ProtoRecord::default()
     }
@@ -150,7 +147,11 @@ mod tests {
     /// integers as strings, enums as numbers, typed attribute values.
     #[test]
     fn json_has_the_otlp_json_shape() {
-        let req = request(&resource(), &[event()]);
+        let mut e = event();
+        let counts = [("root".to_string(), Value::Int(7))].into_iter().collect();
+        e.attributes.insert("ssh.failure.by_user".into(), Value::Map(counts));
+        e.attributes.insert("ssh.first_seen.client".into(), Value::Bool(true));
+        let req = request(&resource(), &[e]);
         let b = body(&req, Protocol::HttpJson, Compression::None).unwrap();
         assert_eq!(b.content_type, "application/json");
         let v: serde_json::Value = serde_json::from_slice(&b.bytes).unwrap();
@@ -172,6 +173,13 @@ mod tests {
         assert_eq!(port["value"], serde_json::json!({ "intValue": "51234" }));
         let user = attrs.iter().find(|a| a["key"] == "user.name").unwrap();
         assert_eq!(user["value"], serde_json::json!({ "stringValue": "alice" }));
+        let counts = attrs.iter().find(|a| a["key"] == "ssh.failure.by_user").unwrap();
+        assert_eq!(
+            counts["value"],
+            serde_json::json!({ "kvlistValue": { "values": [{ "key": "root", "value": { "intValue": "7" } }] } })
+        );
+        let new = attrs.iter().find(|a| a["key"] == "ssh.first_seen.client").unwrap();
+        assert_eq!(new["value"], serde_json::json!({ "boolValue": true }));
         // Round trip through the same types.
         let back: ExportLogsServiceRequest = serde_json::from_slice(&b.bytes).unwrap();
         assert_eq!(back, req);
