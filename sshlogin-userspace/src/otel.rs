@@ -52,6 +52,7 @@ pub mod attr {
     // ssh.auth.failure.summary
     pub const FAILURE_COUNT: &str = "ssh.failure.count";
     pub const FAILURE_FIRST_TIME: &str = "ssh.failure.first_time";
+    pub const FAILURE_LAST_TIME: &str = "ssh.failure.last_time";
     pub const FAILURE_BY_USER: &str = "ssh.failure.by_user";
     pub const FAILURE_OTHER_USERS: &str = "ssh.failure.other_users";
     pub const FAILURE_DISTINCT_USERS: &str = "ssh.failure.distinct_users";
@@ -374,6 +375,7 @@ fn summary_attributes(set: &mut impl FnMut(&'static str, Value), e: &Event, sum:
     // The event's time is the last failure's; the first is that much earlier.
     let first = e.time_unix_nano.saturating_sub(e.ktime_ns.saturating_sub(sum.first_ns));
     set(attr::FAILURE_FIRST_TIME, rfc3339(first).into());
+    set(attr::FAILURE_LAST_TIME, rfc3339(e.time_unix_nano).into());
     set(attr::FAILURE_BY_USER, counts(sum.by_user.iter().map(|(u, n)| (u.as_str(), u64::from(*n)))));
     set(attr::FAILURE_DISTINCT_USERS, (sum.by_user.len() as u64).into());
     if sum.other_users > 0 {
