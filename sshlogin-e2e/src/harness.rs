@@ -105,7 +105,7 @@ pub const USERS: &[&str] = &[
     "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
     "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
     "sl-vic", "sl-wes", "sl-xena", "sl-yuri", "sl-zoe", "sl-abe", "sl-bea", "sl-cal", "sl-dot", "sl-eve", "sl-fay",
-    "sl-gus", "sl-hal", "sl-ida", "sl-jon", "sl-kim", "sl-lou", "sl-max",
+    "sl-gus", "sl-hal", "sl-ida", "sl-jon", "sl-kim", "sl-lou", "sl-max", "sl-nia",
 ];
 
 struct Fixture {

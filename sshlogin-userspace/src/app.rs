@@ -121,10 +121,7 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         Some(addr) => Some(crate::metrics::serve(addr, metrics.clone()).await?),
         None => None,
     };
-    let seen = match config.first_seen {
-        Some(settings) => Some(Seen::open(&config.spool.dir, settings, unix_now_s())?),
-        None => None,
-    };
+    let seen = config.first_seen.map(|s| Seen::open(&config.spool.dir, s, unix_now_s(), metrics.clone()));
     let mut outlet = Outlet { seen, exporters };
     let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
     let (found, check) = scan_running(&config.capture, &probes);
@@ -144,7 +141,11 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     host::notify("READY=1");
     let backend = lifecycle::word(config.capture.syscall_probes);
     pipeline.agent(Agent::Start(lifecycle::start(&config, &backend, binaries)), host::boot_now_ns(), &mut events);
-    outlet.send(&mut events)?;
+    if let Err(e) = outlet.send(&mut events) {
+        tracing::error!("{e:#}; stopping");
+        reader.1.stop();
+        failed = Some(e);
+    }
     loop {
         let wait = pipeline
             .next_due()
@@ -172,6 +173,9 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             }
             counters_read = std::time::Instant::now();
         }
+        if lifecycle.due_in().is_some_and(|d| d.is_zero()) {
+            pipeline.flush_summaries(&mut events);
+        }
         if let Some(beat) = lifecycle.heartbeat() {
             pipeline.agent(beat, host::boot_now_ns(), &mut events);
         }
@@ -198,13 +202,17 @@ async fn run(args: cli::RunArgs) -> Result<()> {
         (None, None) => "the ring-buffer reader ended".to_string(),
     };
     pipeline.agent(lifecycle.stop(&reason), host::boot_now_ns(), &mut events);
-    if failed.is_none()
-        && let Err(e) = outlet.send(&mut events)
-    {
-        failed = Some(e);
+    // Also after a failure: the exporters that still work take the stop
+    // and its reason.
+    let sent = outlet.send(&mut events);
+    if failed.is_none() {
+        failed = sent.err();
     }
     drop(probes);
     tracing::info!("probes detached; flushing");
+    if let Some(seen) = &mut outlet.seen {
+        seen.sync();
+    }
     outlet.exporters.finish().await;
     if let Some(server) = metrics_server {
         server.abort();

@@ -72,6 +72,18 @@ pub async fn run(config: &Config, network: bool) -> Vec<Item> {
     items.push(syslog());
     if config.otlp.is_some() || config.webhook.is_some() {
         items.push(state_dir(&config.spool.dir));
+    } else if config.first_seen.is_some() {
+        // Only the first-seen store lives there: without it, opens go out unmarked.
+        let mut item = state_dir(&config.spool.dir);
+        if item.status == Status::Fail {
+            item.status = Status::Warn;
+            item.fix = Some(
+                "opens will carry no ssh.first_seen marks: set spool.dir (or --state-dir) to a writable directory, \
+                 or first_seen.enabled = false"
+                    .into(),
+            );
+        }
+        items.push(item);
     }
     if network {
         for sink in config.otlp.iter().chain(config.webhook.iter()) {

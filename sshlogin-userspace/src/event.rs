@@ -40,10 +40,12 @@ pub struct FailureSummary {
     pub count: u32,
     /// CLOCK_BOOTTIME of the first failure folded in.
     pub first_ns: u64,
-    /// Failures by the user name tried, at most a few dozen names; the rest
-    /// are counted in `other_users`.
+    /// Failures certainly by each user name tried, most first, at most 16
+    /// names; the rest are counted in `other_users`.
     pub by_user: Vec<(String, u32)>,
     pub other_users: u32,
+    /// Distinct names tried, counted exactly up to 64.
+    pub distinct_users: u32,
     pub by_reason: Vec<(FailureReason, u32)>,
 }
 
@@ -55,6 +57,8 @@ pub enum Agent {
     Heartbeat {
         seq: u64,
         interval_ms: u64,
+        /// The time the counts cover: the interval, unless late.
+        elapsed_ms: u64,
         counts: Counts,
     },
     Stop {
@@ -85,6 +89,8 @@ pub struct Counts {
     pub kernel_dropped: Vec<(String, u64)>,
     pub refused: Vec<(String, u64)>,
     pub decode_errors: u64,
+    /// Failed logins folded into summaries.
+    pub failures_folded: u64,
     /// Export requests that failed, whatever then became of their events.
     pub export_failures: u64,
     /// Events given up on: dropped by a full spool or refused by an endpoint.
@@ -218,6 +224,7 @@ impl Counts {
             kernel_dropped: each(&self.kernel_dropped, &before.kernel_dropped),
             refused: each(&self.refused, &before.refused),
             decode_errors: self.decode_errors.saturating_sub(before.decode_errors),
+            failures_folded: self.failures_folded.saturating_sub(before.failures_folded),
             export_failures: self.export_failures.saturating_sub(before.export_failures),
             events_dropped: self.events_dropped.saturating_sub(before.events_dropped),
             spool_events: self.spool_events,

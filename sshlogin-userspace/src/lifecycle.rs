@@ -19,8 +19,9 @@ pub struct Lifecycle {
     every: Option<Duration>,
     next: Instant,
     seq: u64,
-    /// The counters at the last heartbeat (or the start).
+    /// The counters at the last heartbeat (or the start), and when.
     last: Counts,
+    last_at: Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -28,7 +29,8 @@ impl Lifecycle {
     /// `every`: the heartbeat interval, `None` for none.
     pub fn new(every: Option<Duration>, metrics: Arc<Metrics>) -> Self {
         let last = metrics.counts();
-        Lifecycle { every, next: Instant::now() + every.unwrap_or_default(), seq: 0, last, metrics }
+        let now = Instant::now();
+        Lifecycle { every, next: now + every.unwrap_or_default(), seq: 0, last, last_at: now, metrics }
     }
 
     /// How long until the next heartbeat is due, if there are heartbeats.
@@ -44,13 +46,15 @@ impl Lifecycle {
             return None;
         }
         // A stalled loop sends one heartbeat late, not a burst of them.
-        self.next = (self.next + every).max(now);
+        self.next = if now >= self.next + every { now + every } else { self.next + every };
         self.seq += 1;
         let counts = self.metrics.counts();
         let since = counts.since(&self.last);
         self.last = counts;
-        let interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
-        Some(Agent::Heartbeat { seq: self.seq, interval_ms, counts: since })
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = ms(now - self.last_at);
+        self.last_at = now;
+        Some(Agent::Heartbeat { seq: self.seq, interval_ms: ms(every), elapsed_ms, counts: since })
     }
 
     /// The stop, with the counters since start.
@@ -110,9 +114,11 @@ mod tests {
         metrics.event("ssh.session.open");
         metrics.decode_errors.inc();
         std::thread::sleep(Duration::from_millis(2));
-        let Some(Agent::Heartbeat { seq: 1, interval_ms: 1, counts }) = l.heartbeat() else { panic!() };
+        let Some(Agent::Heartbeat { seq: 1, interval_ms: 1, elapsed_ms, counts }) = l.heartbeat() else { panic!() };
+        assert!(elapsed_ms >= 2, "the time it covers: {elapsed_ms}");
         assert!(counts.events.contains(&("ssh.session.open".into(), 1)));
         assert_eq!(counts.decode_errors, 1);
+        assert_eq!(l.heartbeat(), None, "a late heartbeat is not followed by another at once");
         std::thread::sleep(Duration::from_millis(2));
         let Some(Agent::Heartbeat { seq: 2, counts, .. }) = l.heartbeat() else { panic!() };
         assert_eq!((counts.decode_errors, counts.events.iter().map(|(_, n)| n).sum::<u64>()), (0, 0));

@@ -150,6 +150,8 @@ pub struct Metrics {
     pub queue_dropped: Counter,
     pub spool_errors: Counter,
     pub stdout_dropped: Counter,
+    pub failures_folded: Counter,
+    pub first_seen_errors: Counter,
     kernel_dropped: Family<KernelLabel, Counter>,
     refused: Family<RefusedLabel, Counter>,
     evicted: Family<TableLabel, Counter>,
@@ -187,6 +189,10 @@ impl Metrics {
             ("sshlogin_queue_dropped", "Events dropped because the spool writer could not keep up", queue_dropped),
             ("sshlogin_stdout_dropped", "Events not printed because stdout was not read fast enough (with a \
               network exporter, which still got them)", stdout_dropped),
+            ("sshlogin_failures_folded", "Failed logins folded into ssh.auth.failure.summary events \
+              ([failures] mode = \"summary\")", failures_folded),
+            ("sshlogin_first_seen_errors", "First-seen store operations that failed (opens went out without \
+              ssh.first_seen marks; the store is opened again)", first_seen_errors),
             ("sshlogin_spool_errors", "Spool reads or writes that failed (the file is opened again and the \
               operation retried)", spool_errors),
             ("sshlogin_export_requests", "Export requests by exporter (otlp, webhook) and outcome (ok, partial, \
@@ -270,6 +276,7 @@ impl Metrics {
             kernel_dropped: KernelDropped::ALL.iter().map(|&r| (r.as_str().to_string(), kernel(r))).collect(),
             refused: Refused::ALL.iter().map(|&r| (r.as_str().to_string(), self.refused_count(r))).collect(),
             decode_errors: self.decode_errors.get(),
+            failures_folded: self.failures_folded.get(),
             export_failures: [Request::FailedRetryable, Request::Refused, Request::Dropped]
                 .into_iter()
                 .map(|o| self.requests(o))

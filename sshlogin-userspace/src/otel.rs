@@ -67,11 +67,13 @@ pub mod attr {
     pub const AGENT_CONFIG: &str = "sshlogin.config";
     pub const HEARTBEAT_SEQ: &str = "sshlogin.heartbeat.seq";
     pub const HEARTBEAT_INTERVAL_MS: &str = "sshlogin.heartbeat.interval_ms";
+    pub const HEARTBEAT_ELAPSED_MS: &str = "sshlogin.heartbeat.elapsed_ms";
     pub const STOP_REASON: &str = "sshlogin.stop.reason";
     pub const COUNT_EVENTS: &str = "sshlogin.events";
     pub const COUNT_KERNEL_DROPPED: &str = "sshlogin.kernel_dropped";
     pub const COUNT_REFUSED: &str = "sshlogin.refused";
     pub const COUNT_DECODE_ERRORS: &str = "sshlogin.decode_errors";
+    pub const COUNT_FAILURES_FOLDED: &str = "sshlogin.failures_folded";
     pub const COUNT_EXPORT_FAILURES: &str = "sshlogin.export.failures";
     pub const COUNT_EVENTS_DROPPED: &str = "sshlogin.events_dropped";
     pub const COUNT_SPOOL_EVENTS: &str = "sshlogin.spool.events";
@@ -377,7 +379,7 @@ fn summary_attributes(set: &mut impl FnMut(&'static str, Value), e: &Event, sum:
     set(attr::FAILURE_FIRST_TIME, rfc3339(first).into());
     set(attr::FAILURE_LAST_TIME, rfc3339(e.time_unix_nano).into());
     set(attr::FAILURE_BY_USER, counts(sum.by_user.iter().map(|(u, n)| (u.as_str(), u64::from(*n)))));
-    set(attr::FAILURE_DISTINCT_USERS, (sum.by_user.len() as u64).into());
+    set(attr::FAILURE_DISTINCT_USERS, sum.distinct_users.into());
     if sum.other_users > 0 {
         set(attr::FAILURE_OTHER_USERS, sum.other_users.into());
     }
@@ -397,9 +399,10 @@ fn agent_attributes(set: &mut impl FnMut(&'static str, Value), agent: &Agent) {
                 Value::Map(s.config.iter().map(|(k, v)| (k.clone(), Value::Str(v.clone()))).collect()),
             );
         }
-        Agent::Heartbeat { seq, interval_ms, counts } => {
+        Agent::Heartbeat { seq, interval_ms, elapsed_ms, counts } => {
             set(attr::HEARTBEAT_SEQ, (*seq).into());
             set(attr::HEARTBEAT_INTERVAL_MS, (*interval_ms).into());
+            set(attr::HEARTBEAT_ELAPSED_MS, (*elapsed_ms).into());
             count_attributes(set, counts);
         }
         Agent::Stop { reason, counts } => {
@@ -415,6 +418,7 @@ fn count_attributes(set: &mut impl FnMut(&'static str, Value), c: &Counts) {
     set(attr::COUNT_KERNEL_DROPPED, pairs(&c.kernel_dropped));
     set(attr::COUNT_REFUSED, pairs(&c.refused));
     set(attr::COUNT_DECODE_ERRORS, c.decode_errors.into());
+    set(attr::COUNT_FAILURES_FOLDED, c.failures_folded.into());
     set(attr::COUNT_EXPORT_FAILURES, c.export_failures.into());
     set(attr::COUNT_EVENTS_DROPPED, c.events_dropped.into());
     set(attr::COUNT_SPOOL_EVENTS, Value::Int(c.spool_events));
@@ -485,9 +489,9 @@ pub fn describe(e: &Event) -> String {
             Agent::Start(s) => {
                 format!("sshlogin {} started: {} probes on {}", env!("CARGO_PKG_VERSION"), s.backend, s.kernel)
             }
-            Agent::Heartbeat { interval_ms, counts, .. } => {
+            Agent::Heartbeat { elapsed_ms, counts, .. } => {
                 let n: u64 = counts.events.iter().filter(|(name, _)| name.starts_with("ssh.")).map(|(_, n)| n).sum();
-                format!("sshlogin is watching: {n} SSH events in the last {}", human_duration(*interval_ms))
+                format!("sshlogin is watching: {n} SSH events in the last {}", human_duration(*elapsed_ms))
             }
             Agent::Stop { reason, .. } => format!("sshlogin stopped: {reason}"),
         },

@@ -120,6 +120,13 @@ impl<U: UserDb> Pipeline<U> {
         [self.admission.next_due(), self.correlator.next_due(), self.failures.next_due()].into_iter().flatten().min()
     }
 
+    /// Sends every failure summary folded so far (before a heartbeat).
+    pub fn flush_summaries(&mut self, out: &mut Vec<Event>) {
+        let first = out.len();
+        self.failures.flush(out);
+        self.finish_events_folded(first, out);
+    }
+
     /// One of sshlogin's own events, at `now_ns` (CLOCK_BOOTTIME).
     pub fn agent(&mut self, agent: crate::event::Agent, now_ns: u64, out: &mut Vec<Event>) {
         let first = out.len();
@@ -153,6 +160,10 @@ impl<U: UserDb> Pipeline<U> {
         }
         if refused.vanished > 0 {
             self.metrics.refused(Refused::Vanished, refused.vanished);
+        }
+        let folded = self.failures.take_folded();
+        if folded > 0 {
+            self.metrics.failures_folded.inc_by(folded);
         }
         let evicted = self.correlator.take_evictions();
         if evicted.connections > 0 {

@@ -14,14 +14,18 @@ use super::{FAILURE, OPEN};
 
 const SUMMARY: &str = "ssh.auth.failure.summary";
 
-/// The records of `name` the receiver has been sent (with 200 or not).
-fn records<'a>(receiver: &'a mut Receiver, name: &'a str) -> impl Iterator<Item = Value> + 'a {
+/// The records of `name` the receiver took (answered 200), each once: a
+/// batch sent again (at-least-once) counts once.
+fn records(receiver: &mut Receiver, name: &str) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
     receiver
         .settle(Duration::ZERO)
         .iter()
         .filter(|req| req["status"] == 200)
         .flat_map(|req| req["records"].as_array().cloned().unwrap_or_default())
-        .filter(move |r| r["event_name"] == name)
+        .filter(|r| r["event_name"] == name)
+        .filter(|r| seen.insert(r["attributes"]["log.record.uid"].as_str().unwrap_or_default().to_string()))
+        .collect()
 }
 
 /// A count in a heartbeat's or stop's `sshlogin.events`.
@@ -57,7 +61,7 @@ fn heartbeats_count_what_happened_and_wait_in_the_spool_for_the_receiver() {
     thread::sleep(Duration::from_secs(5));
     let mut receiver = Receiver::start_on(port, &[]);
     let sums = |receiver: &mut Receiver| {
-        let beats: Vec<Value> = records(receiver, "sshlogin.heartbeat").collect();
+        let beats = records(receiver, "sshlogin.heartbeat");
         let sum = |name| beats.iter().map(|b| counted(b, name)).sum::<u64>();
         (sum(OPEN), sum("ssh.session.close"), sum(FAILURE))
     };
@@ -65,12 +69,13 @@ fn heartbeats_count_what_happened_and_wait_in_the_spool_for_the_receiver() {
     receiver.settle(Duration::from_secs(3));
     assert_eq!(sums(&mut receiver), (2, 2, 1), "counted once each");
     let mut seqs: Vec<u64> = records(&mut receiver, "sshlogin.heartbeat")
+        .iter()
         .map(|b| b["attributes"]["sshlogin.heartbeat.seq"].as_u64().unwrap())
         .collect();
     seqs.sort();
     seqs.dedup();
     assert!(seqs.len() >= 3 && seqs.iter().enumerate().all(|(i, s)| *s == i as u64 + 1), "a heartbeat lost: {seqs:?}");
-    let start = records(&mut receiver, "sshlogin.start").next().expect("sshlogin.start delivered");
+    let start = records(&mut receiver, "sshlogin.start").pop().expect("sshlogin.start delivered");
     let a = &start["attributes"];
     assert!(a["sshlogin.probes"].is_string() && a["sshlogin.kernel"].is_string(), "{start}");
     assert_eq!(a["sshlogin.config"]["heartbeat.interval"], "2s", "{start}");
@@ -151,6 +156,26 @@ fn two_hundred_failures_from_one_address_become_a_few_events() {
         .collect();
     assert_eq!(&order[..2], [SUMMARY, OPEN], "the summary goes just before the open");
     assert_eq!(from_other(&daemon), 2, "the other address is unaffected");
+    daemon.stop();
+}
+
+/// Without an open to send it, a summary goes out when its window ends.
+#[test]
+fn a_summary_goes_out_when_its_window_ends() {
+    let _guard = privileged();
+    let nia = user("sl-nia");
+    let sshd = Sshd::start(false, "MaxAuthTries 30\n");
+    let mut daemon = Daemon::start(&["--failures", "summary", "--failures-alone", "2", "--failures-window", "5s"]);
+    let askpass = root_script("wrong-password", "#!/bin/sh\necho not-the-password\n");
+    let from = "127.0.0.87";
+    wrong_passwords(&askpass, from, sshd.port, nia.name, 6);
+    let summary = daemon.wait_for("the summary at the window's end", |e| {
+        e["event_name"] == SUMMARY && e["attributes"]["client.address"] == from
+    });
+    assert_eq!(summary["attributes"]["ssh.failure.count"], 4, "{summary}");
+    assert_eq!(summary["attributes"]["ssh.failure.by_user"], serde_json::json!({ nia.name: 4 }));
+    let alone = daemon.events_for(FAILURE, nia.name);
+    assert_eq!(alone.len(), 2, "the first two alone: {alone:?}");
     daemon.stop();
 }
 

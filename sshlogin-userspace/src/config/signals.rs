@@ -23,6 +23,10 @@ pub(super) fn failures(flags: &PipelineFlags, f: &file::Failures) -> Result<fail
     let d = failures::Settings::default();
     let mode = flags.failures.or(f.mode).unwrap_or(d.mode);
     let alone = flags.failures_alone.or(f.alone).unwrap_or(d.alone);
+    if alone == 0 {
+        let key = if flags.failures_alone.is_some() { "--failures-alone" } else { "failures.alone" };
+        return Err(ConfigError::new(key, "at least 1: an address's first failure always goes out alone"));
+    }
     let (key, window) = match (flags.failures_window, opt_duration("failures.window", &f.window)?) {
         (Some(w), _) => ("--failures-window", w),
         (None, Some(w)) => ("failures.window", w),

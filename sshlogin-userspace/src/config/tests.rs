@@ -128,6 +128,7 @@ fn bad_values_name_their_key() {
         (vec![], "[heartbeat]\ninterval = \"200ms\"", "heartbeat.interval"),
         (vec![], "[heartbeat]\ninterval = \"often\"", "heartbeat.interval"),
         (vec![], "[first_seen]\nretention = \"1h\"", "first_seen.retention"),
+        (vec![], "[failures]\nalone = 0", "failures.alone"),
     ];
     for (vars, text, key) in cases {
         let err = resolve(&Flags::default(), &env(&vars), file(text)).unwrap_err();

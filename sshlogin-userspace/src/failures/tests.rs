@@ -125,7 +125,7 @@ fn bounded_whatever_the_attacker_sends() {
         let at = out.len() - 5;
         f.pass(&mut out, at);
     }
-    assert!(f.by_address.len() <= MAX_ADDRESSES);
+    assert!(f.windows.len() <= MAX_ADDRESSES);
     let sums = summaries(&out);
     assert_eq!(sums.len(), 500, "the addresses pushed out sent their summaries early");
     assert!(sums.iter().all(|s| s.count == 2 && s.by_user.iter().all(|(u, _)| u.len() <= MAX_NAME)));
@@ -141,4 +141,66 @@ fn bounded_whatever_the_attacker_sends() {
     f.finish(&mut one);
     let s = summaries(&one)[0];
     assert_eq!((s.by_user.len(), s.other_users, s.count), (MAX_USERS, 997 - MAX_USERS as u32, 997));
+}
+
+#[test]
+fn throwaway_names_cannot_hide_the_account_under_attack() {
+    let mut f = summary_mode();
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(failure("192.0.2.1", "warmup", i));
+    }
+    for i in 0..(MAX_USERS as u64 * 4) {
+        out.push(failure("192.0.2.1", &format!("junk{i}"), 10 + i));
+    }
+    for i in 0..100 {
+        out.push(failure("192.0.2.1", "alice", 1000 + i));
+    }
+    f.pass(&mut out, 0);
+    f.finish(&mut out);
+    let s = summaries(&out)[0];
+    let alice = s.by_user.iter().find(|(u, _)| u == "alice").map(|(_, n)| *n);
+    assert!(alice.is_some_and(|n| n >= 99), "alice is listed with her failures: {:?}", s.by_user);
+    assert_eq!(s.by_user[0].0, "alice", "most first");
+    let named: u32 = s.by_user.iter().map(|(_, n)| n).sum();
+    assert_eq!(named + s.other_users, s.count, "every failure counted once");
+    assert_eq!(s.distinct_users, 64, "counted exactly up to 64");
+}
+
+#[test]
+fn a_flush_sends_what_was_folded_and_the_window_goes_on() {
+    let mut f = summary_mode();
+    let mut out = Vec::new();
+    for i in 0..6 {
+        out.push(failure("192.0.2.1", "root", i));
+    }
+    f.pass(&mut out, 0);
+    f.flush(&mut out);
+    assert_eq!(summaries(&out).len(), 1);
+    assert_eq!(summaries(&out)[0].count, 3);
+    assert_eq!(f.next_due(), None, "nothing held");
+    out.push(failure("192.0.2.1", "root", 10));
+    let at = out.len() - 1;
+    f.pass(&mut out, at);
+    assert_eq!(failures(&out), 3, "still past the first few: folded");
+    f.finish(&mut out);
+    assert_eq!(summaries(&out).len(), 2);
+    assert_eq!(f.take_folded(), 4);
+}
+
+#[test]
+fn each_server_end_has_its_own_window() {
+    let mut f = summary_mode();
+    let mut out = Vec::new();
+    for port in [22, 2222] {
+        for i in 0..5 {
+            let mut e = failure("192.0.2.1", "root", i);
+            e.server = Some(std::net::SocketAddr::from(([10, 0, 0, 1], port)));
+            out.push(e);
+        }
+    }
+    f.pass(&mut out, 0);
+    f.finish(&mut out);
+    assert_eq!(failures(&out), 6, "three alone per server end");
+    assert_eq!(summaries(&out).len(), 2);
 }
