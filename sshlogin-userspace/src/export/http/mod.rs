@@ -198,43 +198,15 @@ impl Exporter {
                     }
                     continue;
                 }
-                let mut readable = Vec::with_capacity(batch.len());
-                let mut unreadable = 0;
-                for (id, record) in batch {
-                    match record {
-                        Some(r) => readable.push((id, r)),
-                        None => {
-                            done.push(id);
-                            unreadable += 1;
-                        }
-                    }
-                }
-                if unreadable > 0 {
-                    tracing::warn!(entries = unreadable, "dropping spool entries that do not parse");
-                    self.metrics.export_events(self.config.kind, Delivery::Dropped, unreadable);
-                }
-                readable
+                self.readable(batch, &mut done)
             } else {
                 std::mem::take(&mut held)
             };
             let give_up_at = deadline.unwrap_or_else(|| Instant::now() + self.config.retry.max_elapsed);
-            let mut retry_reason = None;
             // A batch of nothing but unreadable entries is removed unsent.
             let outcomes =
                 if batch.is_empty() { Vec::new() } else { self.export_parts(&batch, give_up_at, &stop).await };
-            for (part, outcome) in outcomes {
-                let part = &batch[part];
-                match outcome {
-                    Outcome::Retryable { reason } => {
-                        held.extend_from_slice(part);
-                        retry_reason = Some(reason);
-                    }
-                    Outcome::Delivered { .. } | Outcome::Dropped { .. } => done.extend(part.iter().map(|(id, _)| *id)),
-                }
-            }
-            // The spool order, for the next try.
-            held.sort_unstable_by_key(|(id, _)| *id);
-            if let Some(reason) = retry_reason {
+            if let Some(reason) = sort_out(&batch, outcomes, &mut held, &mut done) {
                 if stopping {
                     // Take out what was delivered; the rest stays spooled
                     // for the next start.
@@ -342,6 +314,27 @@ impl Exporter {
     /// The endpoint as logs may show it.
     pub fn shown_url(&self) -> String {
         redact_url(&self.config.url)
+    }
+
+    /// The entries of `batch` that parse; the others go to `done` (removed
+    /// unsent) and are counted as dropped.
+    fn readable(&self, batch: Vec<(u64, Option<LogRecord>)>, done: &mut Vec<u64>) -> Vec<(u64, LogRecord)> {
+        let mut readable = Vec::with_capacity(batch.len());
+        let mut unreadable = 0;
+        for (id, record) in batch {
+            match record {
+                Some(r) => readable.push((id, r)),
+                None => {
+                    done.push(id);
+                    unreadable += 1;
+                }
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(entries = unreadable, "dropping spool entries that do not parse");
+            self.metrics.export_events(self.config.kind, Delivery::Dropped, unreadable);
+        }
+        readable
     }
 
     /// A spool read or removal failed: count and log it, wait (longer each
@@ -484,6 +477,30 @@ impl Exporter {
             }
         }
     }
+}
+
+/// Puts each part of `batch` where its outcome says: delivered or dropped
+/// into `done`, retryable into `held` (in spool order, for the next try).
+/// The reason of a retryable failure, if there was one.
+fn sort_out(
+    batch: &[(u64, LogRecord)],
+    outcomes: Vec<(std::ops::Range<usize>, Outcome)>,
+    held: &mut Vec<(u64, LogRecord)>,
+    done: &mut Vec<u64>,
+) -> Option<String> {
+    let mut retry_reason = None;
+    for (part, outcome) in outcomes {
+        let part = &batch[part];
+        match outcome {
+            Outcome::Retryable { reason } => {
+                held.extend_from_slice(part);
+                retry_reason = Some(reason);
+            }
+            Outcome::Delivered { .. } | Outcome::Dropped { .. } => done.extend(part.iter().map(|(id, _)| *id)),
+        }
+    }
+    held.sort_unstable_by_key(|(id, _)| *id);
+    retry_reason
 }
 
 async fn read_spool(spool: &Arc<Spool>, max: usize) -> anyhow::Result<Vec<(u64, Option<LogRecord>)>> {
