@@ -8,12 +8,11 @@
 //! execs an sshd name, starts a tree; an exit ends membership.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SetresuidRecord, exec, kind, member, stat};
+use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, exec, kind, member, stat};
 
 use crate::{
     filter::{
-        EVENTS, MEMBERS, PENDING_SETRESUID, admitted, count, current_comm, current_tgid, current_uid, header,
-        in_family, membership, now_ns, offsets,
+        EVENTS, MEMBERS, count, current_comm, current_tgid, current_uid, header, in_family, membership, now_ns, offsets,
     },
     syscalls,
 };
@@ -43,7 +42,12 @@ fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    syscalls::sendto(arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2), arg(&ctx, ARG4), arg(&ctx, ARG5));
+    syscalls::sendto(
+        arg::<u64>(&ctx, ARG1) as *const u8,
+        arg(&ctx, ARG2),
+        arg(&ctx, ARG4),
+        arg::<u64>(&ctx, ARG5) as u32,
+    );
     0
 }
 
@@ -59,29 +63,18 @@ pub fn sys_enter_setresuid(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    syscalls::connect(arg(&ctx, ARG0), arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2));
+    syscalls::connect(
+        arg::<u64>(&ctx, ARG0) as u32,
+        arg::<u64>(&ctx, ARG1) as *const u8,
+        arg::<u64>(&ctx, ARG2) as u32,
+    );
     0
 }
 
 /// `setresuid` exit: report the drop if it succeeded.
 #[tracepoint]
 pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
-    // Only calls the entry probe kept have anything to report.
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(ids) = (unsafe { PENDING_SETRESUID.get(key) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING_SETRESUID.remove(key);
-    let Some(m) = admitted() else { return 0 };
-    if arg::<i64>(&ctx, RET) != 0 {
-        return 0;
-    }
-    let record =
-        SetresuidRecord { header: header(kind::SETRESUID, &m), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
-    if EVENTS.output(record, 0).is_err() {
-        count(stat::RINGBUF_FULL);
-    }
+    syscalls::setresuid_exit(arg(&ctx, RET));
     0
 }
 
