@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use sshlogin_common::{ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, SetresuidRecord, TEXT_CAP, kind, stat};
 
-use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header};
+use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header, may_be_member};
 
 /// `bpf_ringbuf_query` flags.
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -153,8 +153,14 @@ pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
 /// the entry kept, if it succeeded.
 #[inline(always)]
 pub fn setresuid_exit(ret: i64) {
-    // Only calls the entry probe kept have anything to report.
+    // Only members' calls can have been kept: the hint rules out every
+    // other process before the lookup (an entry it leaves behind, kept
+    // for a process that stopped being a member during the call, is
+    // pushed out of the LRU map in time).
     let key = bpf_get_current_pid_tgid();
+    if !may_be_member((key >> 32) as u32) {
+        return;
+    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(ids) = (unsafe { PENDING_SETRESUID.get(key) }).copied() else {
         return;

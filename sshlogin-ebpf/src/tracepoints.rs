@@ -12,7 +12,8 @@ use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, exec, kind, me
 
 use crate::{
     filter::{
-        EVENTS, MEMBERS, count, current_comm, current_tgid, current_uid, header, in_family, membership, now_ns, offsets,
+        EVENTS, add_member, count, current_comm, current_tgid, current_uid, header, in_family, membership, now_ns,
+        offsets, remove_member,
     },
     syscalls,
 };
@@ -94,7 +95,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     };
     let child = child as u32;
     // Any entry under this pid is from an earlier life: this one starts now.
-    if MEMBERS.insert(child, m, 0).is_err() {
+    if add_member(child, &m).is_err() {
         count(stat::MEMBERS_FULL);
         return 0;
     }
@@ -115,21 +116,21 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Ok(old) = unsafe { ctx.read_at::<i32>(offsets().exec_old_pid as usize) }
         && old as u32 != tgid
     {
-        let _ = MEMBERS.remove(old as u32);
+        remove_member(old as u32);
     }
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
     let (m, how) = match membership() {
         Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
-            let _ = MEMBERS.remove(tgid);
+            remove_member(tgid);
             (m, exec::LEFT)
         }
         // Only root can start a tree: a setuid binary run through a symlink
         // named sshd keeps its caller's real uid.
         None if current_uid() == 0 && in_family(&current_comm()) => {
             let m = Member { tree: tgid, flags: 0, tree_ns: now_ns() };
-            if MEMBERS.insert(tgid, m, 0).is_err() {
+            if add_member(tgid, &m).is_err() {
                 count(stat::MEMBERS_FULL);
                 return 0;
             }
@@ -156,11 +157,11 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != tid {
-        let _ = MEMBERS.remove(tid);
+        remove_member(tid);
         return 0;
     }
     let Some(m) = membership() else { return 0 };
-    let _ = MEMBERS.remove(tgid);
+    remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);
         return 0;

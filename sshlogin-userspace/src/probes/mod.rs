@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, RawTracePoint, TracePoint},
 };
 pub use backend::Backend;
@@ -194,6 +194,8 @@ impl Probes {
             .context("map STATS is not a per-CPU array of u64")?;
         let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
             .context("map MEMBERS is not a hash of u32 to Member")?;
+        let hint = Array::try_from(ebpf.take_map("MEMBER_HINT").context("map MEMBER_HINT missing from the object")?)
+            .context("map MEMBER_HINT is not an array of u64")?;
         tracing::info!(
             programs = ALWAYS.len() + syscalls.programs,
             syscall_probes = %syscalls.backend,
@@ -207,7 +209,7 @@ impl Probes {
                 backend: syscalls.backend,
                 refusal: syscalls.refusal,
                 stats,
-                members: Arc::new(Members::new(members)),
+                members: Arc::new(Members::new(members, hint)),
             },
             ring,
         ))
