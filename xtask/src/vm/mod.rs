@@ -5,6 +5,7 @@
 //! scenario in guest.sh as PID 1) → judge (the events the guest recorded)
 //! → docs/portability.md (with --record).
 
+pub mod bench;
 mod image;
 mod judge;
 mod qemu;
