@@ -22,6 +22,20 @@ pub const MAX_FAMILY: usize = 4;
 /// connection holds two. About 72 bytes of kernel memory each (2.3 MiB).
 pub const MAX_MEMBERS: u32 = 32768;
 
+/// Slots of the membership hint (`MEMBER_HINT`): a pid's slot is
+/// `pid % HINT_SLOTS`. A slot that holds no member rules a process out with
+/// one array load instead of a hash lookup; more slots, fewer processes
+/// that share one with a member.
+pub const HINT_SLOTS: u32 = 8192;
+
+/// The two `MEMBER_HINT` entries of `pid`'s slot, side by side in one
+/// cache line: how many members the kernel made there, and whether the
+/// daemon added one there.
+pub const fn hint_entries(pid: u32) -> (u32, u32) {
+    let slot = pid % HINT_SLOTS;
+    (2 * slot, 2 * slot + 1)
+}
+
 /// How many bytes of an audit message or syslog line are copied. sshd's and
 /// PAM's longest records are about 400 bytes; the rest is headroom for long
 /// user names, certificate ids and PAM module lists.

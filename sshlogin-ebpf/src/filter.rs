@@ -1,6 +1,11 @@
 //! Maps, load-time settings and the admission every probe starts with: the
 //! caller must be a member of an sshd process tree (the `MEMBERS` map).
-//! For every other process a probe costs that one hash lookup.
+//! In front of that hash lookup sits the membership hint: per slot of pids
+//! (`hint_entries`), how many members the kernel made there and whether the
+//! daemon added any. It never says none where there is one, so a slot that
+//! says none rules the caller out with array loads from one cache line,
+//! which the verifier inlines (no call, no hashing): what almost every
+//! process on the host pays.
 
 use aya_ebpf::{
     helpers::{
@@ -8,10 +13,11 @@ use aya_ebpf::{
         generated::{bpf_get_current_comm as raw_get_current_comm, bpf_ktime_get_boot_ns},
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sshlogin_common::{
-    COMM_LEN, Family, Header, MAX_FAMILY, MAX_MEMBERS, Member, RawSyscalls, TraceOffsets, member, stat,
+    COMM_LEN, Family, HINT_SLOTS, Header, MAX_FAMILY, MAX_MEMBERS, Member, RawSyscalls, TraceOffsets, hint_entries,
+    member, stat,
 };
 
 /// Names of the sshd binaries (as `comm`); written by the daemon at load
@@ -48,6 +54,19 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map]
 pub static MEMBERS: HashMap<u32, Member> = HashMap::with_max_entries(MAX_MEMBERS, 0);
 
+/// The membership hint, two entries per slot of pids (`hint_entries`):
+/// - the kernel's count of the `MEMBERS` entries it made in the slot,
+///   counted up before an entry is made and down after one is removed
+///   (atomic adds), so never below the number of its entries there.
+///   Entries the daemon removes are not counted down: the slot stays
+///   "maybe", which only costs a lookup;
+/// - set by the daemon, for good, before it adds an entry in the slot (the
+///   sshd processes that ran before it started). The kernel may count such
+///   an entry down when it removes it, leaving the count short: this keeps
+///   the slot "maybe".
+#[map]
+pub static MEMBER_HINT: Array<u64> = Array::with_max_entries(2 * HINT_SLOTS, 0);
+
 /// `setresuid` arguments between syscall entry and exit, keyed by pid_tgid.
 /// LRU so that an entry orphaned by a missed exit cannot fill the map.
 #[map]
@@ -58,11 +77,59 @@ pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// Whether `pid` may have a `MEMBERS` entry: false only when it has none.
+#[inline(always)]
+pub fn may_be_member(pid: u32) -> bool {
+    let (counted, seeded) = hint_entries(pid);
+    // A failed lookup (impossible: the entries are in range) answers "maybe".
+    MEMBER_HINT.get(counted) != Some(&0) || MEMBER_HINT.get(seeded) != Some(&0)
+}
+
 /// The caller's membership, whatever its tree's verdict.
 #[inline(always)]
 pub fn membership() -> Option<Member> {
+    let tgid = current_tgid();
+    if !may_be_member(tgid) {
+        return None;
+    }
     // SAFETY: the value is copied out at once; entries are plain integers.
-    unsafe { MEMBERS.get(current_tgid()) }.copied()
+    unsafe { MEMBERS.get(tgid) }.copied()
+}
+
+/// Adds `pid` to the map (an entry from an earlier life of the pid is
+/// replaced), counted in its hint slot before it is visible.
+#[inline(always)]
+pub fn add_member(pid: u32, m: &Member) -> Result<(), i64> {
+    // SAFETY: only whether there is an entry is read.
+    let existed = unsafe { MEMBERS.get(pid) }.is_some();
+    if !existed {
+        count_slot(pid, 1);
+    }
+    let added = MEMBERS.insert(pid, m, 0);
+    if added.is_err() && !existed {
+        count_slot(pid, u64::MAX);
+    }
+    added.map_err(i64::from)
+}
+
+/// Removes `pid` from the map, and from its slot's count if it was there.
+#[inline(always)]
+pub fn remove_member(pid: u32) {
+    if may_be_member(pid) && MEMBERS.remove(pid).is_ok() {
+        count_slot(pid, u64::MAX);
+    }
+}
+
+/// Adds `delta` (`u64::MAX` to take one away) to `pid`'s slot count.
+#[inline(always)]
+fn count_slot(pid: u32, delta: u64) {
+    if let Some(n) = MEMBER_HINT.get_ptr_mut(hint_entries(pid).0) {
+        // SAFETY: a map value, 8-aligned and alive while the program runs.
+        // Every CPU updates it with one atomic add (BPF_XADD, since the
+        // result is unused; the BPF target has no compare-and-swap, so
+        // `AtomicU64::fetch_add` is not offered).
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, delta) };
+    }
 }
 
 /// The caller's membership if its tree may record: the first (and, for

@@ -1,6 +1,8 @@
-//! sshlogin's probes. Every probe is a tracepoint: kprobes and fentry are not
-//! available on hardened kernels, and tracepoint argument layouts are read
-//! from tracefs rather than guessed from kernel structs (Rust eBPF has no
+//! sshlogin's probes. The syscalls come in through fentry/fexit programs
+//! where the kernel accepts them and through tracepoints where it does not
+//! (hardened kernels refuse fentry; the daemon picks at load). No probe
+//! reads a kernel struct: tracepoint argument layouts are read from tracefs
+//! and fentry arguments are integers and user pointers (Rust eBPF has no
 //! CO-RE relocations).
 //!
 //! Each program first looks the caller up in the membership map (the sshd
@@ -9,7 +11,12 @@
 //! calls itself.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The membership hint's counts need an atomic add (filter.rs).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+#[cfg(target_arch = "bpf")]
+mod fentry;
 #[cfg(target_arch = "bpf")]
 mod filter;
 #[cfg(target_arch = "bpf")]

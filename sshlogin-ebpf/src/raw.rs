@@ -40,7 +40,7 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
             reg(regs, cfg.args[1]) as *const u8,
             reg(regs, cfg.args[2]),
             reg(regs, cfg.args[4]),
-            reg(regs, cfg.args[5]),
+            reg(regs, cfg.args[5]) as u32,
         );
     } else if id == u64::from(cfg.setresuid) {
         let (r, e, s) = (reg(regs, cfg.args[0]) as u32, reg(regs, cfg.args[1]) as u32, reg(regs, cfg.args[2]) as u32);
@@ -50,9 +50,9 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     } else {
         let _ = syscalls::connect_by(
             &m,
-            reg(regs, cfg.args[0]),
+            reg(regs, cfg.args[0]) as u32,
             reg(regs, cfg.args[1]) as *const u8,
-            reg(regs, cfg.args[2]),
+            reg(regs, cfg.args[2]) as u32,
         );
     }
     0

@@ -1,21 +1,23 @@
 //! What the probes do with a syscall's arguments, however they were read:
-//! from a per-syscall tracepoint's record or from the registers the raw
-//! `sys_enter` tracepoint passes.
+//! from a per-syscall tracepoint's record, from the registers the raw
+//! `sys_enter` tracepoint passes or from an fentry program's BTF context.
+//! Every backend calls these, so they all make the same records. `int`
+//! arguments arrive as `u32`: the callers truncate them as the kernel does.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
     maps::ring_buf::RingBufEntry,
 };
-use sshlogin_common::{ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, TEXT_CAP, kind, stat};
+use sshlogin_common::{ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, SetresuidRecord, TEXT_CAP, kind, stat};
 
-use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header};
+use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header, may_be_member};
 
 /// `bpf_ringbuf_query` flags.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 
 const AF_NETLINK: u16 = 16;
-const SOCKADDR_NL_LEN: u64 = 12;
+const SOCKADDR_NL_LEN: u32 = 12;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -48,7 +50,7 @@ fn is_user_audit_type(ty: u16) -> bool {
 /// root's count: a member that dropped root is a session child, run for the
 /// user; what it sends is counted, not recorded.
 #[inline(always)]
-pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u64) {
+pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u32) {
     let Some(m) = admitted() else { return };
     let _ = sendto_by(&m, buf, len, addr, addr_len);
 }
@@ -56,7 +58,7 @@ pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u64) {
 /// `sendto` for a caller already admitted (the raw probe looks the caller
 /// up before it reads any register).
 #[inline(always)]
-pub fn sendto_by(m: &Member, buf: *const u8, len: u64, addr: u64, addr_len: u64) -> Result<(), i64> {
+pub fn sendto_by(m: &Member, buf: *const u8, len: u64, addr: u64, addr_len: u32) -> Result<(), i64> {
     // SAFETY (all reads below): reads of user memory through the probe-read
     // helpers, which fail instead of fault.
     let record_kind = if addr == 0 {
@@ -147,18 +149,46 @@ pub fn setresuid_enter_by(r: u32, e: u32, s: u32) {
     }
 }
 
+/// `setresuid` exit (`ret`, the syscall's return value): report the drop
+/// the entry kept, if it succeeded.
+#[inline(always)]
+pub fn setresuid_exit(ret: i64) {
+    // Only members' calls can have been kept: the hint rules out every
+    // other process before the lookup (an entry it leaves behind, kept
+    // for a process that stopped being a member during the call, is
+    // pushed out of the LRU map in time).
+    let key = bpf_get_current_pid_tgid();
+    if !may_be_member((key >> 32) as u32) {
+        return;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(ids) = (unsafe { PENDING_SETRESUID.get(key) }).copied() else {
+        return;
+    };
+    let _ = PENDING_SETRESUID.remove(key);
+    let Some(m) = admitted() else { return };
+    if ret != 0 {
+        return;
+    }
+    let record =
+        SetresuidRecord { header: header(kind::SETRESUID, &m), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
+    if EVENTS.output(record, 0).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
+}
+
 /// `connect(fd, addr, addrlen)` by a member that dropped root to an IPv4 or
 /// IPv6 address: the session child opening a forwarded connection
 /// (ProxyJump, `-W`, `-L`). User space tells TCP from DNS look-ups.
 #[inline(always)]
-pub fn connect(fd: u64, addr: *const u8, addr_len: u64) {
+pub fn connect(fd: u32, addr: *const u8, addr_len: u32) {
     let Some(m) = admitted() else { return };
     let _ = connect_by(&m, fd, addr, addr_len);
 }
 
 /// `connect` by a caller already admitted.
 #[inline(always)]
-pub fn connect_by(m: &Member, fd: u64, addr: *const u8, addr_len: u64) -> Result<(), i64> {
+pub fn connect_by(m: &Member, fd: u32, addr: *const u8, addr_len: u32) -> Result<(), i64> {
     if current_uid() == 0 {
         return Ok(());
     }
@@ -185,8 +215,8 @@ pub fn connect_by(m: &Member, fd: u64, addr: *const u8, addr_len: u64) -> Result
     // `len` is at most the size of `addr`.
     let ok = unsafe {
         (*record).header = header(kind::CONNECT, m);
-        (*record).fd = fd as u32;
-        (*record).addr_len = addr_len as u32;
+        (*record).fd = fd;
+        (*record).addr_len = addr_len;
         (*record).addr = [0; SOCKADDR_CAP];
         (*record)._pad = 0;
         read_user_raw((*record).addr.as_mut_ptr().cast(), len, addr.cast()) == 0

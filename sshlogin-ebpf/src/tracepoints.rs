@@ -8,12 +8,12 @@
 //! execs an sshd name, starts a tree; an exit ends membership.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SetresuidRecord, exec, kind, member, stat};
+use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, exec, kind, member, stat};
 
 use crate::{
     filter::{
-        EVENTS, MEMBERS, PENDING_SETRESUID, admitted, count, current_comm, current_tgid, current_uid, header,
-        in_family, membership, now_ns, offsets,
+        EVENTS, add_member, count, current_comm, current_tgid, current_uid, header, in_family, membership, now_ns,
+        offsets, remove_member,
     },
     syscalls,
 };
@@ -43,7 +43,12 @@ fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    syscalls::sendto(arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2), arg(&ctx, ARG4), arg(&ctx, ARG5));
+    syscalls::sendto(
+        arg::<u64>(&ctx, ARG1) as *const u8,
+        arg(&ctx, ARG2),
+        arg(&ctx, ARG4),
+        arg::<u64>(&ctx, ARG5) as u32,
+    );
     0
 }
 
@@ -59,29 +64,18 @@ pub fn sys_enter_setresuid(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    syscalls::connect(arg(&ctx, ARG0), arg::<u64>(&ctx, ARG1) as *const u8, arg(&ctx, ARG2));
+    syscalls::connect(
+        arg::<u64>(&ctx, ARG0) as u32,
+        arg::<u64>(&ctx, ARG1) as *const u8,
+        arg::<u64>(&ctx, ARG2) as u32,
+    );
     0
 }
 
 /// `setresuid` exit: report the drop if it succeeded.
 #[tracepoint]
 pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
-    // Only calls the entry probe kept have anything to report.
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(ids) = (unsafe { PENDING_SETRESUID.get(key) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING_SETRESUID.remove(key);
-    let Some(m) = admitted() else { return 0 };
-    if arg::<i64>(&ctx, RET) != 0 {
-        return 0;
-    }
-    let record =
-        SetresuidRecord { header: header(kind::SETRESUID, &m), ruid: ids[0], euid: ids[1], suid: ids[2], _pad: 0 };
-    if EVENTS.output(record, 0).is_err() {
-        count(stat::RINGBUF_FULL);
-    }
+    syscalls::setresuid_exit(arg(&ctx, RET));
     0
 }
 
@@ -101,7 +95,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     };
     let child = child as u32;
     // Any entry under this pid is from an earlier life: this one starts now.
-    if MEMBERS.insert(child, m, 0).is_err() {
+    if add_member(child, &m).is_err() {
         count(stat::MEMBERS_FULL);
         return 0;
     }
@@ -122,21 +116,21 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if let Ok(old) = unsafe { ctx.read_at::<i32>(offsets().exec_old_pid as usize) }
         && old as u32 != tgid
     {
-        let _ = MEMBERS.remove(old as u32);
+        remove_member(old as u32);
     }
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
     let (m, how) = match membership() {
         Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
-            let _ = MEMBERS.remove(tgid);
+            remove_member(tgid);
             (m, exec::LEFT)
         }
         // Only root can start a tree: a setuid binary run through a symlink
         // named sshd keeps its caller's real uid.
         None if current_uid() == 0 && in_family(&current_comm()) => {
             let m = Member { tree: tgid, flags: 0, tree_ns: now_ns() };
-            if MEMBERS.insert(tgid, m, 0).is_err() {
+            if add_member(tgid, &m).is_err() {
                 count(stat::MEMBERS_FULL);
                 return 0;
             }
@@ -163,11 +157,11 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != tid {
-        let _ = MEMBERS.remove(tid);
+        remove_member(tid);
         return 0;
     }
     let Some(m) = membership() else { return 0 };
-    let _ = MEMBERS.remove(tgid);
+    remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);
         return 0;

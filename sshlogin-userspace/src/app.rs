@@ -139,8 +139,8 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     tracing::info!("reporting SSH logins");
     // systemd (Type=notify) starts sshd only now: no login before the probes.
     host::notify("READY=1");
-    let backend = lifecycle::word(config.capture.syscall_probes);
-    pipeline.agent(Agent::Start(lifecycle::start(&config, &backend, binaries)), host::boot_now_ns(), &mut events);
+    let backend = probes.backend().name();
+    pipeline.agent(Agent::Start(lifecycle::start(&config, backend, binaries)), host::boot_now_ns(), &mut events);
     if let Err(e) = outlet.send(&mut events) {
         tracing::error!("{e:#}; stopping");
         reader.1.stop();

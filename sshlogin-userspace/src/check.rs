@@ -146,8 +146,22 @@ fn tracepoints(mode: SyscallProbes) -> Item {
 fn probes_load(config: &Config) -> Item {
     match probes::Probes::load(&probes::Settings::from(&config.capture)) {
         Ok((probes, _ring)) => {
+            let (backend, refusal) = (probes.backend(), probes.fentry_refusal().map(str::to_owned));
             drop(probes);
-            ok("ebpf", "the ring buffer and every program loaded, passed the verifier and attached (then detached)")
+            let detail = format!(
+                "the ring buffer and every program loaded, passed the verifier and attached (then detached); \
+                 syscall probes: {backend}"
+            );
+            if let Some(refusal) = refusal {
+                warn(
+                    "ebpf",
+                    format!("{detail}, because the kernel refused fentry: {refusal}"),
+                    "fentry needs a kernel with BTF and BPF trampolines that lockdown does not forbid; \
+                     tracepoints cost every syscall on the host more (docs/performance.md)",
+                )
+            } else {
+                ok("ebpf", detail)
+            }
         }
         Err(e) => fail(
             "ebpf",

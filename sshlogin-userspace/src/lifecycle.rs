@@ -81,6 +81,7 @@ fn summary(c: &Config) -> Vec<(String, String)> {
     let mut out = vec![
         ("capture.sshd_comm".to_string(), c.capture.family.join(",")),
         ("capture.ring_buffer_size".to_string(), c.capture.ring_buffer_bytes.to_string()),
+        ("capture.syscall_probes".to_string(), word(c.capture.syscall_probes)),
         ("spool.dir".to_string(), c.spool.dir.display().to_string()),
         ("spool.max_size".to_string(), c.spool.max_bytes.to_string()),
         ("stdout.enabled".to_string(), c.stdout.to_string()),

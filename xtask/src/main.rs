@@ -60,6 +60,11 @@ enum Task {
         /// Where to write the report.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Instead: the syscall table inside the Debian 12 QEMU guest
+        /// (nothing / tracepoints / fentry, alternating), written into
+        /// docs/performance.md's guest section (root).
+        #[arg(long, conflicts_with_all = ["quick", "out"])]
+        guest: bool,
     },
     /// Build the Debian package (target/debian/sshlogin_*.deb): the daemon,
     /// the systemd unit, the example config as /etc/sshlogin/config.toml.
@@ -111,7 +116,8 @@ fn main() -> Result<()> {
             run(&args)
         }
         Task::Test { unit_only, fuzz_seconds } => test::all(unit_only, fuzz_seconds),
-        Task::Bench { quick, out } => bench::run(quick, out),
+        Task::Bench { guest: true, .. } => vm::bench::run(),
+        Task::Bench { quick, out, .. } => bench::run(quick, out),
         Task::Deb => package::run_deb(),
         Task::VmTest { kernels, all, record } => {
             let cells = if all {

@@ -35,3 +35,36 @@ fn check_names_the_setting_for_a_missing_sshd() {
     assert!(text.contains("FAIL sshd"), "{text}");
     assert!(text.contains("capture.sshd_paths") && text.contains("--sshd-path"), "{text}");
 }
+
+/// `auto` gets fentry where the kernel takes it and the tracepoints where
+/// it refuses (this build machine: EPERM); either way `check` and the log
+/// say which, a refusal in exactly one log line with its reason, and
+/// `fentry` asked for explicitly fails on a refusing kernel naming the
+/// program and the kernel function.
+#[test]
+fn check_says_which_syscall_probes_the_host_got() {
+    let _guard = privileged();
+    let (ok, text) = check(&["--syscall-probes", "auto"]);
+    assert!(ok, "check failed:\n{text}");
+    let refusals: Vec<&str> = text.lines().filter(|l| l.contains("the kernel refused fentry;")).collect();
+    let (fentry_ok, fentry_text) = check(&["--syscall-probes", "fentry"]);
+    if text.contains("syscall probes: fentry") {
+        assert!(refusals.is_empty(), "{text}");
+        assert!(text.contains("probes attached") && text.contains("syscall_probes=fentry"), "{text}");
+        assert!(fentry_ok, "auto got fentry, fentry alone failed:\n{fentry_text}");
+    } else {
+        assert!(text.contains("syscall probes: tracepoints, because the kernel refused fentry"), "{text}");
+        assert_eq!(refusals.len(), 1, "{text}");
+        assert!(refusals[0].contains("reason=") && refusals[0].contains("syscall probes: tracepoints"), "{text}");
+        assert!(refusals[0].contains("program fentry_") && refusals[0].contains(" at fentry __sys_"), "{text}");
+        assert!(text.contains("syscall_probes=tracepoints"), "{text}");
+        assert!(!fentry_ok, "auto fell back, fentry alone passed:\n{fentry_text}");
+        assert!(fentry_text.contains("FAIL ebpf"), "{fentry_text}");
+        assert!(
+            fentry_text.contains("--syscall-probes fentry: the kernel refused it")
+                && fentry_text.contains("program fentry_")
+                && fentry_text.contains(" at fentry __sys_"),
+            "{fentry_text}"
+        );
+    }
+}

@@ -188,5 +188,5 @@ fn raw_syscall_probes_see_the_same_logins() {
     let failure = daemon.wait_event(FAILURE, xena.name);
     assert_eq!(failure["attributes"]["ssh.failure.reason"], "wrong_password");
     // The raw probe was the one attached.
-    daemon.stop_saying("syscall_probes=Raw");
+    daemon.stop_saying("syscall_probes=raw");
 }

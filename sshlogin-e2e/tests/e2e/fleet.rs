@@ -77,7 +77,10 @@ fn heartbeats_count_what_happened_and_wait_in_the_spool_for_the_receiver() {
     assert!(seqs.len() >= 3 && seqs.iter().enumerate().all(|(i, s)| *s == i as u64 + 1), "a heartbeat lost: {seqs:?}");
     let start = records(&mut receiver, "sshlogin.start").pop().expect("sshlogin.start delivered");
     let a = &start["attributes"];
-    assert!(a["sshlogin.probes"].is_string() && a["sshlogin.kernel"].is_string(), "{start}");
+    let probes = a["sshlogin.probes"].as_str().unwrap_or_default();
+    assert!(["fentry", "tracepoints"].contains(&probes), "what auto became: {start}");
+    assert!(daemon.log().contains(&format!("syscall_probes={probes}")), "the start-up log says the same: {start}");
+    assert!(a["sshlogin.kernel"].is_string(), "{start}");
     assert_eq!(a["sshlogin.config"]["heartbeat.interval"], "2s", "{start}");
     assert!(a["sshlogin.sshd.binaries"].as_array().is_some_and(|b| b.iter().any(|p| p == "/usr/sbin/sshd")), "{start}");
     daemon.stop();

@@ -21,6 +21,16 @@ pub enum Call {
 impl Call {
     pub const ALL: [Call; 4] = [Call::Sendto, Call::Setresuid, Call::ForkExit, Call::Getpid];
 
+    /// One word, for the guest's output (`guest.rs`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Call::Sendto => "sendto",
+            Call::Setresuid => "setresuid",
+            Call::ForkExit => "fork",
+            Call::Getpid => "getpid",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Call::Sendto => "sendto (bad fd)",

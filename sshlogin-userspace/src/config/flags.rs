@@ -141,10 +141,12 @@ pub struct ProbeFlags {
     #[arg(long = "sshd-path", value_name = "PATH")]
     pub sshd_paths: Option<Vec<String>>,
 
-    /// How syscall entries are seen: `tracepoints` (one tracepoint per
-    /// syscall sshlogin follows) or `raw` (one raw sys_enter tracepoint for
-    /// all: a little cheaper on sendto, dearer on every syscall sshlogin does
-    /// not follow). See docs/performance.md. [default: tracepoints]
+    /// How sendto, setresuid and connect are seen: `fentry` (fentry/fexit on
+    /// the kernel functions behind them: other processes pay next to
+    /// nothing; refused by hardened kernels), `tracepoints` (one tracepoint
+    /// per syscall; every syscall of every task pays), `raw` (one raw
+    /// sys_enter tracepoint for all) or `auto` (fentry if the kernel takes
+    /// it, else tracepoints). See docs/performance.md. [default: auto]
     #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true)]
     pub syscall_probes: Option<SyscallProbes>,
 }

@@ -54,11 +54,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// How the entry of sendto, setresuid and connect is seen.
+/// How sendto, setresuid and connect are seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyscallProbes {
+    /// fentry where the kernel accepts it, else tracepoints (one log line
+    /// says why).
+    Auto,
+    /// fentry/fexit on the kernel functions behind the syscalls
+    /// (`__sys_sendto`, `__sys_setresuid`, `__sys_connect`): no cost for
+    /// any other syscall, none for these calls by other processes beyond
+    /// the BPF trampoline. Refused by hardened kernels (lockdown): an error.
+    Fentry,
     /// `syscalls:sys_enter_*` for each: only those calls run a program, but
-    /// each pays for the kernel copying its arguments into a record.
+    /// each pays for the kernel copying its arguments into a record, and
+    /// every syscall of every task takes the kernel's slow path.
     Tracepoints,
     /// One raw `sys_enter` tracepoint: every syscall runs a program that
     /// returns at once unless the number matches; matching calls are
@@ -275,7 +284,7 @@ pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 }
 
 /// Chosen by measurement: docs/performance.md.
-pub const DEFAULT_SYSCALL_PROBES: SyscallProbes = SyscallProbes::Tracepoints;
+pub const DEFAULT_SYSCALL_PROBES: SyscallProbes = SyscallProbes::Auto;
 
 /// Every local user can read a process's command line (/proc/PID/cmdline):
 /// a header value or a URL that carries a token belongs in the config file

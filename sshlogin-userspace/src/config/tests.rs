@@ -57,6 +57,7 @@ fn defaults() {
     assert!(c.stdout, "no endpoint: events go to stdout");
     assert_eq!(c.capture.family, ["sshd", "sshd-session", "sshd-auth"]);
     assert_eq!(c.capture.ring_buffer_bytes, 4 << 20);
+    assert_eq!(c.capture.syscall_probes, SyscallProbes::Auto, "fentry where the kernel allows it");
     let o = otlp(&Flags::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], "").unwrap().unwrap();
     assert_eq!(
         (o.format, o.compression, o.timeout),
@@ -230,4 +231,15 @@ fn fleet_signals_from_flags_and_file() {
     let (key, err) = file::parse("[failures]\nmode = \"fold\"").unwrap_err();
     assert_eq!(key.as_deref(), Some("failures.mode"), "{err}");
     assert!(err.contains("each or summary"), "{err}");
+}
+
+#[test]
+fn syscall_probes_from_the_file_and_the_flag() {
+    let c = resolve(&Flags::default(), &env(&[]), file("[capture]\nsyscall_probes = \"fentry\"")).unwrap();
+    assert_eq!(c.capture.syscall_probes, SyscallProbes::Fentry);
+    let mut flags = Flags::default();
+    flags.probes.syscall_probes = Some(SyscallProbes::Tracepoints);
+    let c = resolve(&flags, &env(&[]), file("[capture]\nsyscall_probes = \"fentry\"")).unwrap();
+    assert_eq!(c.capture.syscall_probes, SyscallProbes::Tracepoints, "the flag beats the file");
+    assert!(file::parse("[capture]\nsyscall_probes = \"kprobe\"").is_err());
 }

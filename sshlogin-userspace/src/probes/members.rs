@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData};
-use sshlogin_common::{Member, member};
+use aya::maps::{Array, HashMap, MapData};
+use sshlogin_common::{Member, hint_entries, member};
 
 use crate::decode::TreeId;
 
@@ -32,11 +32,16 @@ pub trait Membership: Send {
 
 pub struct Members {
     map: Mutex<HashMap<MapData, u32, Member>>,
+    /// `MEMBER_HINT`: the kernel's programs skip the hash lookup for a
+    /// pid whose hint slot holds no member, and they count only the
+    /// entries they make; a slot in which the daemon adds one is marked
+    /// there first, for good.
+    hint: Mutex<Array<MapData, u64>>,
 }
 
 impl Members {
-    pub(super) fn new(map: HashMap<MapData, u32, Member>) -> Members {
-        Members { map: Mutex::new(map) }
+    pub(super) fn new(map: HashMap<MapData, u32, Member>, hint: Array<MapData, u64>) -> Members {
+        Members { map: Mutex::new(map), hint: Mutex::new(hint) }
     }
 
     fn get(&self, pid: u32) -> Option<Member> {
@@ -64,6 +69,12 @@ impl Membership for Members {
 
     fn add(&self, pid: u32, id: TreeId) -> Result<()> {
         let m = Member { tree: id.root, flags: 0, tree_ns: id.ns };
+        // Before the entry exists, so that no probe can miss it.
+        self.hint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(hint_entries(pid).1, 1, 0)
+            .with_context(|| format!("marking pid {pid}'s slot in the membership hint MEMBER_HINT"))?;
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,7 +1,10 @@
-//! Loading the embedded eBPF object and attaching its tracepoints.
+//! Loading the embedded eBPF object and attaching its programs: the
+//! `sched:*` tracepoints, and the syscall probes of the backend the kernel
+//! takes (`backend`).
 //!
 //! Dropping [`Probes`] detaches every program and frees the maps.
 
+mod backend;
 pub mod members;
 mod tracefs;
 
@@ -9,10 +12,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, RawTracePoint, TracePoint},
 };
+pub use backend::Backend;
 pub use members::{Members, Membership};
 use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
 
@@ -21,21 +25,13 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ss
 
 pub use crate::config::SyscallProbes;
 
-/// Programs attached in every mode: (program, tracepoint category, name).
-/// The three `sched:*` ones keep the membership map and go first, so that
-/// a process is a member before any syscall probe asks.
+/// Programs attached with every backend: (program, tracepoint category,
+/// name). They keep the membership map and go first, so that a process is
+/// a member before any syscall probe asks.
 const ALWAYS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sys_exit_setresuid", "syscalls", "sys_exit_setresuid"),
-];
-
-/// The per-syscall entry tracepoints, replaced by `raw_sys_enter` in raw mode.
-const ENTRY_TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("sys_enter_setresuid", "syscalls", "sys_enter_setresuid"),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
 /// The oldest kernel with `BPF_MAP_TYPE_RINGBUF`.
@@ -57,12 +53,15 @@ pub fn ensure_tracefs() -> Result<std::path::PathBuf> {
     tracefs::ensure_mounted()
 }
 
-/// The tracepoints (category, name) a mode attaches to; the raw one is
-/// `raw_syscalls:sys_enter`.
+/// The tracepoints (category, name) a mode may attach to; the raw one is
+/// `raw_syscalls:sys_enter`. `auto` lists the syscall tracepoints it falls
+/// back to.
 pub fn tracepoints(mode: SyscallProbes) -> Vec<(&'static str, &'static str)> {
+    let syscalls = backend::TRACEPOINTS.iter().map(|(_, c, n)| (*c, *n));
     let entry: Vec<(&str, &str)> = match mode {
-        SyscallProbes::Tracepoints => ENTRY_TRACEPOINTS.iter().map(|(_, c, n)| (*c, *n)).collect(),
-        SyscallProbes::Raw => vec![("raw_syscalls", "sys_enter")],
+        SyscallProbes::Auto | SyscallProbes::Tracepoints => syscalls.collect(),
+        SyscallProbes::Fentry => vec![],
+        SyscallProbes::Raw => [("raw_syscalls", "sys_enter")].into_iter().chain(syscalls.skip(2).take(1)).collect(),
     };
     ALWAYS.iter().map(|(_, c, n)| (*c, *n)).chain(entry).collect()
 }
@@ -117,6 +116,8 @@ impl From<&crate::config::Capture> for Settings {
 /// The loaded, attached programs. Keep it alive as long as records are wanted.
 pub struct Probes {
     _ebpf: Ebpf,
+    backend: Backend,
+    refusal: Option<String>,
     stats: PerCpuArray<MapData, u64>,
     members: Arc<Members>,
 }
@@ -183,37 +184,45 @@ impl Probes {
             .load(OBJECT)
             .context("loading the eBPF object into the kernel (maps and programs)")?;
 
-        let mut attached = 0;
         for (program, category, name) in ALWAYS {
             attach(&mut ebpf, program, At::Tracepoint(category, name))?;
-            attached += 1;
         }
-        match settings.syscall_probes {
-            SyscallProbes::Tracepoints => {
-                for (program, category, name) in ENTRY_TRACEPOINTS {
-                    attach(&mut ebpf, program, At::Tracepoint(category, name))?;
-                    attached += 1;
-                }
-            }
-            SyscallProbes::Raw => {
-                attach(&mut ebpf, "raw_sys_enter", At::Raw("sys_enter"))?;
-                attached += 1;
-            }
-        }
+        let syscalls = backend::attach_syscalls(&mut ebpf, settings.syscall_probes)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing from the object")?)
             .context("map EVENTS is not a ring buffer")?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
         let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
             .context("map MEMBERS is not a hash of u32 to Member")?;
+        let hint = Array::try_from(ebpf.take_map("MEMBER_HINT").context("map MEMBER_HINT missing from the object")?)
+            .context("map MEMBER_HINT is not an array of u64")?;
         tracing::info!(
-            programs = attached,
-            syscall_probes = ?settings.syscall_probes,
+            programs = ALWAYS.len() + syscalls.programs,
+            syscall_probes = %syscalls.backend,
             family = ?settings.family,
             ring_buffer_bytes = settings.ring_buffer_bytes,
             "probes attached"
         );
-        Ok((Probes { _ebpf: ebpf, stats, members: Arc::new(Members::new(members)) }, ring))
+        Ok((
+            Probes {
+                _ebpf: ebpf,
+                backend: syscalls.backend,
+                refusal: syscalls.refusal,
+                stats,
+                members: Arc::new(Members::new(members, hint)),
+            },
+            ring,
+        ))
+    }
+
+    /// The syscall probes this host got.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why the kernel refused fentry, when `auto` fell back to tracepoints.
+    pub fn fentry_refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
     }
 
     /// The membership map, shared with admission.
@@ -267,6 +276,10 @@ enum At<'a> {
     Tracepoint(&'a str, &'a str),
     /// A raw tracepoint, by name.
     Raw(&'a str),
+    /// The entry of a kernel function, by name, found in the kernel's BTF.
+    FEntry(&'a str, &'a Btf),
+    /// The return of a kernel function, by name, found in the kernel's BTF.
+    FExit(&'a str, &'a Btf),
 }
 
 impl std::fmt::Display for At<'_> {
@@ -274,6 +287,8 @@ impl std::fmt::Display for At<'_> {
         match self {
             At::Tracepoint(category, name) => write!(f, "tracepoint {category}:{name}"),
             At::Raw(name) => write!(f, "raw tracepoint {name}"),
+            At::FEntry(function, _) => write!(f, "fentry {function}"),
+            At::FExit(function, _) => write!(f, "fexit {function}"),
         }
     }
 }
@@ -283,7 +298,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, at: At<'_>) -> Result<()> {
     let what = format!("program {program} at {at}");
     let prog = ebpf.program_mut(program).with_context(|| format!("{what} is missing from the eBPF object"))?;
     let wrong_kind = || format!("{what} is not a program of that kind");
-    let loading = || format!("loading {what} (verifier or permissions)");
+    let loading = || format!("loading {what} (verifier, BTF or permissions)");
     let attaching = || format!("attaching {what}");
     match at {
         At::Tracepoint(category, name) => {
@@ -295,6 +310,16 @@ fn attach(ebpf: &mut Ebpf, program: &str, at: At<'_>) -> Result<()> {
             let tp: &mut RawTracePoint = prog.try_into().with_context(wrong_kind)?;
             tp.load().with_context(loading)?;
             tp.attach(name).with_context(attaching)?;
+        }
+        At::FEntry(function, btf) => {
+            let p: &mut FEntry = prog.try_into().with_context(wrong_kind)?;
+            p.load(function, btf).with_context(loading)?;
+            p.attach().with_context(attaching)?;
+        }
+        At::FExit(function, btf) => {
+            let p: &mut FExit = prog.try_into().with_context(wrong_kind)?;
+            p.load(function, btf).with_context(loading)?;
+            p.attach().with_context(attaching)?;
         }
     }
     Ok(())

@@ -17,11 +17,12 @@ finish() {
 }
 trap finish EXIT
 
-step() { # NAME COMMAND...: runs it, records its exit status
+STEPS="$R/steps"
+step() { # NAME COMMAND...: runs it, records its exit status in $STEPS
     local name=$1
     shift
     "$@" > "$R/$name.out" 2>&1
-    echo "$name $?" >> "$R/steps"
+    echo "$name $?" >> "$STEPS"
 }
 
 mountpoint -q /proc || mount -t proc proc /proc
@@ -76,32 +77,47 @@ echo $? > "$R/check.rc"
 # The raw records too, for `sshlogin replay` on the host when a cell fails.
 /payload/sshlogin capture -o "$R/capture.hex" 2> "$R/capture.log" &
 capture=$!
-/payload/sshlogin run --state-dir /var/lib/sshlogin > "$R/events.jsonl" 2> "$R/daemon.log" &
-daemon=$!
-for _ in $(seq 1 120); do
-    grep -q "probes attached" "$R/daemon.log" && break
-    kill -0 "$daemon" 2> /dev/null || break
-    sleep 0.5
-done
 
 SSH="ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR"
 KEY="-o BatchMode=yes -o PasswordAuthentication=no -o IdentitiesOnly=yes"
 PW="-o PubkeyAuthentication=no -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1"
 
-# PAM (port 2201)
-step key-login $SSH $KEY -i /root/keys/good -p 2201 sl-vm-alice@127.0.0.1 'sleep 0.3'
-step wrong-key $SSH $KEY -i /root/keys/wrong -p 2201 sl-vm-bob@127.0.0.1 true
-step invalid-user $SSH $KEY -i /root/keys/wrong -p 2201 sl-vm-nosuch@127.0.0.1 true
-step wrong-password sshpass -p not-the-password $SSH $PW -p 2201 sl-vm-carol@127.0.0.1 true
-step password-login sshpass -p pw-sl-vm-erin-ok $SSH $PW -p 2201 sl-vm-erin@127.0.0.1 'sleep 0.3'
-# UsePAM no (port 2202)
-step nopam-key-login $SSH $KEY -i /root/keys/good -p 2202 sl-vm-dave@127.0.0.1 'sleep 0.3'
-step nopam-wrong-key $SSH $KEY -i /root/keys/wrong -p 2202 sl-vm-bob@127.0.0.1 true
+scenario() { # SUFFIX DAEMON-ARGS...: the clients, with `sshlogin run ARGS` watching
+    local suffix=$1
+    shift
+    STEPS="$R/steps$suffix"
+    /payload/sshlogin run --state-dir "/var/lib/sshlogin$suffix" "$@" \
+        > "$R/events$suffix.jsonl" 2> "$R/daemon$suffix.log" &
+    local daemon=$!
+    for _ in $(seq 1 120); do
+        grep -q "probes attached" "$R/daemon$suffix.log" && break
+        kill -0 "$daemon" 2> /dev/null || break
+        sleep 0.5
+    done
 
-# Let the last closes and failures through the pipeline, then stop it the
-# way systemd does.
-sleep 3
-kill -TERM "$daemon" "$capture"
-wait "$daemon"
-echo $? > "$R/daemon.rc"
+    # PAM (port 2201)
+    step key-login $SSH $KEY -i /root/keys/good -p 2201 sl-vm-alice@127.0.0.1 'sleep 0.3'
+    step wrong-key $SSH $KEY -i /root/keys/wrong -p 2201 sl-vm-bob@127.0.0.1 true
+    step invalid-user $SSH $KEY -i /root/keys/wrong -p 2201 sl-vm-nosuch@127.0.0.1 true
+    step wrong-password sshpass -p not-the-password $SSH $PW -p 2201 sl-vm-carol@127.0.0.1 true
+    step password-login sshpass -p pw-sl-vm-erin-ok $SSH $PW -p 2201 sl-vm-erin@127.0.0.1 'sleep 0.3'
+    # UsePAM no (port 2202)
+    step nopam-key-login $SSH $KEY -i /root/keys/good -p 2202 sl-vm-dave@127.0.0.1 'sleep 0.3'
+    step nopam-wrong-key $SSH $KEY -i /root/keys/wrong -p 2202 sl-vm-bob@127.0.0.1 true
+
+    # Let the last closes and failures through the pipeline, then stop it
+    # the way systemd does.
+    sleep 3
+    kill -TERM "$daemon"
+    wait "$daemon"
+    echo $? > "$R/daemon$suffix.rc"
+}
+
+# The default backend (auto), then, where it got fentry, the same clients
+# again with the tracepoints: the host compares the two sets of events.
+scenario ""
+kill -TERM "$capture"
 wait "$capture"
+if grep -q "syscall_probes=fentry" "$R/daemon.log"; then
+    scenario -tracepoints --syscall-probes tracepoints
+fi

@@ -63,33 +63,113 @@ pub fn judge(cell: &Cell, results: &Results) -> Outcome {
     facts.insert("machine", read(dir, "arch"));
     let mut problems = Vec::new();
 
-    let steps: BTreeMap<String, i32> = read(dir, "steps")
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(-1)))
-        .collect();
-    let events: Vec<Value> = read(dir, "events.jsonl").lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let lines = read(dir, "events.jsonl").lines().count();
-    if lines != events.len() {
-        problems.push(format!("{} of {lines} stdout lines are not JSON events", lines - events.len()));
-    }
-
+    let auto = Pass::read(dir, "", &mut problems);
+    facts.insert("backend", auto.backend.clone());
     check_check(cell, dir, &facts, &mut problems);
-    let log = read(dir, "daemon.log");
-    if read(dir, "daemon.rc") != "0" {
-        problems.push(format!("the daemon exited with {:?}; its log:\n{log}", read(dir, "daemon.rc")));
-    }
-    if !log.contains("decode_errors=0") {
-        problems.push(format!("the daemon's summary shows decode errors or is missing:\n{log}"));
-    }
-    if log.contains(" ERROR ") {
-        problems.push(format!("the daemon logged errors:\n{log}"));
+    if let Some(want) = cell.backend
+        && auto.backend != want
+    {
+        problems.push(format!("--syscall-probes auto got {:?}, want {want}:\n{}", auto.backend, auto.log));
     }
 
     let fingerprint = read(dir, "good-fingerprint");
-    let pam = half(true, &steps, &events, &fingerprint);
-    let nopam = half(false, &steps, &events, &fingerprint);
-    Outcome { cell: *cell, facts, problems, rows: vec![pam, nopam] }
+    let mut rows =
+        vec![half(true, &auto.steps, &auto.events, &fingerprint), half(false, &auto.steps, &auto.events, &fingerprint)];
+    // Where auto got fentry the guest ran the clients again with the
+    // tracepoints: the same logins must make the same events.
+    if auto.backend == "fentry" {
+        let tp = Pass::read(dir, "-tracepoints", &mut problems);
+        if tp.backend != "tracepoints" {
+            problems.push(format!("the second pass ran {:?}, not the tracepoints:\n{}", tp.backend, tp.log));
+        }
+        for row in &mut rows {
+            let again = half(row.pam, &tp.steps, &tp.events, &fingerprint);
+            row.problems.extend(again.problems.into_iter().map(|p| format!("tracepoints: {p}")));
+            let port = if row.pam { 2201 } else { 2202 };
+            let (a, b) = (comparable(&auto.events, port), comparable(&tp.events, port));
+            if a != b {
+                row.problems.push(format!(
+                    "fentry and tracepoints made different events:\n  fentry only: {:?}\n  tracepoints only: {:?}",
+                    a.iter().filter(|e| !b.contains(e)).collect::<Vec<_>>(),
+                    b.iter().filter(|e| !a.contains(e)).collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    Outcome { cell: *cell, facts, problems, rows }
+}
+
+/// One run of the clients with one daemon (`events{suffix}.jsonl`, …).
+struct Pass {
+    steps: BTreeMap<String, i32>,
+    events: Vec<Value>,
+    log: String,
+    /// The syscall probes the daemon said it attached.
+    backend: String,
+}
+
+impl Pass {
+    fn read(dir: &Path, suffix: &str, problems: &mut Vec<String>) -> Pass {
+        let steps = read(dir, &format!("steps{suffix}"))
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(-1)))
+            .collect();
+        let text = read(dir, &format!("events{suffix}.jsonl"));
+        let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let lines = text.lines().count();
+        if lines != events.len() {
+            problems.push(format!("{} of {lines} stdout lines are not JSON events", lines - events.len()));
+        }
+        let log = read(dir, &format!("daemon{suffix}.log"));
+        let rc = read(dir, &format!("daemon{suffix}.rc"));
+        if rc != "0" {
+            problems.push(format!("the daemon{suffix} exited with {rc:?}; its log:\n{log}"));
+        }
+        if !log.contains("decode_errors=0") {
+            problems.push(format!("the daemon{suffix}'s summary shows decode errors or is missing:\n{log}"));
+        }
+        if log.contains(" ERROR ") {
+            problems.push(format!("the daemon{suffix} logged errors:\n{log}"));
+        }
+        let backend = backend(&log).unwrap_or("?").to_string();
+        Pass { steps, events, log, backend }
+    }
+}
+
+/// `syscall_probes=NAME` of the daemon's "probes attached" line.
+fn backend(log: &str) -> Option<&str> {
+    let line = log.lines().find(|l| l.contains("probes attached"))?;
+    let rest = &line[line.find("syscall_probes=")? + "syscall_probes=".len()..];
+    rest.split_whitespace().next()
+}
+
+/// The events of one sshd (by port) without what differs between two runs
+/// of the same logins (times, pids, client ports, ids, durations, the audit
+/// session number, the body that repeats them), sorted.
+fn comparable(events: &[Value], port: u16) -> Vec<String> {
+    const VARYING: &[&str] = &[
+        "client.port",
+        "log.record.uid",
+        "process.pid",
+        "process.parent_pid",
+        "ssh.connection.id",
+        "ssh.session.duration_ms",
+        "linux.audit.session_id",
+    ];
+    let mut out: Vec<String> = events
+        .iter()
+        .filter(|e| attr(e, "server.port") == port)
+        .map(|e| {
+            let mut attributes = e["attributes"].clone();
+            if let Some(map) = attributes.as_object_mut() {
+                map.retain(|k, _| !VARYING.contains(&k.as_str()));
+            }
+            format!("{} {} {attributes}", e["event_name"], e["severity_text"])
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// `sshlogin check --no-network` in the guest: exit 0, the guest's kernel,
@@ -106,10 +186,19 @@ fn check_check(cell: &Cell, dir: &Path, facts: &BTreeMap<&str, String>, problems
     if !text.lines().any(|l| l.starts_with("ok   sshd") && l.contains(cell.layout)) {
         problems.push(format!("sshlogin check did not report the {:?} layout:\n{text}", cell.layout));
     }
-    for item in ["tracefs", "tracepoints", "ebpf", "pam-audit", "syslog"] {
+    for item in ["tracefs", "tracepoints", "pam-audit", "syslog"] {
         if !text.lines().any(|l| l.starts_with("ok") && l.split_whitespace().nth(1) == Some(item)) {
             problems.push(format!("sshlogin check: {item} is not ok:\n{text}"));
         }
+    }
+    // ok with fentry; a warning (with the kernel's reason) when auto fell
+    // back to the tracepoints. Either way the backend the daemon got.
+    let backend = &facts["backend"];
+    let said = format!("syscall probes: {backend}");
+    let ebpf = text.lines().find(|l| l.split_whitespace().nth(1) == Some("ebpf")).unwrap_or("");
+    let fine = if backend == "fentry" { ebpf.starts_with("ok") } else { !ebpf.starts_with("FAIL") };
+    if !fine || !ebpf.contains(&said) {
+        problems.push(format!("sshlogin check's ebpf item does not say ok with {said:?}:\n{text}"));
     }
 }
 
@@ -204,4 +293,36 @@ fn half(pam: bool, steps: &BTreeMap<String, i32>, events: &[Value], fingerprint:
         }
     }
     Row { pam, problems: p, events: mine.len() }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_backend_is_read_from_the_probes_attached_line() {
+        let log = "x INFO sshlogin::probes::backend: the kernel refused fentry; syscall probes: tracepoints reason=...\n\
+                   x INFO sshlogin::probes: probes attached programs=7 syscall_probes=tracepoints family=[\"sshd\"]";
+        assert_eq!(backend(log), Some("tracepoints"));
+        assert_eq!(backend("x INFO probes attached programs=7 syscall_probes=fentry"), Some("fentry"));
+        assert_eq!(backend("nothing attached"), None);
+    }
+
+    #[test]
+    fn comparable_events_differ_only_in_what_the_logins_make() {
+        let event = |port: u16, pid: u32, method: &str| {
+            json!({"event_name": "ssh.session.open", "severity_text": "INFO",
+                   "attributes": {"server.port": port, "process.pid": pid, "client.port": pid + 1,
+                                  "ssh.auth.method": method, "user.name": "u"}})
+        };
+        let a = [event(2201, 10, "publickey"), event(2202, 11, "password")];
+        let b = [event(2202, 20, "password"), event(2201, 30, "publickey")];
+        assert_eq!(comparable(&a, 2201), comparable(&b, 2201));
+        assert_eq!(comparable(&a, 2202), comparable(&b, 2202));
+        let c = [event(2201, 30, "password")];
+        assert_ne!(comparable(&a, 2201), comparable(&c, 2201));
+        assert_ne!(comparable(&a, 2201), comparable(&[], 2201));
+    }
 }

@@ -5,6 +5,7 @@
 //! scenario in guest.sh as PID 1) → judge (the events the guest recorded)
 //! → docs/portability.md (with --record).
 
+pub mod bench;
 mod image;
 mod judge;
 mod qemu;
@@ -52,6 +53,9 @@ pub struct Cell {
     pub userland: &'static str,
     /// What `sshlogin check` must say about sshd's layout there.
     pub layout: &'static str,
+    /// The syscall probes `auto` must get there, if the cell is about
+    /// them: Debian's amd64 kernels allow fentry; arm64 gets what it gets.
+    pub backend: Option<&'static str>,
 }
 
 pub const CELLS: &[Cell] = &[
@@ -61,6 +65,7 @@ pub const CELLS: &[Cell] = &[
         kernel_suite: "bookworm",
         userland: "bookworm",
         layout: "one sshd binary",
+        backend: Some("fentry"),
     },
     Cell {
         name: "debian11",
@@ -68,14 +73,23 @@ pub const CELLS: &[Cell] = &[
         kernel_suite: "bullseye",
         userland: "bookworm",
         layout: "one sshd binary",
+        backend: Some("fentry"),
     },
-    Cell { name: "debian13", arch: Arch::Amd64, kernel_suite: "trixie", userland: "trixie", layout: "OpenSSH 10" },
+    Cell {
+        name: "debian13",
+        arch: Arch::Amd64,
+        kernel_suite: "trixie",
+        userland: "trixie",
+        layout: "OpenSSH 10",
+        backend: Some("fentry"),
+    },
     Cell {
         name: "debian12-arm64",
         arch: Arch::Arm64,
         kernel_suite: "bookworm",
         userland: "bookworm",
         layout: "one sshd binary",
+        backend: None,
     },
 ];
 

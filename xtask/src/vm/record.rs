@@ -10,8 +10,8 @@ use super::judge::Outcome;
 
 const BEGIN: &str = "<!-- matrix:begin (cargo xtask vm-test --record) -->";
 const END: &str = "<!-- matrix:end -->";
-const HEADER: &str = "| cell | arch | kernel | userland | OpenSSH | PAM | result | events | last run | QEMU |\n\
-                      | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+const HEADER: &str = "| cell | arch | kernel | backend | userland | OpenSSH | PAM | result | events | last run | QEMU |\n\
+                      | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 pub fn write(doc: &Path, outcomes: &[Outcome]) -> Result<()> {
     let text = fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
@@ -39,10 +39,11 @@ pub fn write(doc: &Path, outcomes: &[Outcome]) -> Result<()> {
         for (pam, result, events) in cell_rows {
             let fact = |k: &str| o.facts.get(k).cloned().unwrap_or_else(|| "?".into());
             let line = format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 o.cell.name,
                 o.cell.arch.debian(),
                 fact("kernel"),
+                fact("backend"),
                 o.cell.userland,
                 fact("openssh"),
                 if pam { "yes" } else { "no" },
@@ -75,10 +76,12 @@ pub fn write(doc: &Path, outcomes: &[Outcome]) -> Result<()> {
     Ok(())
 }
 
-/// A row's identity: its cell and PAM columns.
+/// A row's identity: its cell and PAM columns (the PAM column counted
+/// from the end, so that rows written before a column was added still
+/// match theirs).
 fn key(line: &str) -> String {
     let cols: Vec<&str> = line.split('|').map(str::trim).collect();
-    format!("{}/{}", cols.get(1).unwrap_or(&""), cols.get(6).unwrap_or(&""))
+    format!("{}/{}", cols.get(1).unwrap_or(&""), cols.len().checked_sub(6).and_then(|i| cols.get(i)).unwrap_or(&""))
 }
 
 /// The first problem, on one line, short enough for a table cell.
