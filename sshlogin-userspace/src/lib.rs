@@ -26,6 +26,7 @@ pub mod otel;
 pub mod pipeline;
 pub mod probes;
 pub mod resource;
+pub mod ring;
 pub mod source;
 pub mod spool;
 

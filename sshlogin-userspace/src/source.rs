@@ -13,8 +13,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use tokio::sync::mpsc;
+
+use crate::ring::Ring;
 
 /// Raw records drained in one wake-up.
 pub type Batch = Vec<Vec<u8>>;
@@ -34,7 +36,8 @@ impl Stopper {
 
 /// Starts the reader. It reads until stopped, then drains what is left and
 /// ends; it ends early if the receiving side has gone away.
-pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+pub fn spawn(map: MapData, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+    let ring = Ring::new(&map)?;
     // SAFETY: eventfd with valid flags; the result is checked before use.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
@@ -50,7 +53,7 @@ pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> Result<(JoinHan
     Ok((handle, stopper))
 }
 
-fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
+fn read(mut ring: Ring, tx: mpsc::Sender<Batch>, stop: Stopper) {
     let mut fds = [
         libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: stop.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -70,11 +73,9 @@ fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>) -> Batch {
+fn drain(ring: &mut Ring) -> Batch {
     let mut batch = Vec::new();
-    while let Some(item) = ring.next() {
-        batch.push(item[..used_len(&item)].to_vec());
-    }
+    ring.drain(&mut batch, used_len);
     batch
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, Map, MapData, PerCpuArray},
     programs::{RawTracePoint, TracePoint},
 };
 pub use members::{Members, Membership};
@@ -137,7 +137,7 @@ pub struct KernelCounters {
 impl Probes {
     /// Loads and attaches everything; returns the probes and the ring buffer
     /// their records arrive in.
-    pub fn load(settings: &Settings) -> Result<(Probes, RingBuf<MapData>)> {
+    pub fn load(settings: &Settings) -> Result<(Probes, MapData)> {
         // Before anything else, so an old kernel gets this sentence rather
         // than the verifier's or the map type's errno.
         let release = kernel_release();
@@ -200,8 +200,10 @@ impl Probes {
                 attached += 1;
             }
         }
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing from the object")?)
-            .context("map EVENTS is not a ring buffer")?;
+        // Mapped by the reader (crate::ring), which maps its data pages once.
+        let Map::RingBuf(ring) = ebpf.take_map("EVENTS").context("map EVENTS missing from the object")? else {
+            bail!("map EVENTS is not a ring buffer");
+        };
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
         let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
