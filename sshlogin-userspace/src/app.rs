@@ -20,6 +20,7 @@ use crate::{
     decode,
     export::{Exporters, stdout::StdoutSink},
     host::{self, Nss, SystemClock, procfs::ProcFs},
+    memory,
     metrics::{KernelDropped, Metrics, Refused},
     otel,
     pipeline::Pipeline,
@@ -31,6 +32,9 @@ use crate::{
 const IDLE_TICK: Duration = Duration::from_secs(10);
 /// Batches between the ring-buffer reader and the pipeline.
 const READER_QUEUE: usize = 4096;
+/// How long records must have stopped before the memory they used is
+/// handed back to the kernel (crate::memory).
+const QUIET: Duration = Duration::from_secs(1);
 
 pub async fn main(command: cli::Command) -> Result<()> {
     match command {
@@ -123,6 +127,9 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
+    // What loading the probes parsed is garbage now.
+    memory::release();
+    let mut last_batch: Option<std::time::Instant> = None;
     tracing::info!("reporting SSH logins");
     // systemd (Type=notify) starts sshd only now: no login before the probes.
     host::notify("READY=1");
@@ -131,10 +138,14 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             .next_due()
             .map(|due| Duration::from_nanos(due.saturating_sub(host::boot_now_ns())))
             .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK);
+            .min(IDLE_TICK)
+            .min(if last_batch.is_some() { QUIET } else { IDLE_TICK });
         tokio::select! {
             batch = rx.recv() => match batch {
-                Some(batch) => pipeline.records(batch, &mut events),
+                Some(batch) => {
+                    pipeline.records(batch, &mut events);
+                    last_batch = Some(std::time::Instant::now());
+                }
                 None => break,
             },
             _ = tokio::time::sleep(wait) => {}
@@ -162,6 +173,10 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             failed = Some(e);
         }
         events.clear();
+        if last_batch.is_some_and(|at| at.elapsed() >= QUIET) {
+            memory::release();
+            last_batch = None;
+        }
     }
     host::notify("STOPPING=1");
     if reader.0.join().is_err() {

@@ -21,6 +21,7 @@ pub mod enrich;
 pub mod event;
 pub mod export;
 pub mod host;
+pub mod memory;
 pub mod metrics;
 pub mod otel;
 pub mod pipeline;
