@@ -118,22 +118,9 @@ impl Ring {
             }
             let n = (len & !(BUSY | DISCARD)) as usize;
             if len & DISCARD == 0 && n <= size {
-                let start = (at + HDR) % size;
-                let first = n.min(size - start);
-                // SAFETY: both pieces lie within the data pages.
-                let (a, b) = unsafe {
-                    (
-                        std::slice::from_raw_parts(self.data().add(start), first),
-                        std::slice::from_raw_parts(self.data(), n - first),
-                    )
-                };
-                out.push(if b.is_empty() {
-                    a[..used(a).min(n)].to_vec()
-                } else {
-                    let mut whole = [a, b].concat();
-                    whole.truncate(used(&whole));
-                    whole
-                });
+                // SAFETY: the data pages, mapped once, `size` bytes.
+                let data = unsafe { std::slice::from_raw_parts(self.data(), size) };
+                out.push(copy_record(data, (at + HDR) % size, n, &used));
             }
             cons += (HDR + n).next_multiple_of(8) as u64;
             self.consumer_pos().store(cons, Ordering::Release);
@@ -141,8 +128,43 @@ impl Ring {
     }
 }
 
+/// The `n` bytes at `start` of the circular `data`, cut to `used` of them.
+fn copy_record(data: &[u8], start: usize, n: usize, used: impl Fn(&[u8]) -> usize) -> Vec<u8> {
+    let first = n.min(data.len() - start);
+    let (a, b) = (&data[start..start + first], &data[..n - first]);
+    if b.is_empty() {
+        return a[..used(a).min(n)].to_vec();
+    }
+    let mut whole = [a, b].concat();
+    whole.truncate(used(&whole));
+    whole
+}
+
 impl AsRawFd for Ring {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_record;
+
+    #[test]
+    fn a_record_past_the_end_continues_at_the_start() {
+        let data: Vec<u8> = (0..16).collect();
+        assert_eq!(copy_record(&data, 4, 3, |r| r.len()), [4, 5, 6]);
+        assert_eq!(copy_record(&data, 14, 5, |r| r.len()), [14, 15, 0, 1, 2]);
+        assert_eq!(copy_record(&data, 8, 8, |r| r.len()), [8, 9, 10, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn only_the_used_part_is_kept() {
+        let data: Vec<u8> = (0..16).collect();
+        // The length the record itself says, read from its first byte.
+        let used = |r: &[u8]| usize::from(r[0] - 10);
+        assert_eq!(copy_record(&data, 12, 8, used), [12, 13]);
+        assert_eq!(copy_record(&data, 14, 8, used), [14, 15, 0, 1]);
+        assert_eq!(copy_record(&data, 12, 4, |_| 99), [12, 13, 14, 15], "never more than the record");
     }
 }
