@@ -3,7 +3,8 @@
 //! a real burst. Needs root. Writes a Markdown report (`--out`).
 //!
 //! `--quick`: one short repetition of everything (CI's smoke run; no
-//! targets are judged).
+//! targets are judged). `--footprint`: only the burst and the footprint,
+//! a partial report (for work on the daemon's own memory and CPU).
 
 mod delivery;
 mod report;
@@ -30,6 +31,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     let pipeline = args.iter().position(|a| a == "--pipeline").and_then(|i| args.get(i + 1)).cloned();
+    let footprint_only = args.iter().any(|a| a == "--footprint");
     if args.iter().any(|a| a == "--list") {
         return; // cargo bench asks the harness for its benchmarks
     }
@@ -45,6 +47,9 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_sshlogin");
     harness::use_binary(bin);
     let mut r = report::Report::new(plan.quick);
+    if footprint_only {
+        return finish(footprint(&plan, bin, r, pipeline), out);
+    }
 
     eprintln!("bench: syscall costs ({} repetitions)", plan.reps);
     let auditd = Command::new("auditd").arg("-v").output().is_ok();
@@ -139,6 +144,12 @@ fn main() {
     eprintln!("bench: a webhook backlog of {backlog} events");
     r.webhook_backlog(backlog, delivery::webhook_backlog(backlog));
 
+    finish(footprint(&plan, bin, r, pipeline), out);
+}
+
+/// Sections 5 to 7: a burst of failed logins against an idle daemon, its
+/// memory and CPU.
+fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<String>) -> report::Report {
     eprintln!("bench: footprint and a burst of {} failed logins", plan.burst);
     let metrics_port = harness::free_port();
     let listen = format!("127.0.0.1:{metrics_port}");
@@ -186,6 +197,10 @@ fn main() {
         r.pipeline(&path);
     }
     r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
+    r
+}
+
+fn finish(r: report::Report, out: Option<PathBuf>) {
     let text = r.finish();
     println!("{text}");
     if let Some(out) = out {
