@@ -153,13 +153,17 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
     eprintln!("bench: footprint and a burst of {} failed logins", plan.burst);
     let metrics_port = harness::free_port();
     let listen = format!("127.0.0.1:{metrics_port}");
-    let mut daemon = harness::Daemon::start(&["--metrics-listen", &listen]);
+    // As deployed: the OTLP exporter behind its spool. stdout too, for
+    // counting the events.
+    let (otlp_port, _arrivals) = delivery::receiver();
+    let endpoint = format!("http://127.0.0.1:{otlp_port}");
+    let mut daemon = harness::Daemon::start(&["--metrics-listen", &listen, "--stdout", "--otlp-endpoint", &endpoint]);
     thread::sleep(Duration::from_secs(1));
     let pid = daemon.pid();
     let rss_idle = report::rss_kib(pid);
     let ctx0 = report::context_switches(pid);
     thread::sleep(plan.idle);
-    let wakeups = (report::context_switches(pid) - ctx0) as f64 / plan.idle.as_secs_f64();
+    let wakeups = report::wakeups(&ctx0, &report::context_switches(pid)) as f64 / plan.idle.as_secs_f64();
     let ned = harness::user("sl-ned");
     let sshd = harness::Sshd::start(true, "MaxStartups 2000\nMaxAuthTries 6\n");
     let logged_before = harness::logged(&format!("Failed password for {} from", ned.name)).len();

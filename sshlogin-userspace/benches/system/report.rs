@@ -328,20 +328,28 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Voluntary and involuntary context switches of every thread: each is a
-/// wake-up.
-pub fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+/// Voluntary and involuntary context switches of each thread, by thread
+/// id: each is a wake-up.
+pub fn context_switches(pid: u32) -> BTreeMap<String, u64> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return BTreeMap::new() };
     tasks
         .filter_map(Result::ok)
         .map(|t| {
-            read(&t.path().join("status").to_string_lossy())
+            let n = read(&t.path().join("status").to_string_lossy())
                 .lines()
                 .filter(|l| l.contains("ctxt_switches"))
                 .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>()
+                .sum::<u64>();
+            (t.file_name().to_string_lossy().into_owned(), n)
         })
-        .sum()
+        .collect()
+}
+
+/// Wake-ups between two [`context_switches`]: a thread that ended meanwhile
+/// (the runtime's blocking threads end after 10 s idle) takes its count
+/// with it, so each thread counts from its first reading.
+pub fn wakeups(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
+    after.iter().map(|(tid, n)| n - before.get(tid).copied().unwrap_or(0).min(*n)).sum()
 }
 
 /// utime + stime, in clock ticks.
