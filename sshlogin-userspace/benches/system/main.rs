@@ -7,6 +7,7 @@
 //! a partial report (for work on the daemon's own memory and CPU).
 
 mod delivery;
+mod footprint;
 mod report;
 mod stats;
 mod syscalls;
@@ -161,6 +162,7 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
     thread::sleep(Duration::from_secs(1));
     let pid = daemon.pid();
     let rss_idle = report::rss_kib(pid);
+    let memory_idle = footprint::memory(pid, bin);
     let ctx0 = report::context_switches(pid);
     thread::sleep(plan.idle);
     let wakeups = report::wakeups(&ctx0, &report::context_switches(pid)) as f64 / plan.idle.as_secs_f64();
@@ -168,6 +170,7 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
     let sshd = harness::Sshd::start(true, "MaxStartups 2000\nMaxAuthTries 6\n");
     let logged_before = harness::logged(&format!("Failed password for {} from", ned.name)).len();
     let cpu0 = report::cpu_ticks(pid);
+    let threads0 = footprint::threads(pid);
     let started = std::time::Instant::now();
     let clients: Vec<_> = (0..plan.burst)
         .map(|_| {
@@ -187,7 +190,9 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
     daemon.settle(Duration::from_secs(2));
     let events = daemon.events_for("ssh.auth.failure", ned.name).len();
     let cpu = report::cpu_ticks(pid) - cpu0;
+    let threads = footprint::cpu_by_thread(&threads0, &footprint::threads(pid));
     let rss_after = report::rss_kib(pid);
+    let memory_after = footprint::memory(pid, bin);
     let dropped: u64 = ["ringbuf_full", "read_failed", "pending_full"]
         .iter()
         .map(|reason| harness::metric(metrics_port, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")))
@@ -200,7 +205,17 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
     if let Some(path) = pipeline {
         r.pipeline(&path);
     }
-    r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
+    r.footprint(&report::Footprint {
+        rss_idle,
+        rss_after,
+        wakeups,
+        cpu_ticks: cpu,
+        events,
+        binary: fs::metadata(bin).map(|m| m.len()).unwrap_or(0),
+        memory_idle,
+        memory_after,
+        threads,
+    });
     r
 }
 
