@@ -253,13 +253,15 @@ impl Report {
         for ((what, idle), (_, after)) in f.memory_idle.parts().iter().zip(f.memory_after.parts()) {
             t.push_str(&format!("| {what} | {idle} | {after} |\n"));
         }
-        t.push_str(
+        t.push_str(&format!(
             "\n### Where the CPU goes\n\nCPU of the burst by thread (`/proc/PID/task/*/stat`), µs per event, user + \
              system: the main thread runs the pipeline (decode, correlate with its /proc and socket look-ups, \
              enrich) and the exporters' async side (HTTP, encoding); the runtime's blocking threads commit the \
-             spool (fsync); the reader empties the ring buffer.\n\n| thread | user | system | total |\n\
+             spool (fsync); the reader empties the ring buffer. The kernel counts thread time in 10 ms ticks: \
+             each figure is good to about {:.0} µs per event.\n\n| thread | user | system | total |\n\
              | --- | --- | --- | --- |\n",
-        );
+            per_event(1)
+        ));
         let mut counted = 0;
         for (name, (user, sys)) in &f.threads {
             counted += user + sys;
