@@ -22,6 +22,7 @@ use crate::{
     export::{Exporters, stdout::StdoutSink},
     host::{self, Nss, SystemClock, procfs::ProcFs},
     lifecycle::{self, Lifecycle},
+    memory,
     metrics::{KernelDropped, Metrics, Refused},
     otel,
     pipeline::Pipeline,
@@ -35,6 +36,9 @@ use crate::{
 const IDLE_TICK: Duration = Duration::from_secs(10);
 /// Batches between the ring-buffer reader and the pipeline.
 const READER_QUEUE: usize = 4096;
+/// How long records must have stopped before the memory they used is
+/// handed back to the kernel (crate::memory).
+const QUIET: Duration = Duration::from_secs(1);
 
 pub async fn main(command: cli::Command) -> Result<()> {
     match command {
@@ -136,6 +140,9 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     let mut counters_read = std::time::Instant::now();
     let mut events = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
+    // What loading the probes parsed is garbage now.
+    memory::release();
+    let mut last_batch: Option<std::time::Instant> = None;
     tracing::info!("reporting SSH logins");
     // systemd (Type=notify) starts sshd only now: no login before the probes.
     host::notify("READY=1");
@@ -152,10 +159,14 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             .map(|due| Duration::from_nanos(due.saturating_sub(host::boot_now_ns())))
             .into_iter()
             .chain(lifecycle.due_in())
-            .fold(IDLE_TICK, Duration::min);
+            .fold(IDLE_TICK, Duration::min)
+            .min(if last_batch.is_some() { QUIET } else { IDLE_TICK });
         tokio::select! {
             batch = rx.recv() => match batch {
-                Some(batch) => pipeline.records(batch, &mut events),
+                Some(batch) => {
+                    pipeline.records(batch, &mut events);
+                    last_batch = Some(std::time::Instant::now());
+                }
                 None => break,
             },
             _ = tokio::time::sleep(wait) => {}
@@ -189,6 +200,10 @@ async fn run(args: cli::RunArgs) -> Result<()> {
             failed = Some(e);
         }
         events.clear();
+        if last_batch.is_some_and(|at| at.elapsed() >= QUIET) {
+            memory::release();
+            last_batch = None;
+        }
     }
     host::notify("STOPPING=1");
     if reader.0.join().is_err() {

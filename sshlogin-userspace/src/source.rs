@@ -5,16 +5,28 @@
 //! endpoint or a busy pipeline never keeps it from emptying the kernel's
 //! buffer; a full queue to the pipeline blocks it, and then the kernel
 //! counts what it cannot deliver.
+//!
+//! The kernel wakes the reader for each record while it keeps up, and each
+//! wake-up then wakes the pipeline and the exporters: under load that chain
+//! of wake-ups cost more than the records. So after handing on a batch the
+//! reader lets records gather for [`GATHER`] before it looks again; the
+//! first record after a quiet spell is handed on at once.
 
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Arc,
     thread::{self, JoinHandle},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use tokio::sync::mpsc;
+
+use crate::ring::Ring;
+
+/// How long records gather after a batch before the next one is taken.
+pub const GATHER: Duration = Duration::from_millis(10);
 
 /// Raw records drained in one wake-up.
 pub type Batch = Vec<Vec<u8>>;
@@ -34,7 +46,8 @@ impl Stopper {
 
 /// Starts the reader. It reads until stopped, then drains what is left and
 /// ends; it ends early if the receiving side has gone away.
-pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+pub fn spawn(map: MapData, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+    let ring = Ring::new(&map)?;
     // SAFETY: eventfd with valid flags; the result is checked before use.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
@@ -50,7 +63,7 @@ pub fn spawn(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>) -> Result<(JoinHan
     Ok((handle, stopper))
 }
 
-fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
+fn read(mut ring: Ring, tx: mpsc::Sender<Batch>, stop: Stopper) {
     let mut fds = [
         libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: stop.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -58,11 +71,20 @@ fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
     loop {
         let stopping = fds[1].revents != 0;
         let batch = drain(&mut ring);
-        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+        let sent = !batch.is_empty();
+        if sent && tx.blocking_send(batch).is_err() {
             return;
         }
         if stopping {
             return;
+        }
+        if sent {
+            // Only the stop descriptor: a stop is not kept waiting.
+            // SAFETY: one valid pollfd, as below.
+            unsafe { libc::poll(fds[1..].as_mut_ptr(), 1, GATHER.as_millis() as libc::c_int) };
+            if fds[1].revents != 0 {
+                continue;
+            }
         }
         // SAFETY: two valid pollfds; the ring buffer and the eventfd stay
         // open for as long as this function owns them. EINTR just loops.
@@ -70,11 +92,9 @@ fn read(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: Stopper) {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>) -> Batch {
+fn drain(ring: &mut Ring) -> Batch {
     let mut batch = Vec::new();
-    while let Some(item) = ring.next() {
-        batch.push(item[..used_len(&item)].to_vec());
-    }
+    ring.drain(&mut batch, used_len);
     batch
 }
 

@@ -3,9 +3,11 @@
 //! a real burst. Needs root. Writes a Markdown report (`--out`).
 //!
 //! `--quick`: one short repetition of everything (CI's smoke run; no
-//! targets are judged).
+//! targets are judged). `--footprint`: only the burst and the footprint,
+//! a partial report (for work on the daemon's own memory and CPU).
 
 mod delivery;
+mod footprint;
 mod guest;
 mod report;
 mod stats;
@@ -31,6 +33,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     let pipeline = args.iter().position(|a| a == "--pipeline").and_then(|i| args.get(i + 1)).cloned();
+    let footprint_only = args.iter().any(|a| a == "--footprint");
     if args.iter().any(|a| a == "--list") {
         return; // cargo bench asks the harness for its benchmarks
     }
@@ -49,6 +52,9 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_sshlogin");
     harness::use_binary(bin);
     let mut r = report::Report::new(plan.quick);
+    if footprint_only {
+        return finish(footprint(&plan, bin, r, pipeline), out);
+    }
 
     eprintln!("bench: syscall costs ({} repetitions)", plan.reps);
     let auditd = Command::new("auditd").arg("-v").output().is_ok();
@@ -151,20 +157,32 @@ fn main() {
     eprintln!("bench: a webhook backlog of {backlog} events");
     r.webhook_backlog(backlog, delivery::webhook_backlog(backlog));
 
+    finish(footprint(&plan, bin, r, pipeline), out);
+}
+
+/// Sections 5 to 7: a burst of failed logins against an idle daemon, its
+/// memory and CPU.
+fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<String>) -> report::Report {
     eprintln!("bench: footprint and a burst of {} failed logins", plan.burst);
     let metrics_port = harness::free_port();
     let listen = format!("127.0.0.1:{metrics_port}");
-    let mut daemon = harness::Daemon::start(&["--metrics-listen", &listen]);
+    // As deployed: the OTLP exporter behind its spool. stdout too, for
+    // counting the events.
+    let (otlp_port, _arrivals) = delivery::receiver();
+    let endpoint = format!("http://127.0.0.1:{otlp_port}");
+    let mut daemon = harness::Daemon::start(&["--metrics-listen", &listen, "--stdout", "--otlp-endpoint", &endpoint]);
     thread::sleep(Duration::from_secs(1));
     let pid = daemon.pid();
     let rss_idle = report::rss_kib(pid);
+    let memory_idle = footprint::memory(pid, bin);
     let ctx0 = report::context_switches(pid);
     thread::sleep(plan.idle);
-    let wakeups = (report::context_switches(pid) - ctx0) as f64 / plan.idle.as_secs_f64();
+    let wakeups = report::wakeups(&ctx0, &report::context_switches(pid)) as f64 / plan.idle.as_secs_f64();
     let ned = harness::user("sl-ned");
     let sshd = harness::Sshd::start(true, "MaxStartups 2000\nMaxAuthTries 6\n");
     let logged_before = harness::logged(&format!("Failed password for {} from", ned.name)).len();
     let cpu0 = report::cpu_ticks(pid);
+    let threads0 = footprint::threads(pid);
     let started = std::time::Instant::now();
     let clients: Vec<_> = (0..plan.burst)
         .map(|_| {
@@ -184,7 +202,9 @@ fn main() {
     daemon.settle(Duration::from_secs(2));
     let events = daemon.events_for("ssh.auth.failure", ned.name).len();
     let cpu = report::cpu_ticks(pid) - cpu0;
+    let threads = footprint::cpu_by_thread(&threads0, &footprint::threads(pid));
     let rss_after = report::rss_kib(pid);
+    let memory_after = footprint::memory(pid, bin);
     let dropped: u64 = ["ringbuf_full", "read_failed", "pending_full"]
         .iter()
         .map(|reason| harness::metric(metrics_port, &format!("sshlogin_kernel_dropped_total{{reason=\"{reason}\"}}")))
@@ -197,7 +217,21 @@ fn main() {
     if let Some(path) = pipeline {
         r.pipeline(&path);
     }
-    r.footprint(rss_idle, rss_after, wakeups, cpu, events, fs::metadata(bin).map(|m| m.len()).unwrap_or(0));
+    r.footprint(&report::Footprint {
+        rss_idle,
+        rss_after,
+        wakeups,
+        cpu_ticks: cpu,
+        events,
+        binary: fs::metadata(bin).map(|m| m.len()).unwrap_or(0),
+        memory_idle,
+        memory_after,
+        threads,
+    });
+    r
+}
+
+fn finish(r: report::Report, out: Option<PathBuf>) {
     let text = r.finish();
     println!("{text}");
     if let Some(out) = out {

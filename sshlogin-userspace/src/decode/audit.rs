@@ -141,7 +141,7 @@ pub fn parse_netlink(data: &[u8], truncated: bool) -> Result<AuditMessage, Audit
         Some(nul) => &body[..nul],
         None => body,
     };
-    let text = String::from_utf8_lossy(body).trim_end().to_string();
+    let text = super::text(body).trim_end().to_string();
     Ok(AuditMessage { msg_type, text, truncated: truncated || nlmsg_len > data.len() })
 }
 

@@ -79,7 +79,7 @@ pub enum SshdMessage {
 
 /// Parses one datagram. Never fails: what cannot be understood is `Other`.
 pub fn parse(data: &[u8], truncated: bool) -> SyslogLine {
-    let text = String::from_utf8_lossy(data);
+    let text = super::text(data);
     let text = text.trim_end_matches(['\0', '\n', '\r']);
     let after_pri = match text.strip_prefix('<').and_then(|t| t.split_once('>')) {
         Some((pri, rest)) if pri.bytes().all(|b| b.is_ascii_digit()) => rest,

@@ -1,6 +1,10 @@
 //! The spool writer of one network exporter: commits each batch from the
 //! pipeline to the spool (one fsync for all that is queued) and wakes the
-//! exporter. A write that fails (a full disk) is retried, the spool file
+//! exporter. Under load it commits at most once per [`COMMIT_WINDOW`]:
+//! what arrives within the window after a commit waits for the next one,
+//! all in one transaction. An event is in the exporter's hands only once
+//! committed, so this delays events by at most the window and weakens
+//! nothing. A write that fails (a full disk) is retried, the spool file
 //! opened again first, with the events held in memory meanwhile, bounded;
 //! after [`GIVE_UP`] of nothing but failures the daemon exits non-zero so
 //! that the service manager restarts it.
@@ -20,6 +24,9 @@ pub const HELD_MAX: usize = 16_384;
 /// How long the spool may fail without one good write before the daemon
 /// gives up (exits non-zero).
 pub const GIVE_UP: Duration = Duration::from_secs(600);
+/// After a commit, what arrives within this waits to go into the next one
+/// together. The first batch after a quiet spell is committed at once.
+pub const COMMIT_WINDOW: Duration = Duration::from_millis(10);
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -40,11 +47,17 @@ impl Writer {
         let mut closed = false;
         let mut failing_since: Option<Instant> = None;
         let mut wait = FIRST_WAIT;
+        let mut committed: Option<Instant> = None;
         loop {
             if held.is_empty() && !closed {
                 match rx.recv().await {
                     Some(batch) => held = batch,
                     None => closed = true,
+                }
+                if let Some(due) = committed.map(|at| at + COMMIT_WINDOW).filter(|due| *due > Instant::now())
+                    && !closed
+                {
+                    tokio::time::sleep_until(due.into()).await;
                 }
             }
             // Take what else is queued: one commit (one fsync) for all of it.
@@ -69,6 +82,7 @@ impl Writer {
                 tracing::error!(lost = excess, "the spool cannot be written; dropped the oldest events held in memory");
             }
             let s = self.spool.clone();
+            let started = Instant::now();
             let (written, batch) = match tokio::task::spawn_blocking(move || (s.append(&held), held)).await {
                 Ok(done) => done,
                 Err(e) => {
@@ -91,6 +105,7 @@ impl Writer {
                         tracing::info!("the spool is written again after {:.0?}", since.elapsed());
                     }
                     wait = FIRST_WAIT;
+                    committed = Some(started);
                     held = Vec::new();
                     self.metrics.set_spool(self.sink, self.spool.depth());
                     self.arrived.notify_one();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{FEntry, FExit, RawTracePoint, TracePoint},
 };
 pub use backend::Backend;
@@ -138,7 +138,7 @@ pub struct KernelCounters {
 impl Probes {
     /// Loads and attaches everything; returns the probes and the ring buffer
     /// their records arrive in.
-    pub fn load(settings: &Settings) -> Result<(Probes, RingBuf<MapData>)> {
+    pub fn load(settings: &Settings) -> Result<(Probes, MapData)> {
         // Before anything else, so an old kernel gets this sentence rather
         // than the verifier's or the map type's errno.
         let release = kernel_release();
@@ -188,8 +188,10 @@ impl Probes {
             attach(&mut ebpf, program, At::Tracepoint(category, name))?;
         }
         let syscalls = backend::attach_syscalls(&mut ebpf, settings.syscall_probes)?;
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing from the object")?)
-            .context("map EVENTS is not a ring buffer")?;
+        // Mapped by the reader (crate::ring), which maps its data pages once.
+        let Map::RingBuf(ring) = ebpf.take_map("EVENTS").context("map EVENTS missing from the object")? else {
+            bail!("map EVENTS is not a ring buffer");
+        };
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
         let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
