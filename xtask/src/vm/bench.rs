@@ -40,6 +40,7 @@ pub fn run() -> Result<()> {
     fs::copy(&daemon, payload.join("sshlogin")).with_context(|| format!("copying {}", daemon.display()))?;
     fs::copy(&bench, payload.join("sshlogin-bench")).with_context(|| format!("copying {}", bench.display()))?;
     fs::write(payload.join("guest.sh"), include_str!("guest-bench.sh"))?;
+    fs::write(payload.join("guest-init.sh"), include_str!("guest-init.sh"))?;
     crate::sh(Command::new("chmod").arg("0755").arg(payload.join("guest.sh")))?;
     let tar = work.join("payload.tar");
     crate::sh(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&payload).arg("."))?;

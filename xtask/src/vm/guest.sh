@@ -4,18 +4,7 @@
 # writes what it saw to /results and hands that back to the host as a tar
 # archive on the third disk (/dev/vdc). The host judges; this script only
 # records.
-set -u
-R=/results
-mkdir -p "$R"
-
-finish() {
-    tar -cf /dev/vdc -C "$R" .
-    sync
-    echo "guest: done"
-    echo o > /proc/sysrq-trigger
-    sleep 30
-}
-trap finish EXIT
+. /payload/guest-init.sh
 
 STEPS="$R/steps"
 step() { # NAME COMMAND...: runs it, records its exit status in $STEPS
@@ -25,15 +14,8 @@ step() { # NAME COMMAND...: runs it, records its exit status in $STEPS
     echo "$name $?" >> "$STEPS"
 }
 
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts && (mountpoint -q /dev/pts || mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts)
-mountpoint -q /run || mount -t tmpfs tmpfs /run
-mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp
-mount -o remount,rw /
 hostname sshlogin-guest
-ip link set lo up
 
 uname -r > "$R/uname"
 uname -m > "$R/arch"

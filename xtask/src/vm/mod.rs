@@ -187,6 +187,7 @@ fn payload(work: &std::path::Path, binary: &std::path::Path) -> Result<PathBuf> 
     fs::create_dir_all(&dir)?;
     fs::copy(binary, dir.join("sshlogin")).with_context(|| format!("copying {}", binary.display()))?;
     fs::write(dir.join("guest.sh"), include_str!("guest.sh"))?;
+    fs::write(dir.join("guest-init.sh"), include_str!("guest-init.sh"))?;
     crate::sh(std::process::Command::new("chmod").args(["0755"]).arg(dir.join("guest.sh")).arg(dir.join("sshlogin")))?;
     let tar = work.join("payload.tar");
     crate::sh(std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&dir).arg("."))?;
