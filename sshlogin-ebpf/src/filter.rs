@@ -88,7 +88,12 @@ pub fn may_be_member(pid: u32) -> bool {
 /// The caller's membership, whatever its tree's verdict.
 #[inline(always)]
 pub fn membership() -> Option<Member> {
-    let tgid = current_tgid();
+    membership_of(current_tgid())
+}
+
+/// `tgid`'s membership, for a probe that already asked for the caller's ids.
+#[inline(always)]
+pub fn membership_of(tgid: u32) -> Option<Member> {
     if !may_be_member(tgid) {
         return None;
     }

@@ -12,8 +12,8 @@ use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, exec, kind, me
 
 use crate::{
     filter::{
-        EVENTS, add_member, count, current_comm, current_tgid, current_uid, header, in_family, membership, now_ns,
-        offsets, remove_member,
+        EVENTS, add_member, count, current_comm, current_tgid, current_uid, header, in_family, membership,
+        membership_of, now_ns, offsets, remove_member,
     },
     syscalls,
 };
@@ -120,7 +120,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
-    let (m, how) = match membership() {
+    let (m, how) = match membership_of(tgid) {
         Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
             remove_member(tgid);
@@ -160,7 +160,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         remove_member(tid);
         return 0;
     }
-    let Some(m) = membership() else { return 0 };
+    let Some(m) = membership_of(tgid) else { return 0 };
     remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);
