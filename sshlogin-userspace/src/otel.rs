@@ -261,20 +261,6 @@ impl LogRecord {
         }
     }
 
-    pub fn bool(&self, key: &str) -> Option<bool> {
-        match self.attributes.get(key)? {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-
-    pub fn map(&self, key: &str) -> Option<&BTreeMap<String, Value>> {
-        match self.attributes.get(key)? {
-            Value::Map(m) => Some(m),
-            _ => None,
-        }
-    }
-
     pub fn int(&self, key: &str) -> Option<i64> {
         match self.attributes.get(key)? {
             Value::Int(i) => Some(*i),
