@@ -59,6 +59,11 @@ pub mod kind {
     /// A process exec'd: a root process started an sshd-named binary (a
     /// new tree, for user space to check), or a member exec'd (see [`exec`]).
     pub const EXEC: u32 = 7;
+    /// A session process exec'd ([`SessionExecRecord`], on the activity ring).
+    pub const SESSION_EXEC: u32 = 8;
+    /// A privileged session process (sudo, su) sent an audit user message
+    /// ([`SessionMessageRecord`], on the activity ring).
+    pub const SESSION_AUDIT: u32 = 9;
 }
 
 /// What an exec did to the caller's membership (`ExecRecord::how`).
@@ -98,6 +103,43 @@ pub mod member {
     pub const REFUSED: u32 = 1;
 }
 
+/// Capacity of the kernel's session map (`SESSIONS`): processes of SSH
+/// sessions (the session child's descendants) followed at once, apart from
+/// the sshd trees so that a session that forks a lot never costs a login.
+/// About 80 bytes of kernel memory each (5 MiB).
+pub const MAX_SESSION_PROCS: u32 = 65536;
+
+/// Session processes one login uid may have followed at once: a user who
+/// forks without end blinds only their own sessions, never another user's.
+pub const SESSION_PROCS_PER_UID: u32 = 4096;
+
+/// Login uids with session processes followed at once (`SESSION_QUOTA`).
+pub const MAX_SESSION_UIDS: u32 = 16384;
+
+/// Bytes of an exec'd file's name kept (`PATH_MAX` is 4096; paths longer
+/// than this are cut, and marked).
+pub const PATH_CAP: usize = 256;
+
+/// Bytes of an exec's arguments kept (NUL separated, as on the new stack).
+pub const ARGS_CAP: usize = 1024;
+
+/// One entry of the kernel's session map (`SESSIONS`, keyed by tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionProc {
+    /// The sshd tree the session belongs to ([`Member::tree`]).
+    pub tree: u32,
+    /// The sshd process the session's processes descend from: the session
+    /// child that forked the first of them (user space ties it to the
+    /// connection, and ignores processes of anything that is not one).
+    pub session: u32,
+    /// [`Member::tree_ns`] of the tree.
+    pub tree_ns: u64,
+    /// Real uid when the session's first process was made: its quota.
+    pub quota_uid: u32,
+    pub _pad: u32,
+}
+
 /// Bytes of a `sockaddr_in6`, the largest address a CONNECT carries.
 pub const SOCKADDR_CAP: usize = 28;
 
@@ -122,8 +164,21 @@ pub mod stat {
     pub const SHED: u32 = 6;
     /// Records not made because their tree was refused.
     pub const REFUSED_TREE: u32 = 7;
+    /// The session map was full: a new session process is not followed.
+    pub const SESSIONS_FULL: u32 = 8;
+    /// A login uid had [`SESSION_PROCS_PER_UID`](crate::SESSION_PROCS_PER_UID)
+    /// processes followed: a new one of theirs is not.
+    pub const SESSION_QUOTA: u32 = 9;
+    /// The activity ring buffer was full: an exec or escalation record was lost.
+    pub const ACTIVITY_FULL: u32 = 10;
+    /// An exec was not recorded because the activity ring buffer was more
+    /// than three quarters full: the rest is kept for escalation records.
+    pub const ACTIVITY_SHED: u32 = 11;
+    /// An unprivileged session process sent an audit user message: the
+    /// kernel refuses those (CAP_AUDIT_WRITE), so a forgery; not recorded.
+    pub const SESSION_AUDIT_UNPRIVILEGED: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 13;
 }
 
 /// Fields every record starts with.
@@ -213,6 +268,89 @@ pub struct ConnectRecord {
     pub _pad: u32,
 }
 
+/// What every activity record starts with: the common header (its `tree`
+/// and `tree_ns` are the session's), then the session and the effective uid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionHeader {
+    pub header: Header,
+    /// [`SessionProc::session`].
+    pub session: u32,
+    /// The caller's effective uid, from its credentials (`u32::MAX` when
+    /// the kernel's layout was not known at load).
+    pub euid: u32,
+}
+
+/// `SessionExecRecord::flags`.
+pub mod session_exec {
+    /// The arguments were longer than [`ARGS_CAP`](crate::ARGS_CAP).
+    pub const ARGS_CUT: u32 = 1;
+    /// The file name was longer than [`PATH_CAP`](crate::PATH_CAP).
+    pub const PATH_CUT: u32 = 2;
+    /// Reading the arguments failed: `args` is empty.
+    pub const ARGS_UNREAD: u32 = 4;
+}
+
+/// A session process exec'd. The file name is the kernel's (the exec's
+/// name as resolved for it); the arguments are the new program's, read from
+/// its stack before it ran.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SessionExecRecord {
+    pub sh: SessionHeader,
+    /// The parent's tgid.
+    pub ppid: u32,
+    /// [`session_exec`] flags.
+    pub flags: u32,
+    /// Bytes of `args` that hold arguments (NUL separated).
+    pub args_copied: u32,
+    /// Bytes of `path` before its NUL.
+    pub path_copied: u32,
+    pub path: [u8; PATH_CAP],
+    pub args: [u8; ARGS_CAP],
+}
+
+/// An audit user message from a privileged session process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SessionMessageRecord {
+    pub sh: SessionHeader,
+    /// The `len` argument of `sendto`.
+    pub len: u32,
+    /// Bytes of `data` that hold the message.
+    pub copied: u32,
+    pub data: [u8; TEXT_CAP],
+}
+
+/// Where kernel structures keep what the session probes read, found in the
+/// running kernel's BTF by the daemon at load (Rust eBPF has no CO-RE).
+/// All zero: not known, and the session probes read nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.cred`, `.real_parent`, `.tgid`, `.mm`.
+    pub task_cred: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    /// `cred.euid`.
+    pub cred_euid: u32,
+    /// `mm_struct.arg_start`, `.arg_end`.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// [`task`] flags: whether the rest is filled in, and what to record.
+    pub known: u32,
+}
+
+/// `TaskOffsets::known`.
+pub mod task {
+    /// The offsets are filled in: session processes are followed and
+    /// privileged audit messages from them recorded.
+    pub const FOLLOW: u32 = 1;
+    /// Their execs are recorded too.
+    pub const EXECS: u32 = 2;
+}
+
 /// Byte offsets and sizes the decoder relies on.
 pub mod layout {
     use super::*;
@@ -229,6 +367,19 @@ pub mod layout {
     pub const CONNECT_ADDR_LEN: usize = HEADER_SIZE + 4;
     pub const CONNECT_ADDR: usize = HEADER_SIZE + 8;
     pub const CONNECT_SIZE: usize = core::mem::size_of::<ConnectRecord>();
+    pub const SESSION_HEADER_SIZE: usize = core::mem::size_of::<SessionHeader>();
+    pub const SESSION_SESSION: usize = HEADER_SIZE;
+    pub const SESSION_EUID: usize = HEADER_SIZE + 4;
+    pub const SEXEC_PPID: usize = SESSION_HEADER_SIZE;
+    pub const SEXEC_FLAGS: usize = SESSION_HEADER_SIZE + 4;
+    pub const SEXEC_ARGS_COPIED: usize = SESSION_HEADER_SIZE + 8;
+    pub const SEXEC_PATH_COPIED: usize = SESSION_HEADER_SIZE + 12;
+    pub const SEXEC_PATH: usize = SESSION_HEADER_SIZE + 16;
+    pub const SEXEC_ARGS: usize = SEXEC_PATH + super::PATH_CAP;
+    pub const SEXEC_SIZE: usize = core::mem::size_of::<SessionExecRecord>();
+    pub const SMESSAGE_COPIED: usize = SESSION_HEADER_SIZE + 4;
+    pub const SMESSAGE_DATA: usize = SESSION_HEADER_SIZE + 8;
+    pub const SMESSAGE_SIZE: usize = core::mem::size_of::<SessionMessageRecord>();
 }
 
 /// The `u32` at byte `at` of a record, in native byte order.
@@ -255,13 +406,33 @@ pub enum MessageError {
 /// first `copied` bytes of `data`. The one place that slices them; the
 /// record's kind is the caller's to check.
 pub fn message_data(record: &[u8]) -> Result<&[u8], MessageError> {
-    let copied =
-        u32_at(record, layout::MESSAGE_COPIED).ok_or(MessageError::Short { need: layout::MESSAGE_DATA })? as usize;
-    if copied > TEXT_CAP {
+    copied_bytes(record, layout::MESSAGE_COPIED, layout::MESSAGE_DATA, TEXT_CAP)
+}
+
+/// The message of a [`SessionMessageRecord`].
+pub fn session_message_data(record: &[u8]) -> Result<&[u8], MessageError> {
+    copied_bytes(record, layout::SMESSAGE_COPIED, layout::SMESSAGE_DATA, TEXT_CAP)
+}
+
+/// The arguments of a [`SessionExecRecord`] (NUL separated).
+pub fn session_exec_args(record: &[u8]) -> Result<&[u8], MessageError> {
+    copied_bytes(record, layout::SEXEC_ARGS_COPIED, layout::SEXEC_ARGS, ARGS_CAP)
+}
+
+/// The file name of a [`SessionExecRecord`].
+pub fn session_exec_path(record: &[u8]) -> Result<&[u8], MessageError> {
+    copied_bytes(record, layout::SEXEC_PATH_COPIED, layout::SEXEC_PATH, PATH_CAP)
+}
+
+/// The `u32` count at `count_at` of bytes that follow from `data_at`, at
+/// most `cap`.
+fn copied_bytes(record: &[u8], count_at: usize, data_at: usize, cap: usize) -> Result<&[u8], MessageError> {
+    let copied = u32_at(record, count_at).ok_or(MessageError::Short { need: data_at })? as usize;
+    if copied > cap {
         return Err(MessageError::BadLength { copied });
     }
-    let end = layout::MESSAGE_DATA + copied;
-    record.get(layout::MESSAGE_DATA..end).ok_or(MessageError::Short { need: end })
+    let end = data_at + copied;
+    record.get(data_at..end).ok_or(MessageError::Short { need: end })
 }
 
 /// Capture files: one record a line, lowercase hex; `#` starts a comment line.
@@ -334,6 +505,9 @@ impl Family {
 pub struct TraceOffsets {
     pub fork_child_pid: u32,
     pub exec_old_pid: u32,
+    /// `sched_process_exec`'s `__data_loc char[] filename`.
+    pub exec_filename: u32,
+    pub _pad: u32,
 }
 
 /// For the raw `sys_enter` tracepoint, which fires for every syscall and
@@ -365,6 +539,8 @@ mod user {
     unsafe impl aya::Pod for super::TraceOffsets {}
     unsafe impl aya::Pod for super::RawSyscalls {}
     unsafe impl aya::Pod for super::Member {}
+    unsafe impl aya::Pod for super::SessionProc {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
 }
 
 #[cfg(test)]
@@ -393,6 +569,14 @@ mod tests {
         assert_eq!(offset_of!(ConnectRecord, addr), layout::CONNECT_ADDR);
         assert_eq!(layout::CONNECT_SIZE, 56 + 8 + SOCKADDR_CAP + 4);
         assert_eq!(size_of::<Member>(), 16);
+        assert_eq!(size_of::<SessionProc>(), 24);
+        assert_eq!(layout::SESSION_HEADER_SIZE, 64);
+        assert_eq!(offset_of!(SessionExecRecord, path), layout::SEXEC_PATH);
+        assert_eq!(offset_of!(SessionExecRecord, args), layout::SEXEC_ARGS);
+        assert_eq!(layout::SEXEC_SIZE, 64 + 16 + PATH_CAP + ARGS_CAP);
+        assert_eq!(offset_of!(SessionMessageRecord, copied), layout::SMESSAGE_COPIED);
+        assert_eq!(offset_of!(SessionMessageRecord, data), layout::SMESSAGE_DATA);
+        assert_eq!(layout::SMESSAGE_SIZE, 64 + 8 + TEXT_CAP);
         assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
     }
 

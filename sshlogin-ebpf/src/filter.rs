@@ -16,8 +16,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sshlogin_common::{
-    COMM_LEN, Family, HINT_SLOTS, Header, MAX_FAMILY, MAX_MEMBERS, Member, RawSyscalls, TraceOffsets, hint_entries,
-    member, stat,
+    COMM_LEN, Family, HINT_SLOTS, Header, MAX_FAMILY, MAX_MEMBERS, MAX_SESSION_PROCS, MAX_SESSION_UIDS, Member,
+    RawSyscalls, SESSION_PROCS_PER_UID, SessionProc, TaskOffsets, TraceOffsets, hint_entries, member, stat, task,
 };
 
 /// Names of the sshd binaries (as `comm`); written by the daemon at load
@@ -28,7 +28,39 @@ static FAMILY: Family = Family::EMPTY;
 
 /// Tracepoint field offsets read from tracefs by the daemon at load time.
 #[unsafe(no_mangle)]
-static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, exec_old_pid: 16 };
+static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, exec_old_pid: 16, exec_filename: 8, _pad: 0 };
+
+/// Kernel structure offsets from the running kernel's BTF; all zero (not
+/// known) turns the session probes off.
+#[unsafe(no_mangle)]
+static TASK: TaskOffsets = TaskOffsets {
+    task_cred: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_mm: 0,
+    cred_euid: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    known: 0,
+};
+
+/// Whether session processes are followed (the offsets are known).
+#[inline(always)]
+pub fn follows_sessions() -> bool {
+    task_offsets().known & task::FOLLOW != 0
+}
+
+/// Whether session processes' execs are recorded.
+#[inline(always)]
+pub fn records_execs() -> bool {
+    task_offsets().known & task::EXECS != 0
+}
+
+#[inline(always)]
+pub fn task_offsets() -> TaskOffsets {
+    // SAFETY: a plain read of a load-time constant.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(TASK)) }
+}
 
 /// Syscall numbers and register offsets for the raw `sys_enter` program.
 #[unsafe(no_mangle)]
@@ -44,6 +76,12 @@ pub fn raw_syscalls() -> RawSyscalls {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 21, 0);
 
+/// What happens inside sessions (execs, escalations): a channel of its own,
+/// so that a session running thousands of processes can fill only this one
+/// and never costs a login record. Its size is a load-time setting.
+#[map]
+pub static ACTIVITY: RingBuf = RingBuf::with_byte_size(1 << 19, 0);
+
 /// Per-CPU counters, indexed by `sshlogin_common::stat`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -54,8 +92,21 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map]
 pub static MEMBERS: HashMap<u32, Member> = HashMap::with_max_entries(MAX_MEMBERS, 0);
 
+/// The session processes, by tgid: a second class, bounded apart from
+/// `MEMBERS` (a session forking without end cannot crowd out sshd) and per
+/// login uid (`SESSION_QUOTA`: one user cannot crowd out another's).
+#[map]
+pub static SESSIONS: HashMap<u32, SessionProc> = HashMap::with_max_entries(MAX_SESSION_PROCS, 0);
+
+/// Session processes followed per quota uid. LRU: uids that no longer
+/// have any make room for new ones (a count pushed out while in use only
+/// restarts from zero).
+#[map]
+pub static SESSION_QUOTA: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_SESSION_UIDS, 0);
+
 /// The membership hint, two entries per slot of pids (`hint_entries`):
-/// - the kernel's count of the `MEMBERS` entries it made in the slot,
+/// - the kernel's count of the `MEMBERS` and `SESSIONS` entries it made in
+///   the slot,
 ///   counted up before an entry is made and down after one is removed
 ///   (atomic adds), so never below the number of its entries there.
 ///   Entries the daemon removes are not counted down: the slot stays
@@ -134,6 +185,77 @@ fn count_slot(pid: u32, delta: u64) {
         // result is unused; the BPF target has no compare-and-swap, so
         // `AtomicU64::fetch_add` is not offered).
         unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, delta) };
+    }
+}
+
+/// `tgid`'s session entry, for a probe that found it is no member.
+#[inline(always)]
+pub fn session_of(tgid: u32) -> Option<SessionProc> {
+    if !may_be_member(tgid) {
+        return None;
+    }
+    // SAFETY: the value is copied out at once; entries are plain integers.
+    unsafe { SESSIONS.get(tgid) }.copied()
+}
+
+/// Adds `pid` to the session map within its uid's quota, counted in its
+/// hint slot before it is visible. An entry from an earlier life of the pid
+/// is replaced (and its quota handed back first).
+#[inline(always)]
+pub fn add_session(pid: u32, s: &SessionProc) {
+    remove_session(pid);
+    let quota = match SESSION_QUOTA.get_ptr_mut(s.quota_uid) {
+        Some(n) => n,
+        None => {
+            if SESSION_QUOTA.insert(s.quota_uid, 0, 1 /* BPF_NOEXIST */).is_err()
+                && SESSION_QUOTA.get_ptr_mut(s.quota_uid).is_none()
+            {
+                count(stat::SESSIONS_FULL);
+                return;
+            }
+            match SESSION_QUOTA.get_ptr_mut(s.quota_uid) {
+                Some(n) => n,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a map value, 4-aligned and alive while the program runs. A
+    // race between CPUs may let a uid go a few entries over: harmless.
+    if unsafe { core::ptr::read_volatile(quota) } >= SESSION_PROCS_PER_UID {
+        count(stat::SESSION_QUOTA);
+        return;
+    }
+    count_slot(pid, 1);
+    if SESSIONS.insert(pid, s, 0).is_err() {
+        count_slot(pid, u64::MAX);
+        count(stat::SESSIONS_FULL);
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(quota, 1) };
+}
+
+/// Removes `pid` from the session map, its slot's count and its quota.
+#[inline(always)]
+pub fn remove_session(pid: u32) {
+    if !may_be_member(pid) {
+        return;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(s) = (unsafe { SESSIONS.get(pid) }).copied() else { return };
+    if SESSIONS.remove(pid).is_err() {
+        return;
+    }
+    count_slot(pid, u64::MAX);
+    if let Some(n) = SESSION_QUOTA.get_ptr_mut(s.quota_uid)
+        // SAFETY: as in `add_session`. Never below zero: a count that
+        // restarted from zero would wrap and block the uid.
+        && unsafe { core::ptr::read_volatile(n) } > 0
+    {
+        // SAFETY: as in `add_session`; adding u32::MAX takes one away.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(n, u32::MAX)
+        };
     }
 }
 

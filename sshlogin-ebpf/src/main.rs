@@ -22,6 +22,8 @@ mod filter;
 #[cfg(target_arch = "bpf")]
 mod raw;
 #[cfg(target_arch = "bpf")]
+mod session;
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 #[cfg(target_arch = "bpf")]
 mod tracepoints;

@@ -8,13 +8,21 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
     maps::ring_buf::RingBufEntry,
 };
-use sshlogin_common::{ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, SetresuidRecord, TEXT_CAP, kind, stat};
+use sshlogin_common::{
+    ConnectRecord, Member, MessageRecord, SOCKADDR_CAP, SetresuidRecord, TEXT_CAP, kind, member, stat,
+};
 
-use crate::filter::{EVENTS, PENDING_SETRESUID, admitted, count, current_uid, header, may_be_member};
+use crate::{
+    filter::{
+        EVENTS, PENDING_SETRESUID, admitted, count, current_tgid, current_uid, header, may_be_member, membership_of,
+        session_of,
+    },
+    session,
+};
 
 /// `bpf_ringbuf_query` flags.
-const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
+pub const BPF_RB_AVAIL_DATA: u64 = 0;
+pub const BPF_RB_RING_SIZE: u64 = 1;
 
 const AF_NETLINK: u16 = 16;
 const SOCKADDR_NL_LEN: u32 = 12;
@@ -48,38 +56,56 @@ fn is_user_audit_type(ty: u16) -> bool {
 /// records (to the kernel over NETLINK_AUDIT) and sshd's syslog lines (to a
 /// connected `/dev/log`, so no address), from members of an sshd tree. Only
 /// root's count: a member that dropped root is a session child, run for the
-/// user; what it sends is counted, not recorded.
+/// user; what it sends is counted, not recorded. From a session process,
+/// only privileged audit messages (sudo's, su's) are recorded.
 #[inline(always)]
 pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u32) {
-    let Some(m) = admitted() else { return };
-    let _ = sendto_by(&m, buf, len, addr, addr_len);
+    let tgid = current_tgid();
+    match membership_of(tgid) {
+        Some(m) if m.flags & member::REFUSED != 0 => count(stat::REFUSED_TREE),
+        Some(m) => {
+            let _ = sendto_by(&m, buf, len, addr, addr_len);
+        }
+        None => {
+            if let Some(s) = session_of(tgid) {
+                let _ = session::sendto(&s, buf, len, addr, addr_len);
+            }
+        }
+    }
+}
+
+/// Whether a `sendto` carries an audit user message to the kernel.
+#[inline(always)]
+pub fn is_audit_message(buf: *const u8, len: u64, addr: u64, addr_len: u32) -> Result<bool, i64> {
+    if addr == 0 || addr_len < SOCKADDR_NL_LEN || len < 16 {
+        return Ok(false);
+    }
+    // SAFETY: reads of user memory through the probe-read helper, which
+    // fails instead of faulting.
+    let sa: SockaddrNl = unsafe { bpf_probe_read_user(addr as *const SockaddrNl) }.map_err(i64::from)?;
+    if sa.family != AF_NETLINK || sa.pid != 0 {
+        return Ok(false);
+    }
+    // SAFETY: as above.
+    let nl: NlMsgHdr = unsafe { bpf_probe_read_user(buf as *const NlMsgHdr) }.map_err(i64::from)?;
+    Ok(is_user_audit_type(nl.ty))
 }
 
 /// `sendto` for a caller already admitted (the raw probe looks the caller
 /// up before it reads any register).
 #[inline(always)]
 pub fn sendto_by(m: &Member, buf: *const u8, len: u64, addr: u64, addr_len: u32) -> Result<(), i64> {
-    // SAFETY (all reads below): reads of user memory through the probe-read
-    // helpers, which fail instead of fault.
     let record_kind = if addr == 0 {
+        // SAFETY: a read of user memory through the probe-read helper.
         let first: u8 = unsafe { bpf_probe_read_user(buf) }.map_err(i64::from)?;
         if first != b'<' {
             return Ok(());
         }
         kind::SYSLOG
-    } else {
-        if addr_len < SOCKADDR_NL_LEN || len < 16 {
-            return Ok(());
-        }
-        let sa: SockaddrNl = unsafe { bpf_probe_read_user(addr as *const SockaddrNl) }.map_err(i64::from)?;
-        if sa.family != AF_NETLINK || sa.pid != 0 {
-            return Ok(());
-        }
-        let nl: NlMsgHdr = unsafe { bpf_probe_read_user(buf as *const NlMsgHdr) }.map_err(i64::from)?;
-        if !is_user_audit_type(nl.ty) {
-            return Ok(());
-        }
+    } else if is_audit_message(buf, len, addr, addr_len)? {
         kind::AUDIT
+    } else {
+        return Ok(());
     };
     if current_uid() != 0 {
         count(if record_kind == kind::AUDIT { stat::AUDIT_NOT_ROOT } else { stat::SYSLOG_NOT_ROOT });
@@ -111,7 +137,7 @@ fn emit_message(record_kind: u32, m: &Member, buf: *const u8, len: u64) {
 /// Submits a filled ring-buffer slot, or gives it back and counts a read
 /// of user memory that failed.
 #[inline(always)]
-fn submit_if<T: 'static>(entry: RingBufEntry<T>, filled: bool) {
+pub fn submit_if<T: 'static>(entry: RingBufEntry<T>, filled: bool) {
     if filled {
         entry.submit(0);
     } else {

@@ -8,14 +8,15 @@
 //! execs an sshd name, starts a tree; an exit ends membership.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, exec, kind, member, stat};
+use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SessionProc, exec, kind, member, stat};
 
 use crate::{
     filter::{
-        EVENTS, add_member, count, current_comm, current_tgid, current_uid, header, in_family, membership,
-        membership_of, now_ns, offsets, remove_member,
+        EVENTS, add_member, add_session, count, current_comm, current_tgid, current_uid, follows_sessions, header,
+        in_family, membership_of, now_ns, offsets, remove_member, remove_session, session_of,
+        task_offsets,
     },
-    syscalls,
+    session, syscalls,
 };
 
 /// Offset of a `sys_enter_*` record's argument `n`: a 16-byte common
@@ -81,19 +82,30 @@ pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
 
 /// `sched_process_fork`, run in the parent. A child of a root member joins
 /// the parent's tree; a child forked after its parent dropped root (the
-/// user's shell and everything below it) does not.
+/// user's shell and everything below it) and a child of a session process
+/// are session processes.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let Some(m) = membership() else { return 0 };
-    if m.flags & member::REFUSED != 0 || current_uid() != 0 {
-        return 0;
-    }
-    let offset = offsets().fork_child_pid as usize;
-    // SAFETY: read of the tracepoint record at an offset taken from tracefs.
-    let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
+    let tgid = current_tgid();
+    let Some(m) = membership_of(tgid) else {
+        if let Some(s) = session_of(tgid)
+            && let Some(child) = child_pid(&ctx)
+        {
+            add_session(child, &s);
+        }
         return 0;
     };
-    let child = child as u32;
+    if m.flags & member::REFUSED != 0 {
+        return 0;
+    }
+    let Some(child) = child_pid(&ctx) else { return 0 };
+    let uid = current_uid();
+    if uid != 0 {
+        if follows_sessions() {
+            add_session(child, &SessionProc { tree: m.tree, session: tgid, tree_ns: m.tree_ns, quota_uid: uid, _pad: 0 });
+        }
+        return 0;
+    }
     // Any entry under this pid is from an earlier life: this one starts now.
     if add_member(child, &m).is_err() {
         count(stat::MEMBERS_FULL);
@@ -104,6 +116,12 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         count(stat::RINGBUF_FULL);
     }
     0
+}
+
+#[inline(always)]
+fn child_pid(ctx: &TracePointContext) -> Option<u32> {
+    // SAFETY: read of the tracepoint record at an offset taken from tracefs.
+    unsafe { ctx.read_at::<i32>(offsets().fork_child_pid as usize) }.ok().map(|pid| pid as u32)
 }
 
 /// `sched_process_exec`, run in the task that exec'd, with its new name.
@@ -117,13 +135,28 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         && old as u32 != tgid
     {
         remove_member(old as u32);
+        remove_session(old as u32);
     }
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
+    let mut joined = None;
     let (m, how) = match membership_of(tgid) {
         Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
             remove_member(tgid);
+            // It runs something for someone: a root login's shell, or a
+            // helper (user space tells them apart by the parent).
+            if m.flags & member::REFUSED == 0 && follows_sessions() {
+                let s = SessionProc {
+                    tree: m.tree,
+                    session: session::parent_tgid(session::current_task(), &task_offsets()),
+                    tree_ns: m.tree_ns,
+                    quota_uid: current_uid(),
+                    _pad: 0,
+                };
+                add_session(tgid, &s);
+                joined = Some(s);
+            }
             (m, exec::LEFT)
         }
         // Only root can start a tree: a setuid binary run through a symlink
@@ -136,7 +169,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             }
             (m, exec::NEW_TREE)
         }
-        None => return 0,
+        None => {
+            if let Some(s) = session_of(tgid) {
+                session::exec(&ctx, &s);
+            }
+            return 0;
+        }
     };
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);
@@ -146,21 +184,29 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
     }
+    if let Some(s) = joined {
+        session::exec(&ctx, &s);
+    }
     0
 }
 
 /// `sched_process_exit`, run in the exiting task: a member's exit ends its
-/// membership. Threads other than the leader make no record, but an entry
-/// the fork probe made under a thread's id goes with it.
+/// membership, a session process's its entry. Threads other than the
+/// leader make no record, but an entry the fork probe made under a
+/// thread's id goes with it.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != tid {
         remove_member(tid);
+        remove_session(tid);
         return 0;
     }
-    let Some(m) = membership_of(tgid) else { return 0 };
+    let Some(m) = membership_of(tgid) else {
+        remove_session(tgid);
+        return 0;
+    };
     remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);

@@ -61,7 +61,11 @@ fn pipeline(
     check: Box<dyn TreeCheck>,
     metrics: Arc<Metrics>,
 ) -> Pipeline<Nss> {
-    let settings = correlate::Settings { boot_id: host::boot_id(), family: config.capture.family.clone() };
+    let settings = correlate::Settings {
+        boot_id: host::boot_id(),
+        family: config.capture.family.clone(),
+        activity: correlate::activity::Settings::default(),
+    };
     Pipeline::new(settings, config.failures, view, check, Nss, Box::new(SystemClock), metrics)
 }
 
@@ -127,13 +131,13 @@ async fn run(args: cli::RunArgs) -> Result<()> {
     };
     let seen = config.first_seen.map(|s| Seen::open(&config.spool.dir, s, unix_now_s(), metrics.clone()));
     let mut outlet = Outlet { seen, exporters };
-    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
+    let (probes, rings) = probes::Probes::load(&probes::Settings::from(&config))?;
     let (found, check) = scan_running(&config.capture, &probes);
     let binaries = check.binaries.paths();
     let mut pipeline = pipeline(&config, Box::new(ProcFs), Box::new(check), metrics.clone());
     pipeline.seed(&found);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
-    let reader = source::spawn(ring, tx)?;
+    let reader = source::spawn(rings, tx)?;
     let signal = stop_reader_on_signal(&reader.1)?;
     let mut lifecycle = Lifecycle::new(config.heartbeat, metrics.clone());
     let mut kernel = probes::KernelCounters::default();
@@ -342,11 +346,11 @@ async fn capture(args: cli::CaptureArgs) -> Result<()> {
         Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?)
     };
     let config = defaults(&args.probes, &config::PipelineFlags::default())?;
-    let (probes, ring) = probes::Probes::load(&probes::Settings::from(&config.capture))?;
+    let (probes, rings) = probes::Probes::load(&probes::Settings::from(&config))?;
     // Running sshd processes must be members for their records to be made.
     scan_running(&config.capture, &probes);
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
-    let reader = source::spawn(ring, tx)?;
+    let reader = source::spawn(rings, tx)?;
     stop_reader_on_signal(&reader.1)?;
     let deadline = async {
         match args.duration {

@@ -144,7 +144,7 @@ fn tracepoints(mode: SyscallProbes) -> Item {
 }
 
 fn probes_load(config: &Config) -> Item {
-    match probes::Probes::load(&probes::Settings::from(&config.capture)) {
+    match probes::Probes::load(&probes::Settings::from(config)) {
         Ok((probes, _ring)) => {
             let (backend, refusal) = (probes.backend(), probes.fentry_refusal().map(str::to_owned));
             drop(probes);

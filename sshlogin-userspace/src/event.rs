@@ -31,6 +31,43 @@ pub enum Kind {
     FailureSummary(Box<FailureSummary>),
     /// sshlogin itself: started, still watching, stopped.
     Agent(Box<Agent>),
+    /// A process of the session exec'd (the program is `process.exe`).
+    SessionExec(Box<SessionExec>),
+    /// Someone in the session tried to become another user.
+    Escalation(Box<Escalation>),
+    /// At the connection's end: session activity left out by the rate limit.
+    ActivitySummary {
+        reported: u64,
+        suppressed: u64,
+    },
+}
+
+/// An exec inside a session. Path, uids and parent are the kernel's; the
+/// arguments are whatever the session passed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionExec {
+    pub args: Vec<String>,
+    pub args_cut: bool,
+    /// Effective uid after the exec (`None`: not read).
+    pub euid: Option<u32>,
+    pub real_uid: u32,
+    /// `sftp` or `scp`: the exec serves a file transfer.
+    pub subsystem: Option<&'static str>,
+}
+
+/// sudo, su or a set-user-id program, and how it went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Escalation {
+    pub success: bool,
+    /// `sudo`, `su`, `setuid`, or the name of another program that said
+    /// so through PAM (pkexec, doas).
+    pub method: String,
+    pub program: Option<String>,
+    /// The account asked for, when known.
+    pub target_user: Option<String>,
+    pub target_uid: Option<u32>,
+    /// sudo's command.
+    pub command: Option<String>,
 }
 
 /// Failures from one client address within a window, beyond the ones sent

@@ -2,6 +2,8 @@
 //! attributes (semantic conventions where one exists). The one place that
 //! knows these names; the spool and every exporter carry [`LogRecord`]s.
 
+mod activity;
+
 use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,7 @@ use crate::event::{Agent, Counts, Event, FailureReason, FailureSummary, KeyInfo,
 
 /// Attribute names (OpenTelemetry semantic conventions where one exists).
 pub mod attr {
+    pub use super::activity::attr::*;
     pub const USER_NAME: &str = "user.name";
     pub const USER_ID: &str = "user.id";
     pub const CLIENT_ADDRESS: &str = "client.address";
@@ -97,6 +100,12 @@ pub enum EventName {
     Heartbeat,
     #[serde(rename = "sshlogin.stop")]
     Stop,
+    #[serde(rename = "ssh.session.exec")]
+    SessionExec,
+    #[serde(rename = "ssh.session.escalation")]
+    Escalation,
+    #[serde(rename = "ssh.session.activity.summary")]
+    ActivitySummary,
 }
 
 impl EventName {
@@ -112,6 +121,9 @@ impl EventName {
                 Agent::Heartbeat { .. } => EventName::Heartbeat,
                 Agent::Stop { .. } => EventName::Stop,
             },
+            Kind::SessionExec(_) => EventName::SessionExec,
+            Kind::Escalation(_) => EventName::Escalation,
+            Kind::ActivitySummary { .. } => EventName::ActivitySummary,
         }
     }
 
@@ -124,6 +136,9 @@ impl EventName {
         EventName::Start,
         EventName::Heartbeat,
         EventName::Stop,
+        EventName::SessionExec,
+        EventName::Escalation,
+        EventName::ActivitySummary,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +151,9 @@ impl EventName {
             EventName::Start => "sshlogin.start",
             EventName::Heartbeat => "sshlogin.heartbeat",
             EventName::Stop => "sshlogin.stop",
+            EventName::SessionExec => "ssh.session.exec",
+            EventName::Escalation => "ssh.session.escalation",
+            EventName::ActivitySummary => "ssh.session.activity.summary",
         }
     }
 
@@ -146,8 +164,12 @@ impl EventName {
             | EventName::Forward
             | EventName::Start
             | EventName::Heartbeat
-            | EventName::Stop => Severity::Info,
-            EventName::AuthFailure | EventName::FailureSummary => Severity::Warn,
+            | EventName::Stop
+            | EventName::SessionExec => Severity::Info,
+            EventName::AuthFailure
+            | EventName::FailureSummary
+            | EventName::Escalation
+            | EventName::ActivitySummary => Severity::Warn,
         }
     }
 }
@@ -347,6 +369,11 @@ pub fn log_record(e: &Event) -> LogRecord {
         }
         Kind::FailureSummary(sum) => summary_attributes(&mut set, e, sum),
         Kind::Agent(agent) => agent_attributes(&mut set, agent),
+        Kind::SessionExec(x) => activity::exec_attributes(&mut set, x),
+        Kind::Escalation(x) => activity::escalation_attributes(&mut set, x),
+        Kind::ActivitySummary { reported, suppressed } => {
+            activity::summary_attributes(&mut set, *reported, *suppressed)
+        }
     }
     LogRecord {
         name: EventName::of(&e.kind),
@@ -481,6 +508,11 @@ pub fn describe(e: &Event) -> String {
             }
             Agent::Stop { reason, .. } => format!("sshlogin stopped: {reason}"),
         },
+        Kind::SessionExec(_) => activity::describe_exec(e, user),
+        Kind::Escalation(x) => activity::describe_escalation(x, user),
+        Kind::ActivitySummary { reported, suppressed } => {
+            format!("{user}'s session{from}: {suppressed} execs or escalations left out by the rate limit, {reported} reported")
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The ring-buffer reader: a thread of its own that wakes when the kernel
-//! has records (or it is stopped) and hands them on in batches, as raw
-//! bytes. Nothing else
+//! has records in either ring buffer (logins, session activity) or it is
+//! stopped, and hands them on in batches, as raw bytes. Nothing else
 //! runs on it (no decoding, no host look-ups, no exporting), so a slow
 //! endpoint or a busy pipeline never keeps it from emptying the kernel's
 //! buffer; a full queue to the pipeline blocks it, and then the kernel
@@ -20,10 +20,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::MapData;
 use tokio::sync::mpsc;
 
-use crate::ring::Ring;
+use crate::{probes::Rings, ring::Ring};
 
 /// How long records gather after a batch before the next one is taken.
 pub const GATHER: Duration = Duration::from_millis(10);
@@ -46,8 +45,9 @@ impl Stopper {
 
 /// Starts the reader. It reads until stopped, then drains what is left and
 /// ends; it ends early if the receiving side has gone away.
-pub fn spawn(map: MapData, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
-    let ring = Ring::new(&map)?;
+pub fn spawn(rings: Rings, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, Stopper)> {
+    let events = Ring::new(&rings.events)?;
+    let activity = Ring::new(&rings.activity).context("the activity ring buffer")?;
     // SAFETY: eventfd with valid flags; the result is checked before use.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
@@ -58,19 +58,20 @@ pub fn spawn(map: MapData, tx: mpsc::Sender<Batch>) -> Result<(JoinHandle<()>, S
     let stop = stopper.clone();
     let handle = thread::Builder::new()
         .name("sshlogin-ring".into())
-        .spawn(move || read(ring, tx, stop))
+        .spawn(move || read([events, activity], tx, stop))
         .context("starting the ring-buffer reader thread")?;
     Ok((handle, stopper))
 }
 
-fn read(mut ring: Ring, tx: mpsc::Sender<Batch>, stop: Stopper) {
+fn read(mut rings: [Ring; 2], tx: mpsc::Sender<Batch>, stop: Stopper) {
     let mut fds = [
-        libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: stop.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: rings[0].as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: rings[1].as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
     loop {
-        let stopping = fds[1].revents != 0;
-        let batch = drain(&mut ring);
+        let stopping = fds[0].revents != 0;
+        let batch = drain(&mut rings);
         let sent = !batch.is_empty();
         if sent && tx.blocking_send(batch).is_err() {
             return;
@@ -81,20 +82,24 @@ fn read(mut ring: Ring, tx: mpsc::Sender<Batch>, stop: Stopper) {
         if sent {
             // Only the stop descriptor: a stop is not kept waiting.
             // SAFETY: one valid pollfd, as below.
-            unsafe { libc::poll(fds[1..].as_mut_ptr(), 1, GATHER.as_millis() as libc::c_int) };
-            if fds[1].revents != 0 {
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, GATHER.as_millis() as libc::c_int) };
+            if fds[0].revents != 0 {
                 continue;
             }
         }
-        // SAFETY: two valid pollfds; the ring buffer and the eventfd stay
-        // open for as long as this function owns them. EINTR just loops.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: three valid pollfds; the ring buffers and the eventfd
+        // stay open for as long as this function owns them. EINTR loops.
+        unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
     }
 }
 
-fn drain(ring: &mut Ring) -> Batch {
+/// Logins first: a session's records are tied to a login the pipeline
+/// must have seen.
+fn drain(rings: &mut [Ring; 2]) -> Batch {
     let mut batch = Vec::new();
-    ring.drain(&mut batch, used_len);
+    for ring in rings {
+        ring.drain(&mut batch, used_len);
+    }
     batch
 }
 
@@ -103,11 +108,15 @@ fn drain(ring: &mut Ring) -> Batch {
 /// Anything that does not look like a message record is kept whole for the
 /// decoder to judge.
 pub fn used_len(record: &[u8]) -> usize {
-    use sshlogin_common::{kind, layout, message_data, record_kind};
+    use sshlogin_common::{kind, layout, message_data, record_kind, session_exec_args, session_message_data};
     match record_kind(record) {
         Some(kind::AUDIT | kind::SYSLOG) => {
             message_data(record).map_or(record.len(), |d| layout::MESSAGE_DATA + d.len())
         }
+        Some(kind::SESSION_AUDIT) => {
+            session_message_data(record).map_or(record.len(), |d| layout::SMESSAGE_DATA + d.len())
+        }
+        Some(kind::SESSION_EXEC) => session_exec_args(record).map_or(record.len(), |d| layout::SEXEC_ARGS + d.len()),
         _ => record.len(),
     }
 }

@@ -19,6 +19,7 @@
 //! It closes on USER_END or, without PAM, when the session child exits; the
 //! monitor's exit closes whatever is still open.
 
+pub mod activity;
 mod attempt;
 mod conn;
 mod history;
@@ -60,6 +61,7 @@ pub struct Settings {
     pub boot_id: Uuid,
     /// The sshd names, for processes whose fork was not seen.
     pub family: Vec<String>,
+    pub activity: activity::Settings,
 }
 
 /// What the tables had to drop to stay bounded since the caller last took
@@ -75,6 +77,7 @@ pub struct Correlator {
     conns: Conns,
     hops: hops::Hops,
     history: history::History,
+    activity: activity::Activity,
     settings: Settings,
 }
 
@@ -85,6 +88,7 @@ impl Correlator {
             conns: Conns::default(),
             hops: hops::Hops::default(),
             history: history::History::default(),
+            activity: activity::Activity::new(settings.activity.clone()),
             settings,
         }
     }
@@ -136,7 +140,13 @@ impl Correlator {
                 self.procs.touch(meta.pid);
                 self.on_connect(&meta, fd, addr, out);
             }
+            record @ (Record::SessionExec(_) | Record::SessionAudit { .. }) => self.on_activity(record, out),
         }
+    }
+
+    /// What activity records came to since the last call.
+    pub fn take_activity_counts(&mut self) -> activity::Counted {
+        std::mem::take(&mut self.activity.counted)
     }
 
     /// Reports what has waited long enough; `now_ns` is CLOCK_BOOTTIME.
@@ -156,6 +166,7 @@ impl Correlator {
                 _ => {}
             }
         }
+        self.release_held(now_ns, out);
         let conns = &self.conns;
         self.procs.gc(now_ns, |m| conns.contains(&m));
     }
@@ -199,6 +210,7 @@ impl Correlator {
                 [attempt, session]
             })
             .flatten()
+            .chain(self.activity.next_due())
             .min()
     }
 
@@ -339,6 +351,7 @@ impl Correlator {
             Some(Session::None) => self.left_before_trying(m, ktime_ns, out),
             _ => {}
         }
+        self.activity_summary(m, ktime_ns, out);
         self.conns.remove(&m);
     }
 

@@ -54,6 +54,8 @@ impl Correlator {
         self.set_session(&mut e, conn, child, terminal.clone());
         self.history.opened(&mut e);
         out.push(e);
+        // Session records that came before the open.
+        self.release_held(ktime_ns, out);
     }
 
     pub(super) fn close(&mut self, m: u32, ktime_ns: u64, end_terminal: Option<String>, out: &mut Vec<Event>) {
@@ -84,7 +86,7 @@ impl Correlator {
 
     /// The client from sshd's own words, else from the monitor's socket,
     /// else the audit record's address; the server end from the socket.
-    fn set_client(&self, e: &mut Event, conn: &Conn, peer: Option<&Peer>) {
+    pub(super) fn set_client(&self, e: &mut Event, conn: &Conn, peer: Option<&Peer>) {
         let (address, port) = match (peer.or(conn.peer.as_ref()), conn.socket) {
             (Some(peer), _) => (Some(peer.addr), Some(peer.port)),
             (None, Some((_, client))) => (Some(client.ip()), Some(client.port())),

@@ -45,7 +45,11 @@ impl UserDb for FixtureUsers {
 }
 
 fn settings() -> Settings {
-    Settings { boot_id: Uuid::nil(), family: vec!["sshd".into(), "sshd-session".into(), "sshd-auth".into()] }
+    Settings {
+        boot_id: Uuid::nil(),
+        family: vec!["sshd".into(), "sshd-session".into(), "sshd-auth".into()],
+        activity: Default::default(),
+    }
 }
 
 fn pipeline(view: Box<dyn ProcView + Send>, metrics: std::sync::Arc<Metrics>) -> Pipeline<FixtureUsers> {

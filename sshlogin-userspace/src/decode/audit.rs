@@ -11,6 +11,8 @@ pub mod types {
     pub const USER_START: u16 = 1105;
     pub const USER_END: u16 = 1106;
     pub const USER_LOGIN: u16 = 1112;
+    /// sudo's record of a command it ran or refused.
+    pub const USER_CMD: u16 = 1123;
 }
 
 use std::borrow::Cow;

@@ -2,8 +2,11 @@
 //! however short or garbled, gives a record or a [`DecodeError`], never a
 //! panic. The kernel half's layouts are not trusted; every length is checked.
 
+pub mod activity;
 pub mod audit;
 pub mod syslog;
+
+pub use activity::{SessionExec, SessionMeta};
 
 use sshlogin_common::{COMM_LEN, MessageError, SOCKADDR_CAP, TEXT_CAP, exec, kind, layout, u32_at};
 
@@ -107,6 +110,10 @@ pub enum Record {
     Connect { meta: Meta, fd: u32, addr: std::net::SocketAddr },
     /// `meta.pid` exec'd a binary now called `meta.comm`.
     Exec { meta: Meta, how: Exec },
+    /// A session process exec'd.
+    SessionExec(Box<SessionExec>),
+    /// A privileged session process (sudo, su) sent an audit message.
+    SessionAudit { who: SessionMeta, audit: audit::AuditMessage },
 }
 
 impl Record {
@@ -119,6 +126,8 @@ impl Record {
             | Record::Exit { meta }
             | Record::Connect { meta, .. }
             | Record::Exec { meta, .. } => meta,
+            Record::SessionExec(e) => &e.who.meta,
+            Record::SessionAudit { who, .. } => &who.meta,
         }
     }
 }
@@ -230,6 +239,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             };
             Ok(Record::Exec { meta, how })
         }
+        kind::SESSION_EXEC => activity::decode_exec(bytes),
+        kind::SESSION_AUDIT => activity::decode_audit(bytes),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

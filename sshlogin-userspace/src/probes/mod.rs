@@ -5,6 +5,7 @@
 //! Dropping [`Probes`] detaches every program and frees the maps.
 
 mod backend;
+pub mod kernel_btf;
 pub mod members;
 mod tracefs;
 
@@ -18,7 +19,7 @@ use aya::{
 };
 pub use backend::Backend;
 pub use members::{Members, Membership};
-use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TraceOffsets, stat};
+use sshlogin_common::{COMM_LEN, Family, MAX_FAMILY, RawSyscalls, TaskOffsets, TraceOffsets, stat, task};
 
 /// The object built by `cargo xtask build-ebpf`, embedded by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sshlogin.bpf.o"));
@@ -101,16 +102,34 @@ pub struct Settings {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
     pub syscall_probes: SyscallProbes,
+    /// Whether session processes' execs are recorded (escalations are
+    /// whenever the kernel's layout is known).
+    pub session_execs: bool,
 }
 
-impl From<&crate::config::Capture> for Settings {
-    fn from(capture: &crate::config::Capture) -> Settings {
+impl From<&crate::config::Config> for Settings {
+    fn from(config: &crate::config::Config) -> Settings {
         Settings {
-            family: capture.family.clone(),
-            ring_buffer_bytes: capture.ring_buffer_bytes,
-            syscall_probes: capture.syscall_probes,
+            family: config.capture.family.clone(),
+            ring_buffer_bytes: config.capture.ring_buffer_bytes,
+            syscall_probes: config.capture.syscall_probes,
+            session_execs: true,
         }
     }
+}
+
+/// Size of the activity ring buffer (session execs and escalations): about
+/// 370 exec records, a tenth of a second of a session that runs nothing
+/// but short processes, which the daemon drains every 10 ms. Kept small:
+/// its pages count in the daemon's resident memory.
+pub const ACTIVITY_RING_BYTES: u32 = 1 << 19;
+
+/// The ring buffers records arrive in.
+pub struct Rings {
+    /// Logins: sshd's and PAM's records, forks, execs and exits of sshd.
+    pub events: MapData,
+    /// What happens inside sessions.
+    pub activity: MapData,
 }
 
 /// The loaded, attached programs. Keep it alive as long as records are wanted.
@@ -133,12 +152,17 @@ pub struct KernelCounters {
     pub members_full: u64,
     pub shed: u64,
     pub refused_tree: u64,
+    pub sessions_full: u64,
+    pub session_quota: u64,
+    pub activity_full: u64,
+    pub activity_shed: u64,
+    pub session_audit_unprivileged: u64,
 }
 
 impl Probes {
     /// Loads and attaches everything; returns the probes and the ring buffer
     /// their records arrive in.
-    pub fn load(settings: &Settings) -> Result<(Probes, MapData)> {
+    pub fn load(settings: &Settings) -> Result<(Probes, Rings)> {
         // Before anything else, so an old kernel gets this sentence rather
         // than the verifier's or the map type's errno.
         let release = kernel_release();
@@ -166,7 +190,11 @@ impl Probes {
                 .context("sched:sched_process_fork has no child_pid field in its format")?,
             exec_old_pid: tracefs::field_offset(&exec_format, "old_pid")
                 .context("sched:sched_process_exec has no old_pid field in its format")?,
+            exec_filename: tracefs::field_offset(&exec_format, "filename")
+                .context("sched:sched_process_exec has no filename field in its format")?,
+            _pad: 0,
         };
+        let task = session_offsets(settings.session_execs);
         check_ring_size(settings.ring_buffer_bytes)?;
         let raw = match (settings.syscall_probes, raw_syscalls()) {
             (SyscallProbes::Raw, None) => bail!(
@@ -180,7 +208,9 @@ impl Probes {
             .override_global("FAMILY", &family, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RAW_SYSCALLS", &raw, true)
+            .override_global("TASK", &task, true)
             .map_max_entries("EVENTS", settings.ring_buffer_bytes)
+            .map_max_entries("ACTIVITY", ACTIVITY_RING_BYTES)
             .load(OBJECT)
             .context("loading the eBPF object into the kernel (maps and programs)")?;
 
@@ -189,9 +219,14 @@ impl Probes {
         }
         let syscalls = backend::attach_syscalls(&mut ebpf, settings.syscall_probes)?;
         // Mapped by the reader (crate::ring), which maps its data pages once.
-        let Map::RingBuf(ring) = ebpf.take_map("EVENTS").context("map EVENTS missing from the object")? else {
-            bail!("map EVENTS is not a ring buffer");
+        let ring = |ebpf: &mut Ebpf, name: &str| -> Result<MapData> {
+            let Map::RingBuf(ring) = ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"))?
+            else {
+                bail!("map {name} is not a ring buffer");
+            };
+            Ok(ring)
         };
+        let rings = Rings { events: ring(&mut ebpf, "EVENTS")?, activity: ring(&mut ebpf, "ACTIVITY")? };
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing from the object")?)
             .context("map STATS is not a per-CPU array of u64")?;
         let members = HashMap::try_from(ebpf.take_map("MEMBERS").context("map MEMBERS missing from the object")?)
@@ -203,6 +238,7 @@ impl Probes {
             syscall_probes = %syscalls.backend,
             family = ?settings.family,
             ring_buffer_bytes = settings.ring_buffer_bytes,
+            sessions = task.known & task::FOLLOW != 0,
             "probes attached"
         );
         Ok((
@@ -213,7 +249,7 @@ impl Probes {
                 stats,
                 members: Arc::new(Members::new(members, hint)),
             },
-            ring,
+            rings,
         ))
     }
 
@@ -247,7 +283,30 @@ impl Probes {
             members_full: sum(stat::MEMBERS_FULL)?,
             shed: sum(stat::SHED)?,
             refused_tree: sum(stat::REFUSED_TREE)?,
+            sessions_full: sum(stat::SESSIONS_FULL)?,
+            session_quota: sum(stat::SESSION_QUOTA)?,
+            activity_full: sum(stat::ACTIVITY_FULL)?,
+            activity_shed: sum(stat::ACTIVITY_SHED)?,
+            session_audit_unprivileged: sum(stat::SESSION_AUDIT_UNPRIVILEGED)?,
         })
+    }
+}
+
+/// What the session probes need from the running kernel's layout. Without
+/// its BTF they follow nothing, and logins are reported as ever.
+fn session_offsets(execs: bool) -> TaskOffsets {
+    match kernel_btf::task_offsets() {
+        Ok(mut t) => {
+            t.known = task::FOLLOW | if execs { task::EXECS } else { 0 };
+            t
+        }
+        Err(e) => {
+            tracing::warn!(
+                "session activity (execs, escalations) is off: {e:#}; logins are reported as ever \
+                 (the kernel needs CONFIG_DEBUG_INFO_BTF)"
+            );
+            TaskOffsets::default()
+        }
     }
 }
 
