@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{Compression, FailureMode, FailurePolicy, Protocol, SyscallProbes};
+use super::{Compression, FailureMode, FailurePolicy, Protocol, SessionExec, SyscallProbes};
 
 /// The file and its sections: every key optional (a missing one is its
 /// type's default), an unknown one an error.
@@ -31,6 +31,7 @@ sections! {
         pub failures: Failures,
         pub heartbeat: Heartbeat,
         pub first_seen: FirstSeen,
+        pub session: Session,
     }
 
     Failures {
@@ -48,6 +49,14 @@ sections! {
         pub enabled: Option<bool>,
         pub retention: Option<String>,
         pub learning: Option<String>,
+    }
+
+    Session {
+        pub exec: Option<SessionExec>,
+        pub rate: Option<u32>,
+        pub burst: Option<u32>,
+        /// Absolute paths; one ending in '/' is a prefix.
+        pub exclude: Option<Vec<String>>,
     }
 
     Spool {
