@@ -220,6 +220,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_commented_sections_hold_the_defaults() {
+        let text = include_str!("../../../packaging/config.example.toml");
+        let (_, commented) = text.split_once("# The sections below are commented out").unwrap();
+        // `# [section]` and `# key = value` lines, not the prose or the examples.
+        let uncommented: String = commented
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                let key = l.split_once(" = ").map_or("", |(k, _)| k);
+                (l.starts_with('[') && l.ends_with(']'))
+                    || (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !l.contains('#'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.contains("[session]\nexec = "), "{uncommented}");
+        let c =
+            crate::config::resolve(&crate::config::Flags::default(), &|_| None, parse(&uncommented).unwrap()).unwrap();
+        assert_eq!(c.session, crate::config::SessionActivity::default());
+        assert_eq!(c.failures, crate::failures::Settings::default());
+        let d = crate::config::resolve(&crate::config::Flags::default(), &|_| None, File::default()).unwrap();
+        assert_eq!((c.heartbeat, c.first_seen), (d.heartbeat, d.first_seen));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let (key, err) = parse("[otlp]\nendpont = \"http://x\"\n").unwrap_err();
         assert_eq!(key.as_deref(), Some("otlp.endpont"), "{err}");
