@@ -91,6 +91,9 @@ fn summary(c: &Config) -> Vec<(String, String)> {
             c.heartbeat.map_or("off".into(), |d| humantime::format_duration(d).to_string()),
         ),
         ("first_seen.enabled".to_string(), c.first_seen.is_some().to_string()),
+        ("session.exec".to_string(), word(c.session.exec)),
+        ("session.rate".to_string(), c.session.rate.to_string()),
+        ("session.burst".to_string(), c.session.burst.to_string()),
     ];
     for sink in [&c.otlp, &c.webhook].into_iter().flatten() {
         out.push((format!("{}.url", sink.kind.name()), redact_url(&sink.url)));
@@ -140,5 +143,8 @@ mod tests {
         let text = format!("{:?}", s.config);
         assert!(!text.contains("SECRET") && !text.contains("pass") && !text.contains("token"), "{text}");
         assert!(text.contains("webhook.url"), "{text}");
+        for (key, value) in [("session.exec", "all"), ("session.rate", "50"), ("session.burst", "500")] {
+            assert!(s.config.contains(&(key.to_string(), value.to_string())), "{text}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{Compression, FailureMode, FailurePolicy, Protocol, SyscallProbes};
+use super::{Compression, FailureMode, FailurePolicy, Protocol, SessionExec, SyscallProbes};
 
 /// The file and its sections: every key optional (a missing one is its
 /// type's default), an unknown one an error.
@@ -31,6 +31,7 @@ sections! {
         pub failures: Failures,
         pub heartbeat: Heartbeat,
         pub first_seen: FirstSeen,
+        pub session: Session,
     }
 
     Failures {
@@ -48,6 +49,14 @@ sections! {
         pub enabled: Option<bool>,
         pub retention: Option<String>,
         pub learning: Option<String>,
+    }
+
+    Session {
+        pub exec: Option<SessionExec>,
+        pub rate: Option<u32>,
+        pub burst: Option<u32>,
+        /// Absolute paths; one ending in '/' is a prefix.
+        pub exclude: Option<Vec<String>>,
     }
 
     Spool {
@@ -208,6 +217,30 @@ mod tests {
         for p in crate::config::DEFAULT_SSHD_PATHS {
             assert!(paths.iter().any(|x| x == p), "the example's sshd_paths lack the default {p}");
         }
+    }
+
+    #[test]
+    fn the_example_configs_commented_sections_hold_the_defaults() {
+        let text = include_str!("../../../packaging/config.example.toml");
+        let (_, commented) = text.split_once("# The sections below are commented out").unwrap();
+        // `# [section]` and `# key = value` lines, not the prose or the examples.
+        let uncommented: String = commented
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                let key = l.split_once(" = ").map_or("", |(k, _)| k);
+                (l.starts_with('[') && l.ends_with(']'))
+                    || (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !l.contains('#'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.contains("[session]\nexec = "), "{uncommented}");
+        let c =
+            crate::config::resolve(&crate::config::Flags::default(), &|_| None, parse(&uncommented).unwrap()).unwrap();
+        assert_eq!(c.session, crate::config::SessionActivity::default());
+        assert_eq!(c.failures, crate::failures::Settings::default());
+        let d = crate::config::resolve(&crate::config::Flags::default(), &|_| None, File::default()).unwrap();
+        assert_eq!((c.heartbeat, c.first_seen), (d.heartbeat, d.first_seen));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{Compression, FailureMode, Protocol, SyscallProbes};
+use super::{Compression, FailureMode, Protocol, SessionExec, SyscallProbes};
 
 /// `run`'s and `check`'s flags.
 #[derive(Clone, Debug, Default, Args)]
@@ -111,6 +111,30 @@ pub struct Flags {
     /// [default: 90d]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub first_seen_retention: Option<Duration>,
+
+    /// Commands run in an SSH session: `all` sends one ssh.session.exec
+    /// per exec in the session's process tree (within
+    /// --session-exec-rate); `off` sends none. [default: all]
+    #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true)]
+    pub session_exec: Option<SessionExec>,
+
+    /// Exec events one session may send per second, sustained; what is held
+    /// back is counted in an ssh.session.activity.summary at its close. At
+    /// least 1 (`--session-exec off` for none). [default: 50]
+    #[arg(long, value_name = "N")]
+    pub session_exec_rate: Option<u32>,
+
+    /// Exec events one session may send at once before
+    /// --session-exec-rate applies (a shell's start-up, a short script).
+    /// At least 1. [default: 500]
+    #[arg(long, value_name = "N")]
+    pub session_exec_burst: Option<u32>,
+
+    /// Executable to leave out of the session's exec events: an absolute
+    /// path, or a prefix when it ends in '/' (e.g. /usr/lib/git-core/);
+    /// repeat for each. Replaces the file's session.exclude. [default: none]
+    #[arg(long = "session-exclude", value_name = "PATH")]
+    pub session_exclude: Option<Vec<String>>,
 }
 
 /// The flags of what the probes capture (`run`, `check`, `capture`).

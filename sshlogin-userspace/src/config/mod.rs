@@ -13,9 +13,11 @@
 
 mod env;
 mod file;
+mod session;
 mod signals;
 mod sink;
 
+pub use session::{SessionActivity, SessionExec};
 pub use signals::FirstSeen;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -125,7 +127,7 @@ macro_rules! deserialize_as_value_enum {
         }
     )*};
 }
-deserialize_as_value_enum!(SyscallProbes, Protocol, Compression, FailurePolicy, FailureMode);
+deserialize_as_value_enum!(SyscallProbes, Protocol, Compression, FailurePolicy, FailureMode, SessionExec);
 
 /// One of an enum setting's words, as its flag spells them.
 pub fn choice<T: clap::ValueEnum>(text: &str) -> Result<T, String> {
@@ -180,6 +182,8 @@ pub struct Config {
     pub heartbeat: Option<Duration>,
     /// `None`: first-seen marks off.
     pub first_seen: Option<FirstSeen>,
+    /// What is reported of the commands run in a session (`[session]`).
+    pub session: SessionActivity,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -458,7 +462,20 @@ pub fn resolve(flags: &Flags, get: &dyn Fn(&str) -> Option<String>, f: file::Fil
     let failures = signals::failures(&flags.pipeline, &f.failures)?;
     let heartbeat = signals::heartbeat(flags, &f.heartbeat)?;
     let first_seen = signals::first_seen(flags, &f.first_seen)?;
-    Ok(Config { capture, spool, metrics_listen, resource, stdout, otlp, webhook, failures, heartbeat, first_seen })
+    let session = session::session(flags, &f.session)?;
+    Ok(Config {
+        capture,
+        spool,
+        metrics_listen,
+        resource,
+        stdout,
+        otlp,
+        webhook,
+        failures,
+        heartbeat,
+        first_seen,
+        session,
+    })
 }
 
 /// A byte size: a number with an optional K, M or G (powers of 1024).

@@ -243,3 +243,114 @@ fn syscall_probes_from_the_file_and_the_flag() {
     assert_eq!(c.capture.syscall_probes, SyscallProbes::Tracepoints, "the flag beats the file");
     assert!(file::parse("[capture]\nsyscall_probes = \"kprobe\"").is_err());
 }
+
+#[test]
+fn session_activity_defaults() {
+    let s = resolve(&Flags::default(), &env(&[]), file("")).unwrap().session;
+    assert_eq!(s, SessionActivity { exec: SessionExec::All, rate: 50, burst: 500, exclude: vec![] });
+    assert_eq!(s, SessionActivity::default());
+    assert_eq!(resolve_without_env(&Flags::default()).unwrap().session, s, "capture and replay get the defaults");
+}
+
+#[test]
+fn session_activity_from_the_file_and_the_flags() {
+    let text = "[session]\nexec = \"off\"\nrate = 5\nburst = 20\nexclude = [\"/usr/lib/git-core/\", \"/usr/bin/id\"]\n";
+    let s = resolve(&Flags::default(), &env(&[]), file(text)).unwrap().session;
+    assert_eq!(
+        s,
+        SessionActivity {
+            exec: SessionExec::Off,
+            rate: 5,
+            burst: 20,
+            exclude: vec!["/usr/lib/git-core/".into(), "/usr/bin/id".into()],
+        }
+    );
+    let flags = Flags {
+        session_exec: Some(SessionExec::All),
+        session_exec_rate: Some(7),
+        session_exec_burst: Some(70),
+        session_exclude: Some(vec!["/opt/ci/".into()]),
+        ..Flags::default()
+    };
+    let s = resolve(&flags, &env(&[]), file(text)).unwrap().session;
+    assert_eq!(
+        s,
+        SessionActivity { exec: SessionExec::All, rate: 7, burst: 70, exclude: vec!["/opt/ci/".into()] },
+        "each flag beats its key; --session-exclude replaces the file's list"
+    );
+    let flags = Flags { session_exec_burst: Some(1), ..Flags::default() };
+    let s = resolve(&flags, &env(&[]), file("[session]\nrate = 3\nburst = 9")).unwrap().session;
+    assert_eq!((s.exec, s.rate, s.burst), (SessionExec::All, 3, 1), "a flag overrides only its own key");
+}
+
+#[test]
+fn bad_session_values_name_their_key() {
+    let cases: [(Flags, &str, &str); 8] = [
+        (Flags::default(), "[session]\nrate = 0", "session.rate"),
+        (Flags::default(), "[session]\nburst = 0", "session.burst"),
+        (Flags::default(), "[session]\nexclude = [\"/usr/bin/\", \"git\"]", "session.exclude"),
+        (Flags::default(), "[session]\nexclude = [\"\"]", "session.exclude"),
+        (Flags { session_exec_rate: Some(0), ..Flags::default() }, "[session]\nrate = 5", "--session-exec-rate"),
+        (Flags { session_exec_burst: Some(0), ..Flags::default() }, "", "--session-exec-burst"),
+        (Flags { session_exclude: Some(vec!["bin/".into()]), ..Flags::default() }, "", "--session-exclude"),
+        (Flags { session_exec_rate: Some(0), ..Flags::default() }, "[session]\nexec = \"off\"", "--session-exec-rate"),
+    ];
+    for (flags, text, key) in cases {
+        let err = resolve(&flags, &env(&[]), file(text)).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+    }
+    let err = resolve(&Flags::default(), &env(&[]), file("[session]\nrate = 0")).unwrap_err();
+    assert!(err.message.contains("exec = \"off\""), "the hint: {err}");
+    let err = resolve(&Flags { session_exec_rate: Some(0), ..Flags::default() }, &env(&[]), file("")).unwrap_err();
+    assert!(err.message.contains("--session-exec off"), "the hint: {err}");
+    let err = resolve(&Flags::default(), &env(&[]), file("[session]\nexclude = [\"/a\", \"b\"]")).unwrap_err();
+    assert!(err.message.contains("entry 2"), "{err}");
+    for (text, key) in [
+        ("[session]\nexec = \"some\"", "session.exec"),
+        ("[session]\nrate = -1", "session.rate"),
+        ("[session]\nburst = \"many\"", "session.burst"),
+        ("[session]\nexclude = \"/usr/bin/\"", "session.exclude"),
+        ("[session]\nexcludes = []", "session.excludes"),
+    ] {
+        let (named, err) = file::parse(text).unwrap_err();
+        assert_eq!(named.as_deref(), Some(key), "{err}");
+    }
+    let (_, err) = file::parse("[session]\nexec = \"some\"").unwrap_err();
+    assert!(err.contains("all or off"), "{err}");
+}
+
+#[test]
+fn session_flags_parse() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+    let args = [
+        "sshlogin",
+        "--session-exec",
+        "off",
+        "--session-exec-rate",
+        "10",
+        "--session-exec-burst",
+        "100",
+        "--session-exclude",
+        "/usr/lib/git-core/",
+        "--session-exclude",
+        "/usr/bin/id",
+    ];
+    let flags = Cli::try_parse_from(args).unwrap().flags;
+    let s = resolve(&flags, &env(&[]), file("")).unwrap().session;
+    assert_eq!(
+        s,
+        SessionActivity {
+            exec: SessionExec::Off,
+            rate: 10,
+            burst: 100,
+            exclude: vec!["/usr/lib/git-core/".into(), "/usr/bin/id".into()],
+        }
+    );
+    assert!(Cli::try_parse_from(["sshlogin", "--session-exec", "some"]).is_err());
+    assert!(Cli::try_parse_from(["sshlogin", "--session-exec-rate", "-1"]).is_err());
+}
