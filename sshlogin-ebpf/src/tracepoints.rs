@@ -203,10 +203,10 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         remove_session(tid);
         return 0;
     }
-    let Some(m) = membership_of(tgid) else {
-        remove_session(tgid);
-        return 0;
-    };
+    // A session process that became root and exec'd sshd is a member
+    // now; its session entry goes too.
+    remove_session(tgid);
+    let Some(m) = membership_of(tgid) else { return 0 };
     remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);

@@ -23,7 +23,7 @@ use crate::{
     host::{self, Nss, SystemClock, procfs::ProcFs},
     lifecycle::{self, Lifecycle},
     memory,
-    metrics::{KernelDropped, Metrics, Refused},
+    metrics::{KernelDropped, Metrics, Refused, SessionDropped},
     otel,
     pipeline::Pipeline,
     probes, resource,
@@ -64,7 +64,7 @@ fn pipeline(
     let settings = correlate::Settings {
         boot_id: host::boot_id(),
         family: config.capture.family.clone(),
-        activity: correlate::activity::Settings::default(),
+        activity: correlate::activity::Settings::from(&config.session),
     };
     Pipeline::new(settings, config.failures, view, check, Nss, Box::new(SystemClock), metrics)
 }
@@ -310,6 +310,19 @@ fn kernel_counters(
         tracing::warn!(n = forged, "refused audit records sent by an sshd process that is not root");
     }
     metrics.refused(Refused::SyslogNotRoot, delta(now.syslog_not_root, before.syslog_not_root));
+    let unprivileged = delta(now.session_audit_unprivileged, before.session_audit_unprivileged);
+    if unprivileged > 0 {
+        metrics.refused(Refused::SessionAuditUnprivileged, unprivileged);
+        tracing::warn!(n = unprivileged, "refused audit records sent by an unprivileged session process");
+    }
+    for (reason, n) in [
+        (SessionDropped::SessionsFull, delta(now.sessions_full, before.sessions_full)),
+        (SessionDropped::SessionQuota, delta(now.session_quota, before.session_quota)),
+        (SessionDropped::ActivityFull, delta(now.activity_full, before.activity_full)),
+        (SessionDropped::ActivityShed, delta(now.activity_shed, before.activity_shed)),
+    ] {
+        metrics.session_dropped(reason, n);
+    }
     metrics.refused(Refused::Tree, delta(now.refused_tree, before.refused_tree));
     (now, any)
 }

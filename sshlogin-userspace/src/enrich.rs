@@ -8,7 +8,10 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{event::Event, otel};
+use crate::{
+    event::{Event, Kind},
+    otel,
+};
 
 /// Looks users up. NSS (`getpwnam_r`) in the daemon so LDAP/SSSD users
 /// resolve like local ones.
@@ -57,7 +60,19 @@ impl<U: UserDb> Enricher<U> {
             (None, crate::event::Kind::FailureSummary(_), Some(a)) => a.to_string(),
             (None, ..) => "-".to_string(),
         };
-        let name = format!("{conn}/{}/{}", otel::EventName::of(&e.kind).as_str(), e.ktime_ns);
+        let event = otel::EventName::of(&e.kind).as_str();
+        let name = match &mut e.kind {
+            // Many processes of one session may act in the same nanosecond.
+            Kind::SessionExec(_) | Kind::Escalation(_) => format!("{conn}/{event}/{}/{}", e.ktime_ns, e.process.pid),
+            _ => format!("{conn}/{event}/{}", e.ktime_ns),
+        };
+        if let Kind::Escalation(x) = &mut e.kind {
+            match (&x.target_user, x.target_uid) {
+                (Some(name), None) => x.target_uid = self.uid_of(&name.clone()),
+                (None, Some(uid)) => x.target_user = self.name_of(uid),
+                _ => {}
+            }
+        }
         e.record_uid = Some(Uuid::new_v5(&self.boot_id, name.as_bytes()));
     }
 

@@ -52,6 +52,27 @@ label_values! {
 }
 
 label_values! {
+    /// Why session activity (execs, escalations) was not reported. Never
+    /// a login record: those travel apart.
+    SessionDropped {
+        /// The kernel's session map was full.
+        SessionsFull = "sessions_full",
+        /// The login uid had its quota of followed processes.
+        SessionQuota = "session_quota",
+        /// The activity ring buffer was full.
+        ActivityFull = "activity_full",
+        /// Execs not recorded to keep the ring's last quarter for escalations.
+        ActivityShed = "activity_shed",
+        /// The per-session rate limit.
+        RateLimited = "rate_limited",
+        /// Of no opened session (a helper's processes).
+        Unattributed = "unattributed",
+        /// `[session] exclude`.
+        Excluded = "excluded",
+    }
+}
+
+label_values! {
     /// Why records were refused as not from the host's sshd.
     Refused {
         /// The tree's binary is not one of the host's sshd binaries.
@@ -62,6 +83,8 @@ label_values! {
         SyslogNotRoot = "syslog_not_root",
         /// Records the kernel did not make for a refused tree.
         Tree = "tree",
+        /// Audit messages from unprivileged session processes (forgeries).
+        SessionAuditUnprivileged = "session_audit_unprivileged",
     }
 }
 
@@ -113,6 +136,11 @@ struct KernelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabel {
+    reason: SessionDropped,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabel {
     reason: Refused,
 }
@@ -153,6 +181,7 @@ pub struct Metrics {
     pub failures_folded: Counter,
     pub first_seen_errors: Counter,
     kernel_dropped: Family<KernelLabel, Counter>,
+    session_dropped: Family<SessionLabel, Counter>,
     refused: Family<RefusedLabel, Counter>,
     evicted: Family<TableLabel, Counter>,
     events: Family<EventLabel, Counter>,
@@ -180,8 +209,10 @@ impl Metrics {
             ("sshlogin_decode_errors", "Records that could not be decoded", decode_errors),
             ("sshlogin_kernel_dropped", "Records the kernel half could not deliver (ringbuf_full, read_failed, \
               pending_full, members_full, forward_shed)", kernel_dropped),
+            ("sshlogin_session_dropped", "Session activity not reported (sessions_full, session_quota, \
+              activity_full, activity_shed, rate_limited, unattributed, excluded); never a login", session_dropped),
             ("sshlogin_refused", "Records refused as not from the host's sshd (exe, vanished, audit_not_root, \
-              syslog_not_root, tree)", refused),
+              syslog_not_root, tree, session_audit_unprivileged)", refused),
             ("sshlogin_evicted", "Entries dropped to keep a table bounded (connections, processes)", evicted),
             ("sshlogin_spool_events", "Events waiting in a network exporter's spool", spool_events),
             ("sshlogin_spool_bytes", "Bytes of events waiting in a network exporter's spool", spool_bytes),
@@ -213,6 +244,16 @@ impl Metrics {
 
     pub fn kernel_dropped(&self, reason: KernelDropped, n: u64) {
         self.kernel_dropped.get_or_create(&KernelLabel { reason }).inc_by(n);
+    }
+
+    pub fn session_dropped(&self, reason: SessionDropped, n: u64) {
+        if n > 0 {
+            self.session_dropped.get_or_create(&SessionLabel { reason }).inc_by(n);
+        }
+    }
+
+    pub fn session_dropped_count(&self, reason: SessionDropped) -> u64 {
+        self.session_dropped.get_or_create(&SessionLabel { reason }).get()
     }
 
     pub fn refused(&self, reason: Refused, n: u64) {

@@ -12,7 +12,7 @@ use crate::{
     enrich::{Clock, Enricher, UserDb},
     event::Event,
     failures::{self, Failures},
-    metrics::{Metrics, Refused, Table},
+    metrics::{Metrics, Refused, SessionDropped, Table},
     otel::EventName,
 };
 
@@ -165,6 +165,10 @@ impl<U: UserDb> Pipeline<U> {
         if folded > 0 {
             self.metrics.failures_folded.inc_by(folded);
         }
+        let activity = self.correlator.take_activity_counts();
+        self.metrics.session_dropped(SessionDropped::RateLimited, activity.suppressed);
+        self.metrics.session_dropped(SessionDropped::Unattributed, activity.unattributed);
+        self.metrics.session_dropped(SessionDropped::Excluded, activity.excluded);
         let evicted = self.correlator.take_evictions();
         if evicted.connections > 0 {
             self.metrics.evicted(Table::Connections, evicted.connections);

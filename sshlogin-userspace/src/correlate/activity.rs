@@ -36,7 +36,18 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { execs: true, rate: 50, burst: 500, exclude: Vec::new() }
+        Settings::from(&crate::config::SessionActivity::default())
+    }
+}
+
+impl From<&crate::config::SessionActivity> for Settings {
+    fn from(c: &crate::config::SessionActivity) -> Settings {
+        Settings {
+            execs: c.exec == crate::config::SessionExec::All,
+            rate: c.rate,
+            burst: c.burst,
+            exclude: c.exclude.clone(),
+        }
     }
 }
 

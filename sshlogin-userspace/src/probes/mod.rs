@@ -113,7 +113,7 @@ impl From<&crate::config::Config> for Settings {
             family: config.capture.family.clone(),
             ring_buffer_bytes: config.capture.ring_buffer_bytes,
             syscall_probes: config.capture.syscall_probes,
-            session_execs: true,
+            session_execs: config.session.exec == crate::config::SessionExec::All,
         }
     }
 }
