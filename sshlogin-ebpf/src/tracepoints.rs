@@ -13,8 +13,7 @@ use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SessionProc, e
 use crate::{
     filter::{
         EVENTS, add_member, add_session, count, current_comm, current_tgid, current_uid, follows_sessions, header,
-        in_family, membership_of, now_ns, offsets, remove_member, remove_session, session_of,
-        task_offsets,
+        in_family, membership_of, now_ns, offsets, remove_member, remove_session, session_of, task_offsets,
     },
     session, syscalls,
 };
@@ -102,7 +101,10 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let uid = current_uid();
     if uid != 0 {
         if follows_sessions() {
-            add_session(child, &SessionProc { tree: m.tree, session: tgid, tree_ns: m.tree_ns, quota_uid: uid, _pad: 0 });
+            add_session(
+                child,
+                &SessionProc { tree: m.tree, session: tgid, tree_ns: m.tree_ns, quota_uid: uid, _pad: 0 },
+            );
         }
         return 0;
     }

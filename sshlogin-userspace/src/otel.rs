@@ -166,10 +166,9 @@ impl EventName {
             | EventName::Heartbeat
             | EventName::Stop
             | EventName::SessionExec => Severity::Info,
-            EventName::AuthFailure
-            | EventName::FailureSummary
-            | EventName::Escalation
-            | EventName::ActivitySummary => Severity::Warn,
+            EventName::AuthFailure | EventName::FailureSummary | EventName::Escalation | EventName::ActivitySummary => {
+                Severity::Warn
+            }
         }
     }
 }
@@ -511,7 +510,9 @@ pub fn describe(e: &Event) -> String {
         Kind::SessionExec(_) => activity::describe_exec(e, user),
         Kind::Escalation(x) => activity::describe_escalation(x, user),
         Kind::ActivitySummary { reported, suppressed } => {
-            format!("{user}'s session{from}: {suppressed} execs or escalations left out by the rate limit, {reported} reported")
+            format!(
+                "{user}'s session{from}: {suppressed} execs or escalations left out by the rate limit, {reported} reported"
+            )
         }
     }
 }

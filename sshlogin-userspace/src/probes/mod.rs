@@ -220,7 +220,8 @@ impl Probes {
         let syscalls = backend::attach_syscalls(&mut ebpf, settings.syscall_probes)?;
         // Mapped by the reader (crate::ring), which maps its data pages once.
         let ring = |ebpf: &mut Ebpf, name: &str| -> Result<MapData> {
-            let Map::RingBuf(ring) = ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"))?
+            let Map::RingBuf(ring) =
+                ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"))?
             else {
                 bail!("map {name} is not a ring buffer");
             };
