@@ -248,6 +248,16 @@ fn half(pam: bool, steps: &BTreeMap<String, i32>, events: &[Value], fingerprint:
         if attr(open, "ssh.connection.id") != attr(close, "ssh.connection.id") {
             p.push(format!("{user}: the open and the close have different connection ids"));
         }
+        // Each login runs `sleep 0.3`: the session's exec of it, tied to
+        // the login, with the user's own uids from the kernel.
+        let slept = named(events, "ssh.session.exec", user, port).into_iter().any(|e| {
+            attr(e, "process.executable.path").as_str().is_some_and(|p| p.ends_with("/sleep"))
+                && attr(e, "ssh.connection.id") == attr(open, "ssh.connection.id")
+                && attr(e, "process.user.id").to_string() == attr(open, "user.id").as_str().unwrap_or("?")
+        });
+        if !slept {
+            p.push(format!("{user}: no ssh.session.exec of sleep in the session, with its connection id and uid"));
+        }
     };
     let failure = |user: &str, reason: Option<&str>, p: &mut Vec<String>| {
         let failures = named(events, "ssh.auth.failure", user, port);
