@@ -46,12 +46,12 @@ fn session_meta(bytes: &[u8]) -> SessionMeta {
     }
 }
 
-fn bytes_of<'a>(
-    bytes: &'a [u8],
+fn bytes_of(
+    bytes: &[u8],
     kind: u32,
     cap: usize,
     part: fn(&[u8]) -> Result<&[u8], MessageError>,
-) -> Result<&'a [u8], DecodeError> {
+) -> Result<&[u8], DecodeError> {
     part(bytes).map_err(|e| match e {
         MessageError::Short { need } => DecodeError::Short { kind, len: bytes.len(), need },
         MessageError::BadLength { copied } => DecodeError::BadLength { copied, cap },

@@ -253,7 +253,8 @@ fn half(pam: bool, steps: &BTreeMap<String, i32>, events: &[Value], fingerprint:
         let slept = named(events, "ssh.session.exec", user, port).into_iter().any(|e| {
             attr(e, "process.executable.path").as_str().is_some_and(|p| p.ends_with("/sleep"))
                 && attr(e, "ssh.connection.id") == attr(open, "ssh.connection.id")
-                && attr(e, "process.user.id").to_string() == attr(open, "user.id").as_str().unwrap_or("?")
+                && attr(e, "process.user.id").as_u64().map(|uid| uid.to_string()).as_deref()
+                    == attr(open, "user.id").as_str()
         });
         if !slept {
             p.push(format!("{user}: no ssh.session.exec of sleep in the session, with its connection id and uid"));

@@ -165,8 +165,6 @@ fn a_forged_record_from_nobody_s_session_is_counted_not_reported() {
     assert_eq!(metrics.session_dropped_count(SessionDropped::Unattributed), n);
 }
 
-use super::*;
-
 #[test]
 fn the_bucket_allows_a_burst_then_the_rate() {
     let mut b = Bucket::full(3.0, 0);
