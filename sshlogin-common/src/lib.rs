@@ -135,6 +135,10 @@ pub struct SessionProc {
     pub session: u32,
     /// [`Member::tree_ns`] of the tree.
     pub tree_ns: u64,
+    /// When the session's first process was made (CLOCK_BOOTTIME ns): after
+    /// `session` was, so that user space can tell a later process that got
+    /// the same pid (a leftover process's records never go to it).
+    pub session_ns: u64,
     /// Real uid when the session's first process was made: its quota.
     pub quota_uid: u32,
     pub _pad: u32,
@@ -279,6 +283,8 @@ pub struct SessionHeader {
     /// The caller's effective uid, from its credentials (`u32::MAX` when
     /// the kernel's layout was not known at load).
     pub euid: u32,
+    /// [`SessionProc::session_ns`].
+    pub session_ns: u64,
 }
 
 /// `SessionExecRecord::flags`.
@@ -370,6 +376,7 @@ pub mod layout {
     pub const SESSION_HEADER_SIZE: usize = core::mem::size_of::<SessionHeader>();
     pub const SESSION_SESSION: usize = HEADER_SIZE;
     pub const SESSION_EUID: usize = HEADER_SIZE + 4;
+    pub const SESSION_NS: usize = HEADER_SIZE + 8;
     pub const SEXEC_PPID: usize = SESSION_HEADER_SIZE;
     pub const SEXEC_FLAGS: usize = SESSION_HEADER_SIZE + 4;
     pub const SEXEC_ARGS_COPIED: usize = SESSION_HEADER_SIZE + 8;
@@ -569,14 +576,15 @@ mod tests {
         assert_eq!(offset_of!(ConnectRecord, addr), layout::CONNECT_ADDR);
         assert_eq!(layout::CONNECT_SIZE, 56 + 8 + SOCKADDR_CAP + 4);
         assert_eq!(size_of::<Member>(), 16);
-        assert_eq!(size_of::<SessionProc>(), 24);
-        assert_eq!(layout::SESSION_HEADER_SIZE, 64);
+        assert_eq!(size_of::<SessionProc>(), 32);
+        assert_eq!(layout::SESSION_HEADER_SIZE, 72);
+        assert_eq!(offset_of!(SessionHeader, session_ns), layout::SESSION_NS);
         assert_eq!(offset_of!(SessionExecRecord, path), layout::SEXEC_PATH);
         assert_eq!(offset_of!(SessionExecRecord, args), layout::SEXEC_ARGS);
-        assert_eq!(layout::SEXEC_SIZE, 64 + 16 + PATH_CAP + ARGS_CAP);
+        assert_eq!(layout::SEXEC_SIZE, 72 + 16 + PATH_CAP + ARGS_CAP);
         assert_eq!(offset_of!(SessionMessageRecord, copied), layout::SMESSAGE_COPIED);
         assert_eq!(offset_of!(SessionMessageRecord, data), layout::SMESSAGE_DATA);
-        assert_eq!(layout::SMESSAGE_SIZE, 64 + 8 + TEXT_CAP);
+        assert_eq!(layout::SMESSAGE_SIZE, 72 + 8 + TEXT_CAP);
         assert_eq!(size_of::<Family>(), COMM_LEN * MAX_FAMILY);
     }
 

@@ -64,7 +64,7 @@ pub fn current_task() -> u64 {
 #[inline(always)]
 fn session_header(record_kind: u32, s: &SessionProc, euid: u32) -> SessionHeader {
     let m = Member { tree: s.tree, flags: 0, tree_ns: s.tree_ns };
-    SessionHeader { header: header(record_kind, &m), session: s.session, euid }
+    SessionHeader { header: header(record_kind, &m), session: s.session, euid, session_ns: s.session_ns }
 }
 
 /// `sched_process_exec` of a session process: the file name the kernel

@@ -101,10 +101,15 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let uid = current_uid();
     if uid != 0 {
         if follows_sessions() {
-            add_session(
-                child,
-                &SessionProc { tree: m.tree, session: tgid, tree_ns: m.tree_ns, quota_uid: uid, _pad: 0 },
-            );
+            let s = SessionProc {
+                tree: m.tree,
+                session: tgid,
+                tree_ns: m.tree_ns,
+                session_ns: now_ns(),
+                quota_uid: uid,
+                _pad: 0,
+            };
+            add_session(child, &s);
         }
         return 0;
     }
@@ -153,6 +158,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                     tree: m.tree,
                     session: session::parent_tgid(session::current_task(), &task_offsets()),
                     tree_ns: m.tree_ns,
+                    session_ns: now_ns(),
                     quota_uid: current_uid(),
                     _pad: 0,
                 };

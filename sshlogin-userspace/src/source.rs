@@ -93,14 +93,26 @@ fn read(mut rings: [Ring; 2], tx: mpsc::Sender<Batch>, stop: Stopper) {
     }
 }
 
-/// Logins first: a session's records are tied to a login the pipeline
-/// must have seen.
+/// Both rings, in the order things happened: a session's records are
+/// tied to a login the pipeline must have seen, and must not come after
+/// the end of their connection (sudo's last record, then the logout).
 fn drain(rings: &mut [Ring; 2]) -> Batch {
     let mut batch = Vec::new();
-    for ring in rings {
-        ring.drain(&mut batch, used_len);
+    rings[0].drain(&mut batch, used_len);
+    let logins = batch.len();
+    rings[1].drain(&mut batch, used_len);
+    if logins > 0 && batch.len() > logins {
+        // Stable: each ring's own order is kept among equal times.
+        batch.sort_by_key(|r| ktime_ns(r));
     }
     batch
+}
+
+/// A record's `Header::ktime_ns`; 0 for one too short to have it (the
+/// decoder rejects it).
+fn ktime_ns(record: &[u8]) -> u64 {
+    const AT: usize = std::mem::offset_of!(sshlogin_common::Header, ktime_ns);
+    record.get(AT..AT + 8).map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// How much of a record holds data: a message record is reserved at its

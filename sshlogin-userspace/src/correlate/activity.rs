@@ -137,6 +137,14 @@ enum Owner {
     Nobody,
 }
 
+fn who(record: &Record) -> Option<&SessionMeta> {
+    match record {
+        Record::SessionExec(e) => Some(&e.who),
+        Record::SessionAudit { who, .. } => Some(who),
+        _ => None,
+    }
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -226,7 +234,13 @@ impl Activity {
 }
 
 impl Correlator {
-    fn owner(&self, session: u32) -> Owner {
+    fn owner(&self, session: u32, session_ns: u64) -> Owner {
+        // The pid's life now began after the session's first process was
+        // made: it is another process that got the pid of a session child
+        // gone (with its connection) since; the record is a leftover's.
+        if self.procs.start_ns(session).is_some_and(|start| start > session_ns) {
+            return Owner::Nobody;
+        }
         // A process whose fork has not been taken yet may still be a
         // session child: its record waits (and gives up after HOLD_NS).
         let Some(m) = self.procs.parent(session) else { return Owner::NotYet };
@@ -245,12 +259,8 @@ impl Correlator {
     /// Takes a session record: reports it, holds it for its session, or
     /// counts it as nobody's.
     pub(super) fn on_activity(&mut self, record: Record, out: &mut Vec<Event>) {
-        let session = match &record {
-            Record::SessionExec(e) => e.who.session,
-            Record::SessionAudit { who, .. } => who.session,
-            _ => return,
-        };
-        match self.owner(session) {
+        let Some(who) = who(&record) else { return };
+        match self.owner(who.session, who.session_ns) {
             Owner::Session(m) => match record {
                 Record::SessionExec(e) => self.session_exec(m, *e, out),
                 Record::SessionAudit { who, audit } => self.session_audit(m, &who, &audit, out),
@@ -271,12 +281,8 @@ impl Correlator {
     pub(super) fn release_held(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         for record in std::mem::take(&mut self.activity.held) {
             let expired = now_ns.saturating_sub(record.meta().ktime_ns) >= HOLD_NS;
-            let session = match &record {
-                Record::SessionExec(e) => e.who.session,
-                Record::SessionAudit { who, .. } => who.session,
-                _ => continue,
-            };
-            match self.owner(session) {
+            let Some(who) = who(&record) else { continue };
+            match self.owner(who.session, who.session_ns) {
                 Owner::NotYet if !expired => self.activity.held.push_back(record),
                 Owner::Session(_) => self.on_activity(record, out),
                 _ => self.activity.counted.unattributed += 1,

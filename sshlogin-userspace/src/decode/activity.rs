@@ -20,6 +20,8 @@ pub struct SessionMeta {
     pub session: u32,
     /// Effective uid, from the kernel's credentials; `None` if unread.
     pub euid: Option<u32>,
+    /// When the session's first process was made (CLOCK_BOOTTIME ns).
+    pub session_ns: u64,
 }
 
 /// A session process exec'd.
@@ -43,6 +45,7 @@ fn session_meta(bytes: &[u8]) -> SessionMeta {
         meta: meta(bytes),
         session: u32_at(bytes, layout::SESSION_SESSION).unwrap_or_default(),
         euid: (euid != u32::MAX).then_some(euid),
+        session_ns: super::u64_at(bytes, layout::SESSION_NS).unwrap_or_default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The activity stage against a capture of a real session
 //! (`pam-session-activity`: sl-bob runs ls, id, sudo and su), and its parts.
 
+use sshlogin_common::layout;
 use uuid::Uuid;
 
 use super::*;
@@ -205,4 +206,25 @@ fn exclusions_are_exact_or_prefixes() {
     assert!(a.excluded("/bin/true"));
     assert!(!a.excluded("/bin/truelove"));
     assert!(!a.excluded("/usr/lib/git-core"));
+}
+
+#[test]
+fn a_leftover_process_is_not_the_session_of_a_new_process_with_its_pid() {
+    // Records whose session's first process was made before the session
+    // child's pid began its current life: a process left from an earlier
+    // connection whose session child had that pid.
+    let records: Vec<Vec<u8>> = capture::fixture("pam-session-activity")
+        .into_iter()
+        .map(|mut r| {
+            if matches!(r.first().copied(), Some(8 | 9)) {
+                r[layout::SESSION_NS..layout::SESSION_NS + 8].copy_from_slice(&1u64.to_ne_bytes());
+            }
+            r
+        })
+        .collect();
+    let (events, metrics) = run(records, Settings::default());
+    assert!(named(&events, EventName::SessionExec).is_empty());
+    assert!(escalations(&events).is_empty());
+    assert_eq!(named(&events, EventName::SessionOpen).len(), 1, "the login itself is as ever");
+    assert!(metrics.session_dropped_count(SessionDropped::Unattributed) >= 12);
 }
