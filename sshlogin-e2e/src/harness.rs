@@ -105,8 +105,12 @@ pub const USERS: &[&str] = &[
     "sl-alice", "sl-bob", "sl-carol", "sl-dave", "sl-erin", "sl-frank", "sl-grace", "sl-heidi", "sl-ivan", "sl-judy",
     "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
     "sl-vic", "sl-wes", "sl-xena", "sl-yuri", "sl-zoe", "sl-abe", "sl-bea", "sl-cal", "sl-dot", "sl-eve", "sl-fay",
-    "sl-gus", "sl-hal", "sl-ida", "sl-jon", "sl-kim", "sl-lou", "sl-max", "sl-nia",
+    "sl-gus", "sl-hal", "sl-ida", "sl-jon", "sl-kim", "sl-lou", "sl-max", "sl-nia", "sl-oli", "sl-pia", "sl-rex",
+    "sl-roy", "sl-sue", "sl-ted", "sl-ula", "sl-val",
 ];
+
+/// The test user [`sudoers`] gives sudo rules.
+pub const SUDO_USER: &str = "sl-oli";
 
 struct Fixture {
     dir: PathBuf,
@@ -166,6 +170,52 @@ pub fn user(name: &'static str) -> User {
     assert!(USERS.contains(&name), "{name} is not a test user");
     let f = fixture();
     User { name, password: Box::leak(password(name).into_boxed_str()), key: f.dir.join(format!("id_{name}")) }
+}
+
+/// A test user's uid.
+pub fn uid_of(name: &str) -> u32 {
+    let out = run(Command::new("id").args(["-u", name]));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("id -u {name}: {e}"))
+}
+
+/// Installs (once per test process) /etc/sudoers.d/sshlogin-e2e: [`SUDO_USER`]
+/// may run /usr/bin/true as root without a password, and /usr/bin/id as
+/// root with its own. Checked with `visudo -c` before it goes live: a
+/// broken sudoers file would lock sudo for everyone on the host.
+pub fn sudoers() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        fixture();
+        assert!(Path::new("/usr/bin/sudo").exists(), "/usr/bin/sudo is missing: install sudo (cargo xtask bootstrap)");
+        let text = format!(
+            "# sshlogin's end-to-end tests (sshlogin-e2e/src/harness.rs); safe to remove.\n\
+             {SUDO_USER} ALL=(root) NOPASSWD: /usr/bin/true\n\
+             {SUDO_USER} ALL=(root) /usr/bin/id\n"
+        );
+        // sudo ignores files in sudoers.d whose name has a dot: the draft
+        // is never read before it is renamed into place.
+        let draft = PathBuf::from("/etc/sudoers.d/sshlogin-e2e.draft");
+        fs::write(&draft, text).unwrap();
+        fs::set_permissions(&draft, fs::Permissions::from_mode(0o440)).unwrap();
+        run(Command::new("visudo").arg("-cqf").arg(&draft));
+        fs::rename(&draft, "/etc/sudoers.d/sshlogin-e2e").unwrap();
+    });
+}
+
+/// Makes sure `su root` refuses a wrong password: root's password field
+/// must not be empty (an empty one lets su in without asking). An empty
+/// field is replaced by `*`, no password at all, which refuses every
+/// password and leaves root's other ways in (keys, sudo) as they were.
+pub fn root_refuses_su() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let shadow = fs::read_to_string("/etc/shadow").expect("read /etc/shadow");
+        let field = shadow.lines().find_map(|l| l.strip_prefix("root:")).and_then(|rest| rest.split(':').next());
+        if field == Some("") {
+            eprintln!("e2e: root had an empty password, which su takes without asking; setting it to '*'");
+            run(Command::new("usermod").args(["-p", "*", "root"]));
+        }
+    });
 }
 
 pub fn wrong_key() -> PathBuf {
@@ -303,12 +353,20 @@ pub struct Sshd {
     _config: PathBuf,
 }
 
-/// sshd_config text for a test sshd.
+/// `sshd_extra` for an sshd that runs sftp as a program of its own, the
+/// way a packaged sshd_config does (the tests' default is internal-sftp,
+/// which runs no program).
+pub const SFTP_SERVER: &str = "Subsystem sftp /usr/lib/openssh/sftp-server\n";
+
+/// sshd_config text for a test sshd: sftp is internal-sftp unless `extra`
+/// names its own (sshd refuses a subsystem defined twice).
 pub fn sshd_config(listen: &str, port: u16, host_key: &str, use_pam: bool, extra: &str) -> String {
+    let own_sftp = extra.lines().any(|l| l.split_whitespace().take(2).eq(["Subsystem", "sftp"]));
     format!(
         "Port {port}\nListenAddress {listen}\nHostKey {host_key}\nUsePAM {}\nPasswordAuthentication yes\n\
-         KbdInteractiveAuthentication no\nPidFile none\nLogLevel INFO\nSubsystem sftp internal-sftp\n{extra}\n",
-        if use_pam { "yes" } else { "no" }
+         KbdInteractiveAuthentication no\nPidFile none\nLogLevel INFO\n{}{extra}\n",
+        if use_pam { "yes" } else { "no" },
+        if own_sftp { "" } else { "Subsystem sftp internal-sftp\n" }
     )
 }
 
@@ -394,6 +452,23 @@ pub fn key_client(key: &Path) -> Command {
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no", "-i"])
         .arg(key);
     cmd
+}
+
+/// `sftp -b -` as `user` with its own key, the batch commands on stdin.
+pub fn sftp_batch(port: u16, user: &User, batch: &str) -> Output {
+    let mut sftp = Command::new("sftp")
+        .args(CLIENT_OPTS)
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&user.key)
+        .args(["-b", "-", "-P", &port.to_string(), &format!("{}@127.0.0.1", user.name)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sftp");
+    use std::io::Write;
+    sftp.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
+    sftp.wait_with_output().expect("wait for sftp")
 }
 
 /// A password login through sshpass.

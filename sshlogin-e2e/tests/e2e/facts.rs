@@ -9,8 +9,8 @@ use std::{
 use serde_json::Value;
 
 use crate::harness::{
-    Daemon, Sshd, cleared, key_client, logged, login, must, privileged, scene, scratch_dir, ssh_key, ssh_key_to, user,
-    wrong_key,
+    Daemon, Sshd, cleared, key_client, logged, login, must, privileged, scene, scratch_dir, sftp_batch, ssh_key,
+    ssh_key_to, user, wrong_key,
 };
 
 const OPEN: &str = "ssh.session.open";
@@ -125,18 +125,8 @@ fn commands_sftp_and_forward_only_sessions_open_and_close() {
     login(sshd.port, &uma, "true");
     daemon.wait_event(CLOSE, uma.name);
 
-    let mut sftp = Command::new("sftp")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
-        .args(["-o", "IdentitiesOnly=yes", "-i"])
-        .arg(&uma.key)
-        .args(["-b", "-", "-P", &sshd.port.to_string(), &format!("{}@127.0.0.1", uma.name)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sftp.stdin.take().unwrap().write_all(b"pwd\nls\n").unwrap();
-    assert!(sftp.wait().unwrap().success());
+    let out = sftp_batch(sshd.port, &uma, "pwd\nls\n");
+    assert!(out.status.success(), "sftp: {}", String::from_utf8_lossy(&out.stderr));
     daemon.eventually("sftp's open and close", 20, |daemon| count(daemon, CLOSE) >= 2);
 
     let mut forward_only = key_client(&uma.key)

@@ -14,6 +14,7 @@ mod forgery;
 mod layouts;
 mod otlp;
 mod proxyjump;
+mod session;
 
 use std::time::Duration;
 
