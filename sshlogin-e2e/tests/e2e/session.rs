@@ -328,7 +328,8 @@ fn ten_thousand_programs_in_one_session_cost_no_other_login_a_record() {
     thread::scope(|s| {
         for _ in 0..10 {
             s.spawn(|| {
-                let out = ssh_key(sshd.port, ted.name, &ted.key, "true");
+                // A path: bash runs a bare `true` as its builtin, no exec.
+                let out = ssh_key(sshd.port, ted.name, &ted.key, "/bin/true");
                 if !out.status.success() {
                     failed.lock().unwrap().push(stderr(&out));
                 }
