@@ -147,12 +147,21 @@ fn probes_load(config: &Config) -> Item {
     match probes::Probes::load(&probes::Settings::from(config)) {
         Ok((probes, _ring)) => {
             let (backend, refusal) = (probes.backend(), probes.fentry_refusal().map(str::to_owned));
+            let sessions = probes.follows_sessions();
             drop(probes);
             let detail = format!(
-                "the ring buffer and every program loaded, passed the verifier and attached (then detached); \
-                 syscall probes: {backend}"
+                "the ring buffers and every program loaded, passed the verifier and attached (then detached); \
+                 syscall probes: {backend}; session activity: {}",
+                if sessions { "followed" } else { "off (no kernel BTF)" }
             );
-            if let Some(refusal) = refusal {
+            if !sessions {
+                warn(
+                    "ebpf",
+                    detail,
+                    "session activity (ssh.session.exec, ssh.session.escalation) reads task fields at offsets from \
+                     /sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF; logins are reported as ever",
+                )
+            } else if let Some(refusal) = refusal {
                 warn(
                     "ebpf",
                     format!("{detail}, because the kernel refused fentry: {refusal}"),

@@ -137,6 +137,7 @@ pub struct Probes {
     _ebpf: Ebpf,
     backend: Backend,
     refusal: Option<String>,
+    sessions: bool,
     stats: PerCpuArray<MapData, u64>,
     members: Arc<Members>,
 }
@@ -247,6 +248,7 @@ impl Probes {
                 _ebpf: ebpf,
                 backend: syscalls.backend,
                 refusal: syscalls.refusal,
+                sessions: task.known & task::FOLLOW != 0,
                 stats,
                 members: Arc::new(Members::new(members, hint)),
             },
@@ -257,6 +259,12 @@ impl Probes {
     /// The syscall probes this host got.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether session processes are followed (the kernel's BTF gave the
+    /// offsets the session probes read).
+    pub fn follows_sessions(&self) -> bool {
+        self.sessions
     }
 
     /// Why the kernel refused fentry, when `auto` fell back to tracepoints.
