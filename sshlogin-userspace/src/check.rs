@@ -149,11 +149,14 @@ fn probes_load(config: &Config) -> Item {
             let (backend, refusal) = (probes.backend(), probes.fentry_refusal().map(str::to_owned));
             let sessions = probes.follows_sessions();
             drop(probes);
-            let detail = format!(
+            let mut detail = format!(
                 "the ring buffers and every program loaded, passed the verifier and attached (then detached); \
-                 syscall probes: {backend}; session activity: {}",
-                if sessions { "followed" } else { "off (no kernel BTF)" }
+                 syscall probes: {backend}"
             );
+            if let Some(refusal) = &refusal {
+                detail.push_str(&format!(", because the kernel refused fentry: {refusal}"));
+            }
+            detail.push_str(if sessions { "; session activity: followed" } else { "; session activity: off" });
             if !sessions {
                 warn(
                     "ebpf",
@@ -161,10 +164,10 @@ fn probes_load(config: &Config) -> Item {
                     "session activity (ssh.session.exec, ssh.session.escalation) reads task fields at offsets from \
                      /sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF; logins are reported as ever",
                 )
-            } else if let Some(refusal) = refusal {
+            } else if refusal.is_some() {
                 warn(
                     "ebpf",
-                    format!("{detail}, because the kernel refused fentry: {refusal}"),
+                    detail,
                     "fentry needs a kernel with BTF and BPF trampolines that lockdown does not forbid; \
                      tracepoints cost every syscall on the host more (docs/performance.md)",
                 )

@@ -86,9 +86,13 @@ fn sessions_printed(daemon: &mut Daemon, user: &str) -> usize {
 }
 
 /// log.record.uid -> how many requests answered 200 carried it, for
-/// `user`'s events.
+/// `user`'s opens and closes (the counts below are two per login; the
+/// session's exec of its shell travels the same way).
 fn delivered(receiver: &mut Receiver, user: &str) -> HashMap<String, usize> {
-    delivered_if(receiver, |rec| rec["attributes"]["user.name"] == user)
+    delivered_if(receiver, |rec| {
+        rec["attributes"]["user.name"] == user
+            && (rec["event_name"] == "ssh.session.open" || rec["event_name"] == "ssh.session.close")
+    })
 }
 
 /// log.record.uid -> how many requests answered 200 carried it, for the

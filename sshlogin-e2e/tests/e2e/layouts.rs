@@ -78,5 +78,16 @@ fn openssh_10_in_a_trixie_chroot_reports_like_openssh_9() {
 
     assert_eq!(trixie, debian12, "OpenSSH 10 (left) and 9.2 (right) give the same events");
     let names: Vec<&str> = trixie.iter().map(|f| f.0.as_str()).collect();
-    assert_eq!(names, ["ssh.session.open", "ssh.session.close", "ssh.auth.failure", "ssh.auth.failure"]);
+    assert_eq!(
+        names,
+        [
+            "ssh.session.open",
+            "ssh.session.exec",
+            "ssh.session.exec",
+            "ssh.session.close",
+            "ssh.auth.failure",
+            "ssh.auth.failure"
+        ],
+        "the login, its shell and the program the shell runs, then the failures"
+    );
 }
