@@ -287,6 +287,9 @@ pub struct SessionHeader {
     pub session_ns: u64,
 }
 
+/// `clone(2)`'s flag for a thread of the caller's thread group.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
 /// `SessionExecRecord::flags`.
 pub mod session_exec {
     /// The arguments were longer than [`ARGS_CAP`](crate::ARGS_CAP).
@@ -312,6 +315,11 @@ pub struct SessionExecRecord {
     pub args_copied: u32,
     /// Bytes of `path` before its NUL.
     pub path_copied: u32,
+    /// The executable's device (the kernel's `dev_t`: major << 20 | minor)
+    /// and inode: which file runs, whatever name the exec used. 0 if unread.
+    pub exe_dev: u32,
+    pub _pad: u32,
+    pub exe_ino: u64,
     pub path: [u8; PATH_CAP],
     pub args: [u8; ARGS_CAP],
 }
@@ -344,6 +352,16 @@ pub struct TaskOffsets {
     /// `mm_struct.arg_start`, `.arg_end`.
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    /// `task_struct.signal`, `signal_struct.live` (threads alive).
+    pub task_signal: u32,
+    pub signal_live: u32,
+    /// `mm_struct.exe_file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
+    /// `super_block.s_dev`: the executable's identity.
+    pub mm_exe_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
     /// [`task`] flags: whether the rest is filled in, and what to record.
     pub known: u32,
 }
@@ -381,7 +399,9 @@ pub mod layout {
     pub const SEXEC_FLAGS: usize = SESSION_HEADER_SIZE + 4;
     pub const SEXEC_ARGS_COPIED: usize = SESSION_HEADER_SIZE + 8;
     pub const SEXEC_PATH_COPIED: usize = SESSION_HEADER_SIZE + 12;
-    pub const SEXEC_PATH: usize = SESSION_HEADER_SIZE + 16;
+    pub const SEXEC_EXE_DEV: usize = SESSION_HEADER_SIZE + 16;
+    pub const SEXEC_EXE_INO: usize = SESSION_HEADER_SIZE + 24;
+    pub const SEXEC_PATH: usize = SESSION_HEADER_SIZE + 32;
     pub const SEXEC_ARGS: usize = SEXEC_PATH + super::PATH_CAP;
     pub const SEXEC_SIZE: usize = core::mem::size_of::<SessionExecRecord>();
     pub const SMESSAGE_COPIED: usize = SESSION_HEADER_SIZE + 4;
@@ -514,6 +534,9 @@ pub struct TraceOffsets {
     pub exec_old_pid: u32,
     /// `sched_process_exec`'s `__data_loc char[] filename`.
     pub exec_filename: u32,
+    /// `task:task_newtask`'s `pid` and `clone_flags`.
+    pub newtask_pid: u32,
+    pub newtask_flags: u32,
     pub _pad: u32,
 }
 
@@ -581,7 +604,9 @@ mod tests {
         assert_eq!(offset_of!(SessionHeader, session_ns), layout::SESSION_NS);
         assert_eq!(offset_of!(SessionExecRecord, path), layout::SEXEC_PATH);
         assert_eq!(offset_of!(SessionExecRecord, args), layout::SEXEC_ARGS);
-        assert_eq!(layout::SEXEC_SIZE, 72 + 16 + PATH_CAP + ARGS_CAP);
+        assert_eq!(offset_of!(SessionExecRecord, exe_dev), layout::SEXEC_EXE_DEV);
+        assert_eq!(offset_of!(SessionExecRecord, exe_ino), layout::SEXEC_EXE_INO);
+        assert_eq!(layout::SEXEC_SIZE, 72 + 32 + PATH_CAP + ARGS_CAP);
         assert_eq!(offset_of!(SessionMessageRecord, copied), layout::SMESSAGE_COPIED);
         assert_eq!(offset_of!(SessionMessageRecord, data), layout::SMESSAGE_DATA);
         assert_eq!(layout::SMESSAGE_SIZE, 72 + 8 + TEXT_CAP);

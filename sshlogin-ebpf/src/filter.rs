@@ -28,7 +28,8 @@ static FAMILY: Family = Family::EMPTY;
 
 /// Tracepoint field offsets read from tracefs by the daemon at load time.
 #[unsafe(no_mangle)]
-static OFFSETS: TraceOffsets = TraceOffsets { fork_child_pid: 20, exec_old_pid: 16, exec_filename: 8, _pad: 0 };
+static OFFSETS: TraceOffsets =
+    TraceOffsets { fork_child_pid: 20, exec_old_pid: 16, exec_filename: 8, newtask_pid: 8, newtask_flags: 32, _pad: 0 };
 
 /// Kernel structure offsets from the running kernel's BTF; all zero (not
 /// known) turns the session probes off.
@@ -41,6 +42,13 @@ static TASK: TaskOffsets = TaskOffsets {
     cred_euid: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    task_signal: 0,
+    signal_live: 0,
+    mm_exe_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
     known: 0,
 };
 

@@ -53,6 +53,38 @@ pub fn parent_tgid(task: u64, t: &TaskOffsets) -> u32 {
     read::<u32>(parent + u64::from(t.task_tgid)).unwrap_or(0)
 }
 
+/// The device and inode of the file the task runs (its mm's `exe_file`):
+/// the kernel's, whatever name the exec was given. (0, 0) if unread.
+#[inline(always)]
+fn exe_identity(task: u64, t: &TaskOffsets) -> (u32, u64) {
+    let inode = read::<u64>(task + u64::from(t.task_mm))
+        .filter(|&mm| mm != 0)
+        .and_then(|mm| read::<u64>(mm + u64::from(t.mm_exe_file)))
+        .filter(|&file| file != 0)
+        .and_then(|file| read::<u64>(file + u64::from(t.file_inode)))
+        .filter(|&inode| inode != 0);
+    let Some(inode) = inode else { return (0, 0) };
+    let ino = read::<u64>(inode + u64::from(t.inode_ino)).unwrap_or(0);
+    let dev = read::<u64>(inode + u64::from(t.inode_sb))
+        .filter(|&sb| sb != 0)
+        .and_then(|sb| read::<u32>(sb + u64::from(t.sb_dev)))
+        .unwrap_or(0);
+    (dev, ino)
+}
+
+/// Whether the current task's thread group is dead: its last thread is
+/// exiting (`signal->live`, counted down before `sched_process_exit`).
+/// Unknown counts as dead, as an exit always did.
+#[inline(always)]
+pub fn group_dead() -> bool {
+    let t = task_offsets();
+    if t.known & task::FOLLOW == 0 {
+        return true;
+    }
+    let Some(signal) = read::<u64>(current_task() + u64::from(t.task_signal)) else { return true };
+    read::<i32>(signal + u64::from(t.signal_live)).is_none_or(|live| live <= 0)
+}
+
 /// The current task (`bpf_get_current_task`, available since 4.8).
 #[inline(always)]
 pub fn current_task() -> u64 {
@@ -82,10 +114,10 @@ pub fn exec(ctx: &TracePointContext, s: &SessionProc) {
     if !records_execs() && effective == current_uid() {
         return;
     }
-    // Execs may fill three quarters of the ring; the last quarter is kept
-    // for escalation records, which a session's own exec flood must not
-    // crowd out.
-    if ACTIVITY.query(BPF_RB_AVAIL_DATA) > ACTIVITY.query(BPF_RB_RING_SIZE) / 4 * 3 {
+    // Plain execs may fill three quarters of the ring; the last quarter is
+    // kept for escalation records (set-user-id execs, sudo's and su's
+    // audit messages), which an exec flood must not crowd out.
+    if effective == current_uid() && ACTIVITY.query(BPF_RB_AVAIL_DATA) > ACTIVITY.query(BPF_RB_RING_SIZE) / 4 * 3 {
         count(stat::ACTIVITY_SHED);
         return;
     }
@@ -102,6 +134,13 @@ pub fn exec(ctx: &TracePointContext, s: &SessionProc) {
         (*record).flags = 0;
         (*record).path_copied = 0;
         (*record).args_copied = 0;
+        (*record)._pad = 0;
+    }
+    let (exe_dev, exe_ino) = exe_identity(task, &t);
+    // SAFETY: as above.
+    unsafe {
+        (*record).exe_dev = exe_dev;
+        (*record).exe_ino = exe_ino;
     }
     // The file name: a `__data_loc` field (offset in the low half, length
     // with its NUL in the high half) of the tracepoint's record.

@@ -8,14 +8,18 @@
 //! execs an sshd name, starts a tree; an exit ends membership.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use sshlogin_common::{ExecRecord, ExitRecord, ForkRecord, Member, SessionProc, exec, kind, member, stat};
+use sshlogin_common::{
+    CLONE_THREAD, ExecRecord, ExitRecord, ForkRecord, Member, SessionProc, exec, kind, member, stat,
+};
 
 use crate::{
     filter::{
         EVENTS, add_member, add_session, count, current_comm, current_tgid, current_uid, follows_sessions, header,
-        in_family, membership_of, now_ns, offsets, remove_member, remove_session, session_of, task_offsets,
+        in_family, may_be_member, membership_of, now_ns, offsets, remove_member, remove_session, session_of,
+        task_offsets,
     },
-    session, syscalls,
+    session::{self, group_dead},
+    syscalls,
 };
 
 /// Offset of a `sys_enter_*` record's argument `n`: a 16-byte common
@@ -81,38 +85,15 @@ pub fn sys_exit_setresuid(ctx: TracePointContext) -> u32 {
 
 /// `sched_process_fork`, run in the parent. A child of a root member joins
 /// the parent's tree; a child forked after its parent dropped root (the
-/// user's shell and everything below it) and a child of a session process
-/// are session processes.
+/// user's shell and everything below it) does not: it is a session process
+/// (`task_newtask`).
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let tgid = current_tgid();
-    let Some(m) = membership_of(tgid) else {
-        if let Some(s) = session_of(tgid)
-            && let Some(child) = child_pid(&ctx)
-        {
-            add_session(child, &s);
-        }
-        return 0;
-    };
-    if m.flags & member::REFUSED != 0 {
+    let Some(m) = membership_of(current_tgid()) else { return 0 };
+    if m.flags & member::REFUSED != 0 || current_uid() != 0 {
         return 0;
     }
     let Some(child) = child_pid(&ctx) else { return 0 };
-    let uid = current_uid();
-    if uid != 0 {
-        if follows_sessions() {
-            let s = SessionProc {
-                tree: m.tree,
-                session: tgid,
-                tree_ns: m.tree_ns,
-                session_ns: now_ns(),
-                quota_uid: uid,
-                _pad: 0,
-            };
-            add_session(child, &s);
-        }
-        return 0;
-    }
     // Any entry under this pid is from an earlier life: this one starts now.
     if add_member(child, &m).is_err() {
         count(stat::MEMBERS_FULL);
@@ -121,6 +102,40 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let record = ForkRecord { header: header(kind::FORK, &m), child_pid: child, _pad: 0 };
     if EVENTS.output(record, 0).is_err() {
         count(stat::RINGBUF_FULL);
+    }
+    0
+}
+
+/// `task:task_newtask`, run in the parent at the end of a successful
+/// `copy_process`, before the child runs: a new process (not a thread) of
+/// a member that dropped root, or of a session process, is a session
+/// process. Threads take no entry: every probe asks by thread group.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let tgid = current_tgid();
+    let member = membership_of(tgid);
+    let session = match member {
+        None => session_of(tgid),
+        Some(m) if m.flags & member::REFUSED == 0 && current_uid() != 0 && follows_sessions() => Some(SessionProc {
+            tree: m.tree,
+            session: tgid,
+            tree_ns: m.tree_ns,
+            session_ns: now_ns(),
+            quota_uid: current_uid(),
+            _pad: 0,
+        }),
+        Some(_) => None,
+    };
+    let Some(s) = session else { return 0 };
+    let o = offsets();
+    // SAFETY: reads of the tracepoint record at offsets taken from tracefs.
+    let (Ok(flags), Ok(child)) = (unsafe { ctx.read_at::<u64>(o.newtask_flags as usize) }, unsafe {
+        ctx.read_at::<i32>(o.newtask_pid as usize)
+    }) else {
+        return 0;
+    };
+    if flags & CLONE_THREAD == 0 {
+        add_session(child as u32, &s);
     }
     0
 }
@@ -142,7 +157,6 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         && old as u32 != tgid
     {
         remove_member(old as u32);
-        remove_session(old as u32);
     }
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
@@ -199,21 +213,23 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 /// `sched_process_exit`, run in the exiting task: a member's exit ends its
-/// membership, a session process's its entry. Threads other than the
-/// leader make no record, but an entry the fork probe made under a
-/// thread's id goes with it.
+/// membership, the last thread of a session process its entry (a leader
+/// may exit before its other threads, which stay in the session).
+/// Threads other than the leader make no record, but an entry the fork
+/// probe made under a thread's id goes with it.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // A session process that became root and exec'd sshd is a member now;
+    // its session entry goes with it too.
+    if may_be_member(tgid) && group_dead() {
+        remove_session(tgid);
+    }
     if tgid != tid {
         remove_member(tid);
-        remove_session(tid);
         return 0;
     }
-    // A session process that became root and exec'd sshd is a member
-    // now; its session entry goes too.
-    remove_session(tgid);
     let Some(m) = membership_of(tgid) else { return 0 };
     remove_member(tgid);
     if m.flags & member::REFUSED != 0 {

@@ -507,3 +507,34 @@ fn a_process_in_a_session_calling_itself_sshd_forges_no_login_or_escalation() {
     assert!(forged.is_empty(), "forged records became events: {forged:?}");
     daemon.stop();
 }
+
+/// A session's program that the kernel runs on in a thread: its leader
+/// thread exits first while another thread runs `id` (a process of the
+/// session all the same), and a thread that is not the leader execs `id`
+/// (the exec takes the process over). Both are exec events of the session.
+#[test]
+fn threads_do_not_take_a_program_out_of_its_session() {
+    let _guard = privileged();
+    let (pia, sshd, mut daemon) = scene("sl-pia", "", &[]);
+    // SYS_exit ends only the calling thread (exit(3) would end them all).
+    let sys_exit = if std::env::consts::ARCH == "aarch64" { 93 } else { 60 };
+    let script = format!(
+        "import ctypes, os, subprocess, threading, time\n\
+         def leader_first():\n    time.sleep(0.5)\n    subprocess.run(['/usr/bin/id', '-u'])\n    os._exit(0)\n\
+         def exec_from_thread():\n    time.sleep(0.2)\n    os.execv('/usr/bin/id', ['id', '-g'])\n\
+         if os.fork() == 0:\n    threading.Thread(target=exec_from_thread).start()\n    time.sleep(5)\n\
+         else:\n    threading.Thread(target=leader_first).start()\n    ctypes.CDLL(None).syscall({sys_exit}, 0)\n"
+    );
+    let file = scratch_dir("threads").join("threads.py");
+    std::fs::write(&file, script).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let command = format!("python3 {}; sleep 1.5", file.display());
+    let (out, id) = session(&mut daemon, sshd.port, &pia, &command);
+    assert!(out.status.success(), "{}", stderr(&out));
+    daemon.eventually("exec events of both ids", 20, |d| {
+        let args: Vec<Value> =
+            execs(d, &id, "id").iter().map(|e| e["attributes"]["process.command_args"].clone()).collect();
+        args.contains(&json!(["/usr/bin/id", "-u"])) && args.contains(&json!(["id", "-g"]))
+    });
+    daemon.stop();
+}

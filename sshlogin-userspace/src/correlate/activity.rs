@@ -9,16 +9,28 @@
 //! before its session has opened (the session child's drop or PAM's
 //! USER_START still on its way) waits for it a little.
 //!
+//! A connection that has ended stays known for the processes its sessions
+//! left running (`nohup`, a double fork): a bounded number of the latest.
+//! A session is named by its sshd process's pid and when its first process
+//! was made, so a process that later gets that pid is never taken for it.
+//!
 //! What the session decides (how many processes it runs) is rate limited
-//! per session, with a separate and smaller allowance for escalations, so
-//! that an exec flood can neither cost logins (the kernel keeps them on
-//! another ring buffer) nor hide an escalation attempt.
+//! per connection (`limits`), so that an exec flood can neither cost logins
+//! (the kernel keeps them on another ring buffer) nor hide an escalation.
+
+mod escalation;
+mod limits;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 
+use escalation::{FileId, PamPrograms, Privileged, PrivilegedTable};
+use limits::{Allowance, Tally};
+
 use super::{Correlator, conn::Session};
 use crate::{
-    decode::{Record, SessionExec, SessionMeta, audit::AuditMessage, audit::types},
+    decode::{Record, SessionExec, SessionMeta, audit::AuditMessage},
     event::{self, Escalation, Event, Kind, Process},
 };
 
@@ -32,6 +44,8 @@ pub struct Settings {
     pub burst: u32,
     /// Exec paths left out: exact, or a prefix when ending in `/`.
     pub exclude: Vec<String>,
+    /// The files of sudo, su and the like; `None`: this host's.
+    pub pam_programs: Option<Vec<FileId>>,
 }
 
 impl Default for Settings {
@@ -47,65 +61,21 @@ impl From<&crate::config::SessionActivity> for Settings {
             rate: c.rate,
             burst: c.burst,
             exclude: c.exclude.clone(),
+            pam_programs: None,
         }
     }
 }
 
-/// Escalations per second per session, and at once: far above what a
-/// person does, low enough that a loop of `sudo -n false` cannot flood.
-const ESCALATION_RATE: f64 = 5.0;
-const ESCALATION_BURST: f64 = 100.0;
-/// How long a record waits for its session to open, and how many wait.
+/// How long a record waits for its session to open, how many wait, and
+/// how many of one session.
 const HOLD_NS: u64 = 2_000_000_000;
 const MAX_HELD: usize = 1024;
-/// Privileged programs remembered for the audit records they send later.
-const MAX_PRIVILEGED: usize = 4096;
-/// Programs that report their decision through PAM's audit records: their
-/// set-user-id exec is not yet an escalation.
-const SPEAKS_PAM: &[&str] = &["sudo", "sudoedit", "su", "doas", "pkexec"];
-
-/// A token bucket.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    last_ns: u64,
-}
-
-impl Bucket {
-    fn full(size: f64, now_ns: u64) -> Bucket {
-        Bucket { tokens: size, last_ns: now_ns }
-    }
-
-    fn take(&mut self, now_ns: u64, rate: f64, size: f64) -> bool {
-        let elapsed = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
-        self.tokens = (self.tokens + elapsed * rate).min(size);
-        self.last_ns = self.last_ns.max(now_ns);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return true;
-        }
-        false
-    }
-}
-
-/// One connection's activity so far.
-#[derive(Clone, Copy, Debug)]
-struct Tally {
-    execs: Bucket,
-    escalations: Bucket,
-    reported: u64,
-    suppressed: u64,
-}
-
-/// A privileged process of a session: what it was started as, and what
-/// it has said.
-#[derive(Clone, Debug, Default)]
-struct Privileged {
-    program: Option<String>,
-    args: Vec<String>,
-    succeeded: bool,
-    failed: bool,
-}
+const MAX_HELD_PER_SESSION: u32 = 64;
+/// Ended connections kept for their sessions' leftover processes.
+const MAX_ENDED: usize = 1024;
+/// Names of PAM-speaking programs, for an exec whose file the kernel could
+/// not name (its identity unread).
+const SPEAKS_PAM_NAMES: &[&str] = &["sudo", "sudoedit", "su", "doas", "pkexec"];
 
 /// What became of activity records, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,19 +89,36 @@ pub struct Counted {
     pub excluded: u64,
 }
 
+/// A connection that has ended, for its sessions' leftover processes.
+struct Ended {
+    /// Its facts, as its events carry them.
+    template: Event,
+    /// Its sessions' sshd processes: pid, and when it began if known.
+    sessions: Vec<(u32, Option<u64>)>,
+    ended_ns: u64,
+    tally: Tally,
+}
+
 #[derive(Default)]
 pub struct Activity {
     settings: Settings,
     tallies: HashMap<u32, Tally>,
-    privileged: HashMap<u32, Privileged>,
+    /// The sessions' sshd processes each live connection's records named.
+    sessions: HashMap<u32, Vec<u32>>,
+    privileged: PrivilegedTable,
+    pam: PamPrograms,
     held: VecDeque<Record>,
+    ended: VecDeque<Ended>,
     pub counted: Counted,
 }
 
 /// Whose a record is.
+#[derive(Clone, Copy)]
 enum Owner {
     /// The connection of this monitor.
-    Session(u32),
+    Live(u32),
+    /// The ended connection at this index of `ended`.
+    Ended(usize),
     /// Its session is on its way.
     NotYet,
     Nobody,
@@ -158,73 +145,57 @@ fn subsystem(path: &str, args: &[String]) -> Option<&'static str> {
     }
 }
 
-/// The account `sudo` was asked for (`-u NAME`, `--user=NAME`), root if none.
-fn sudo_target(args: &[String]) -> String {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--" => break,
-            "-u" | "--user" => return it.next().cloned().unwrap_or_else(|| "root".into()),
-            _ if a.starts_with("--user=") => return a["--user=".len()..].to_string(),
-            _ if a.starts_with("-u") && !a.starts_with("--") => return a[2..].to_string(),
-            _ if !a.starts_with('-') => break,
-            _ => {}
-        }
-    }
-    "root".into()
+/// A name with no `.` or `..` component and no empty one: what an
+/// exclusion may match (others could name an excluded file by a detour).
+fn plain(path: &str) -> bool {
+    path.starts_with('/') && path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 impl Activity {
     pub fn new(settings: Settings) -> Activity {
-        Activity { settings, ..Activity::default() }
+        let pam = match &settings.pam_programs {
+            Some(ids) => PamPrograms::Fixed(ids.clone()),
+            None => PamPrograms::default(),
+        };
+        Activity { settings, pam, ..Activity::default() }
     }
 
     fn excluded(&self, path: &str) -> bool {
-        self.settings.exclude.iter().any(|x| if x.ends_with('/') { path.starts_with(x.as_str()) } else { path == x })
+        plain(path)
+            && self
+                .settings
+                .exclude
+                .iter()
+                .any(|x| if x.ends_with('/') { path.starts_with(x.as_str()) } else { path == x })
     }
 
-    fn tally(&mut self, m: u32, now_ns: u64) -> &mut Tally {
-        let burst = f64::from(self.settings.burst);
-        self.tallies.entry(m).or_insert_with(|| Tally {
-            execs: Bucket::full(burst, now_ns),
-            escalations: Bucket::full(ESCALATION_BURST, now_ns),
-            reported: 0,
-            suppressed: 0,
-        })
-    }
-
-    /// Whether the session may report one more exec now.
-    fn allow_exec(&mut self, m: u32, now_ns: u64) -> bool {
-        let (rate, burst) = (f64::from(self.settings.rate), f64::from(self.settings.burst));
-        let t = self.tally(m, now_ns);
-        let ok = t.execs.take(now_ns, rate, burst);
-        self.count(m, ok);
-        ok
-    }
-
-    fn allow_escalation(&mut self, m: u32, now_ns: u64) -> bool {
-        let ok = self.tally(m, now_ns).escalations.take(now_ns, ESCALATION_RATE, ESCALATION_BURST);
-        self.count(m, ok);
-        ok
-    }
-
-    fn count(&mut self, m: u32, reported: bool) {
-        let t = self.tallies.get_mut(&m).expect("made by tally");
-        if reported {
-            t.reported += 1;
-        } else {
-            t.suppressed += 1;
+    /// Whether one more event of `kind` of this owner may go out now.
+    fn allow(&mut self, owner: Owner, kind: Allowance, now_ns: u64) -> bool {
+        let (rate, burst) = (self.settings.rate, self.settings.burst);
+        let tally = match owner {
+            Owner::Live(m) => self.tallies.entry(m).or_insert_with(|| Tally::new(burst, now_ns)),
+            Owner::Ended(i) => &mut self.ended[i].tally,
+            Owner::NotYet | Owner::Nobody => return false,
+        };
+        let ok = tally.allow(kind, now_ns, rate, burst);
+        if !ok {
             self.counted.suppressed += 1;
         }
+        ok
     }
 
-    fn remember(&mut self, pid: u32, p: Privileged) {
-        if self.privileged.len() >= MAX_PRIVILEGED && !self.privileged.contains_key(&pid) {
-            // Rare (thousands of live sudo processes): forget them all
-            // rather than scan for the oldest.
-            self.privileged.clear();
+    fn hold(&mut self, record: Record) {
+        let session = who(&record).map(|w| w.session);
+        let mine = self.held.iter().filter(|r| who(r).map(|w| w.session) == session).count();
+        if mine >= MAX_HELD_PER_SESSION as usize {
+            self.counted.unattributed += 1;
+            return;
         }
-        self.privileged.insert(pid, p);
+        if self.held.len() >= MAX_HELD {
+            self.held.pop_front();
+            self.counted.unattributed += 1;
+        }
+        self.held.push_back(record);
     }
 
     /// When the oldest held record gives up waiting.
@@ -235,6 +206,22 @@ impl Activity {
 
 impl Correlator {
     fn owner(&self, session: u32, session_ns: u64) -> Owner {
+        let live = self.live_owner(session, session_ns);
+        if !matches!(live, Owner::Nobody) {
+            return live;
+        }
+        // A process its ended connection's session left running.
+        self.activity
+            .ended
+            .iter()
+            .position(|e| {
+                e.ended_ns > session_ns
+                    && e.sessions.iter().any(|&(pid, start)| pid == session && start.is_none_or(|s| s <= session_ns))
+            })
+            .map_or(Owner::Nobody, Owner::Ended)
+    }
+
+    fn live_owner(&self, session: u32, session_ns: u64) -> Owner {
         // The pid's life now began after the session's first process was
         // made: it is another process that got the pid of a session child
         // gone (with its connection) since; the record is a leftover's.
@@ -245,11 +232,10 @@ impl Correlator {
         // session child: its record waits (and gives up after HOLD_NS).
         let Some(m) = self.procs.parent(session) else { return Owner::NotYet };
         let Some(conn) = self.conns.get(&m) else { return Owner::Nobody };
-        if self.procs.first_child(m) == Some(session) {
-            return Owner::Nobody;
-        }
         match conn.session {
-            Session::Open { .. } | Session::Closed => Owner::Session(m),
+            Session::Open { child: Some(c), .. } if c == session => Owner::Live(m),
+            _ if self.procs.first_child(m) == Some(session) => Owner::Nobody,
+            Session::Open { .. } | Session::Closed => Owner::Live(m),
             Session::Pending { .. } | Session::None => Owner::NotYet,
             Session::Candidate { child, .. } if child == session => Owner::NotYet,
             Session::Candidate { .. } => Owner::Nobody,
@@ -259,21 +245,24 @@ impl Correlator {
     /// Takes a session record: reports it, holds it for its session, or
     /// counts it as nobody's.
     pub(super) fn on_activity(&mut self, record: Record, out: &mut Vec<Event>) {
-        let Some(who) = who(&record) else { return };
-        match self.owner(who.session, who.session_ns) {
-            Owner::Session(m) => match record {
-                Record::SessionExec(e) => self.session_exec(m, *e, out),
-                Record::SessionAudit { who, audit } => self.session_audit(m, &who, &audit, out),
-                _ => {}
-            },
-            Owner::NotYet => {
-                if self.activity.held.len() >= MAX_HELD {
-                    self.activity.held.pop_front();
-                    self.activity.counted.unattributed += 1;
-                }
-                self.activity.held.push_back(record);
-            }
+        let Some(w) = who(&record) else { return };
+        let (session, session_ns) = (w.session, w.session_ns);
+        match self.owner(session, session_ns) {
+            Owner::NotYet => self.activity.hold(record),
             Owner::Nobody => self.activity.counted.unattributed += 1,
+            owner => {
+                if let Owner::Live(m) = owner {
+                    let seen = self.activity.sessions.entry(m).or_default();
+                    if !seen.contains(&session) && seen.len() < 16 {
+                        seen.push(session);
+                    }
+                }
+                match record {
+                    Record::SessionExec(e) => self.session_exec(owner, *e, out),
+                    Record::SessionAudit { who, audit } => self.session_audit(owner, &who, &audit, out),
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -281,50 +270,87 @@ impl Correlator {
     pub(super) fn release_held(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         for record in std::mem::take(&mut self.activity.held) {
             let expired = now_ns.saturating_sub(record.meta().ktime_ns) >= HOLD_NS;
-            let Some(who) = who(&record) else { continue };
-            match self.owner(who.session, who.session_ns) {
+            let Some(w) = who(&record) else { continue };
+            match self.owner(w.session, w.session_ns) {
                 Owner::NotYet if !expired => self.activity.held.push_back(record),
-                Owner::Session(_) => self.on_activity(record, out),
-                _ => self.activity.counted.unattributed += 1,
+                Owner::NotYet | Owner::Nobody => self.activity.counted.unattributed += 1,
+                _ => self.on_activity(record, out),
             }
         }
     }
 
-    /// The connection's end: how much its sessions' rate limit left out.
-    pub(super) fn activity_summary(&mut self, m: u32, ktime_ns: u64, out: &mut Vec<Event>) {
-        let Some(t) = self.activity.tallies.remove(&m) else { return };
-        if t.suppressed == 0 {
-            return;
+    /// The connection's end: how much its sessions' rate limit left out;
+    /// the connection stays known for its sessions' leftover processes.
+    pub(super) fn activity_end(&mut self, m: u32, ktime_ns: u64, out: &mut Vec<Event>) {
+        let tally = self.activity.tallies.remove(&m);
+        let mut sessions: Vec<u32> = self.activity.sessions.remove(&m).unwrap_or_default();
+        let Some(conn) = self.conns.get(&m) else { return };
+        if let Session::Open { child: Some(c), .. } = conn.session
+            && !sessions.contains(&c)
+        {
+            sessions.push(c);
         }
-        let kind = Kind::ActivitySummary { reported: t.reported, suppressed: t.suppressed };
-        let e = self.activity_event(m, kind, ktime_ns, Process { pid: m, parent_pid: None, exe: None });
-        out.extend(e);
+        let template = self.template(m);
+        if let (Some(t), Some(template)) = (tally, &template)
+            && t.suppressed > 0
+        {
+            let kind = Kind::ActivitySummary { reported: t.reported, suppressed: t.suppressed };
+            out.push(activity_event(template, kind, ktime_ns, Process { pid: m, parent_pid: None, exe: None }));
+        }
+        let (Some(template), false) = (template, sessions.is_empty()) else { return };
+        if self.activity.ended.len() >= MAX_ENDED {
+            self.activity.ended.pop_front();
+        }
+        let sessions = sessions.into_iter().map(|s| (s, self.procs.start_ns(s))).collect();
+        let tally = tally.unwrap_or_else(|| Tally::new(self.activity.settings.burst, ktime_ns));
+        self.activity.ended.push_back(Ended { template, sessions, ended_ns: ktime_ns, tally });
     }
 
-    fn activity_event(&self, m: u32, kind: Kind, ktime_ns: u64, process: Process) -> Option<Event> {
+    /// The connection's facts as its activity events carry them.
+    fn template(&self, m: u32) -> Option<Event> {
         let conn = self.conns.get(&m)?;
-        let mut e = Event::new(kind, ktime_ns);
+        let mut e = Event::new(Kind::SessionOpen, 0);
         e.user = conn.user.clone();
         e.uid = conn.uid;
         self.set_client(&mut e, conn, None);
         e.auth_method = conn.method.clone();
         e.tty = conn.tty.clone();
         (e.audit_login_uid, e.audit_session_id) = conn.audit_ids;
-        e.process = process;
         e.connection_id = Some(conn.id);
         Some(e)
     }
 
-    fn session_exec(&mut self, m: u32, x: SessionExec, out: &mut Vec<Event>) {
+    fn emit(&self, owner: Owner, kind: Kind, ktime_ns: u64, process: Process, out: &mut Vec<Event>) {
+        let template = match owner {
+            Owner::Live(m) => self.template(m),
+            Owner::Ended(i) => Some(self.activity.ended[i].template.clone()),
+            Owner::NotYet | Owner::Nobody => None,
+        };
+        if let Some(t) = template {
+            out.push(activity_event(&t, kind, ktime_ns, process));
+        }
+    }
+
+    fn session_exec(&mut self, owner: Owner, x: SessionExec, out: &mut Vec<Event>) {
         let now = x.who.meta.ktime_ns;
         let pid = x.who.meta.pid;
         let process = Process { pid, parent_pid: Some(x.ppid), exe: Some(x.path.clone()) };
         // A set-user-id exec that changed the effective user.
         if let Some(euid) = x.who.euid.filter(|&e| e != x.who.meta.uid) {
-            if SPEAKS_PAM.contains(&basename(&x.path)) {
-                let p = Privileged { program: Some(x.path.clone()), args: x.args.clone(), ..Privileged::default() };
-                self.activity.remember(pid, p);
-            } else if self.activity.allow_escalation(m, now) {
+            let speaks_pam = if x.exe != (0, 0) {
+                self.activity.pam.speaks_pam(x.exe)
+            } else {
+                SPEAKS_PAM_NAMES.contains(&basename(&x.path))
+            };
+            if speaks_pam {
+                let p = Privileged {
+                    program: Some(x.path.clone()),
+                    args: x.args.clone(),
+                    at_ns: now,
+                    ..Privileged::default()
+                };
+                self.activity.privileged.remember(pid, p);
+            } else if self.activity.allow(owner, Allowance::Setuid, now) {
                 let esc = Escalation {
                     success: true,
                     method: "setuid".into(),
@@ -332,10 +358,10 @@ impl Correlator {
                     target_uid: Some(euid),
                     ..Escalation::default()
                 };
-                out.extend(self.activity_event(m, Kind::Escalation(Box::new(esc)), now, process.clone()));
+                self.emit(owner, Kind::Escalation(Box::new(esc)), now, process.clone(), out);
             }
         } else {
-            self.activity.privileged.remove(&pid);
+            self.activity.privileged.forget(pid);
         }
         if !self.activity.settings.execs {
             return;
@@ -344,7 +370,7 @@ impl Correlator {
             self.activity.counted.excluded += 1;
             return;
         }
-        if !self.activity.allow_exec(m, now) {
+        if !self.activity.allow(owner, Allowance::Exec, now) {
             return;
         }
         let exec = event::SessionExec {
@@ -354,14 +380,17 @@ impl Correlator {
             euid: x.who.euid,
             real_uid: x.who.meta.uid,
         };
-        out.extend(self.activity_event(m, Kind::SessionExec(Box::new(exec)), now, process));
+        self.emit(owner, Kind::SessionExec(Box::new(exec)), now, process, out);
     }
 
     /// sudo's and su's PAM and command records: one escalation per
-    /// decision (each failed password, the command run or refused).
-    fn session_audit(&mut self, m: u32, who: &SessionMeta, audit: &AuditMessage, out: &mut Vec<Event>) {
-        let pid = who.meta.pid;
-        let known = self.activity.privileged.get(&pid).cloned().unwrap_or_default();
+    /// decision (a failed attempt, the command run or refused, the session
+    /// su opened).
+    fn session_audit(&mut self, owner: Owner, who: &SessionMeta, audit: &AuditMessage, out: &mut Vec<Event>) {
+        let (pid, now) = (who.meta.pid, who.meta.ktime_ns);
+        let mut known = self.activity.privileged.get(pid);
+        // The privileged program's own word for its executable (libaudit
+        // reads /proc/self/exe), else the exec's.
         let program = audit.get("exe").map(|p| p.into_owned()).or(known.program.clone());
         let name = program.as_deref().map(basename).unwrap_or_default().to_string();
         let method = match name.as_str() {
@@ -369,29 +398,13 @@ impl Correlator {
             "" => "pam".to_string(),
             other => other.to_string(),
         };
-        let acct = audit.acct().map(|a| a.into_owned());
-        let requested = || if method == "sudo" { Some(sudo_target(&known.args)) } else { acct.clone() };
-        // sudo decides in its USER_CMD record (PAM's USER_AUTH before it
-        // may come more than once for one wrong password); su and the
-        // others in PAM's records.
-        let sudo = method == "sudo";
-        let (success, target, command) = match (audit.msg_type, audit.success()) {
-            (types::USER_AUTH | types::USER_ACCT, Some(false)) if !sudo => (false, requested(), None),
-            (types::USER_CMD, Some(true)) if !known.succeeded => (true, requested(), audit.get("cmd")),
-            (types::USER_CMD, Some(false)) if !known.failed => (false, requested(), audit.get("cmd")),
-            (types::USER_START, Some(true)) if !known.succeeded => (true, acct.clone(), None),
-            _ => return,
+        let Some((success, target, command)) = escalation::decide(audit, method == "sudo", &mut known) else {
+            return;
         };
-        let command = command.map(|c| c.into_owned());
-        let mut state = known;
-        if success {
-            state.succeeded = true;
-        } else {
-            state.failed = true;
-        }
-        state.program = program.clone();
-        self.activity.remember(pid, state);
-        if !self.activity.allow_escalation(m, who.meta.ktime_ns) {
+        known.program.clone_from(&program);
+        known.at_ns = now;
+        self.activity.privileged.remember(pid, known);
+        if !self.activity.allow(owner, Allowance::Decision, now) {
             return;
         }
         let esc = Escalation {
@@ -403,9 +416,14 @@ impl Correlator {
             ..Escalation::default()
         };
         let process = Process { pid, parent_pid: None, exe: program };
-        out.extend(self.activity_event(m, Kind::Escalation(Box::new(esc)), who.meta.ktime_ns, process));
+        self.emit(owner, Kind::Escalation(Box::new(esc)), now, process, out);
     }
 }
 
-#[cfg(test)]
-mod tests;
+fn activity_event(template: &Event, kind: Kind, ktime_ns: u64, process: Process) -> Event {
+    let mut e = template.clone();
+    e.kind = kind;
+    e.ktime_ns = ktime_ns;
+    e.process = process;
+    e
+}

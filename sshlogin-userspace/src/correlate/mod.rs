@@ -351,7 +351,7 @@ impl Correlator {
             Some(Session::None) => self.left_before_trying(m, ktime_ns, out),
             _ => {}
         }
-        self.activity_summary(m, ktime_ns, out);
+        self.activity_end(m, ktime_ns, out);
         self.conns.remove(&m);
     }
 

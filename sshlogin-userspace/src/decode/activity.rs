@@ -31,6 +31,9 @@ pub struct SessionExec {
     pub ppid: u32,
     /// The file the kernel exec'd, as named to it.
     pub path: String,
+    /// The file that runs: device (the kernel's `dev_t`) and inode; (0, 0)
+    /// if the kernel could not read them.
+    pub exe: (u32, u64),
     pub args: Vec<String>,
     /// Arguments were left out (more than `ARGS_CAP` bytes or `MAX_ARGS`).
     pub args_cut: bool,
@@ -82,6 +85,10 @@ pub(super) fn decode_exec(bytes: &[u8]) -> Result<Record, DecodeError> {
         who: session_meta(bytes),
         ppid: u32_at(bytes, layout::SEXEC_PPID).unwrap_or_default(),
         path,
+        exe: (
+            u32_at(bytes, layout::SEXEC_EXE_DEV).unwrap_or_default(),
+            super::u64_at(bytes, layout::SEXEC_EXE_INO).unwrap_or_default(),
+        ),
         args,
         args_cut: more || flags & session_exec::ARGS_CUT != 0,
         path_cut: flags & session_exec::PATH_CUT != 0,

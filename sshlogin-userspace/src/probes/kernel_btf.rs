@@ -1,5 +1,6 @@
 //! Where the running kernel keeps the few fields the session probes read
-//! (a task's credentials, parent and argument area), from its BTF
+//! (a task's credentials, parent, argument area, live threads and
+//! executable's inode), from its BTF
 //! (`/sys/kernel/btf/vmlinux`). Rust eBPF has no CO-RE relocations, so the
 //! daemon finds the offsets itself and writes them into the object.
 //!
@@ -42,6 +43,13 @@ pub fn offsets(raw: &[u8]) -> Result<TaskOffsets> {
         cred_euid: field("cred", "euid")?,
         mm_arg_start: field("mm_struct", "arg_start")?,
         mm_arg_end: field("mm_struct", "arg_end")?,
+        task_signal: field("task_struct", "signal")?,
+        signal_live: field("signal_struct", "live")?,
+        mm_exe_file: field("mm_struct", "exe_file")?,
+        file_inode: field("file", "f_inode")?,
+        inode_ino: field("inode", "i_ino")?,
+        inode_sb: field("inode", "i_sb")?,
+        sb_dev: field("super_block", "s_dev")?,
         known: 0,
     })
 }

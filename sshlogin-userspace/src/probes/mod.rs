@@ -33,6 +33,7 @@ const ALWAYS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("task_newtask", "task", "task_newtask"),
 ];
 
 /// The oldest kernel with `BPF_MAP_TYPE_RINGBUF`.
@@ -186,6 +187,7 @@ impl Probes {
         let family = family(&settings.family)?;
         let fork_format = tracefs::read_format(&tracefs, "sched", "sched_process_fork")?;
         let exec_format = tracefs::read_format(&tracefs, "sched", "sched_process_exec")?;
+        let newtask_format = tracefs::read_format(&tracefs, "task", "task_newtask")?;
         let offsets = TraceOffsets {
             fork_child_pid: tracefs::field_offset(&fork_format, "child_pid")
                 .context("sched:sched_process_fork has no child_pid field in its format")?,
@@ -193,6 +195,10 @@ impl Probes {
                 .context("sched:sched_process_exec has no old_pid field in its format")?,
             exec_filename: tracefs::field_offset(&exec_format, "filename")
                 .context("sched:sched_process_exec has no filename field in its format")?,
+            newtask_pid: tracefs::field_offset(&newtask_format, "pid")
+                .context("task:task_newtask has no pid field in its format")?,
+            newtask_flags: tracefs::field_offset(&newtask_format, "clone_flags")
+                .context("task:task_newtask has no clone_flags field in its format")?,
             _pad: 0,
         };
         let task = session_offsets(settings.session_execs);

@@ -4,7 +4,7 @@
 use sshlogin_common::layout;
 use uuid::Uuid;
 
-use super::*;
+use super::{escalation::FileId, *};
 use crate::{
     admit::TrustCapture,
     capture,
@@ -32,7 +32,19 @@ impl UserDb for Users {
     }
 }
 
-fn run(records: Vec<Vec<u8>>, activity: Settings) -> (Vec<Event>, std::sync::Arc<Metrics>) {
+/// The files the capture's sudo and su ran from (its host's).
+fn pam_programs(records: &[Vec<u8>]) -> Vec<FileId> {
+    records
+        .iter()
+        .filter_map(|r| match crate::decode::decode(r) {
+            Ok(Record::SessionExec(e)) if e.path.ends_with("/sudo") || e.path.ends_with("/su") => Some(e.exe),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run(records: Vec<Vec<u8>>, mut activity: Settings) -> (Vec<Event>, std::sync::Arc<Metrics>) {
+    activity.pam_programs = Some(pam_programs(&capture::fixture("pam-session-activity")));
     let settings = crate::correlate::Settings {
         boot_id: Uuid::nil(),
         family: vec!["sshd".into(), "sshd-session".into(), "sshd-auth".into()],
@@ -167,33 +179,12 @@ fn a_forged_record_from_nobody_s_session_is_counted_not_reported() {
 }
 
 #[test]
-fn the_bucket_allows_a_burst_then_the_rate() {
-    let mut b = Bucket::full(3.0, 0);
-    assert!((0..3).all(|_| b.take(0, 10.0, 3.0)));
-    assert!(!b.take(0, 10.0, 3.0));
-    assert!(b.take(100_000_000, 10.0, 3.0), "one token back after 100 ms at 10/s");
-    assert!(!b.take(100_000_000, 10.0, 3.0));
-    assert!(!b.take(50_000_000, 10.0, 3.0), "time does not run backwards");
-}
-
-#[test]
 fn file_transfers_are_named() {
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(subsystem("/usr/lib/openssh/sftp-server", &[]), Some("sftp"));
     assert_eq!(subsystem("/usr/bin/scp", &args(&["scp", "-f", "/etc/motd"])), Some("scp"));
     assert_eq!(subsystem("/usr/bin/scp", &args(&["scp", "a", "host:b"])), None, "a client, not a server");
     assert_eq!(subsystem("/usr/bin/ls", &args(&["ls", "-t"])), None);
-}
-
-#[test]
-fn sudo_targets() {
-    let t = |a: &[&str]| sudo_target(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    assert_eq!(t(&["sudo", "-n", "true"]), "root");
-    assert_eq!(t(&["sudo", "-u", "bob", "id"]), "bob");
-    assert_eq!(t(&["sudo", "-ubob", "id"]), "bob");
-    assert_eq!(t(&["sudo", "--user=bob", "id"]), "bob");
-    assert_eq!(t(&["sudo", "id", "-u", "bob"]), "root", "the command's own options");
-    assert_eq!(t(&[]), "root");
 }
 
 #[test]
@@ -227,4 +218,52 @@ fn a_leftover_process_is_not_the_session_of_a_new_process_with_its_pid() {
     assert!(escalations(&events).is_empty());
     assert_eq!(named(&events, EventName::SessionOpen).len(), 1, "the login itself is as ever");
     assert!(metrics.session_dropped_count(SessionDropped::Unattributed) >= 12);
+}
+
+#[test]
+fn what_a_session_left_running_after_the_logout_is_still_its_connection_s() {
+    // The last sudo's records moved after the connection's end, as a
+    // process left running (`nohup`, a double fork) would send them.
+    let records = capture::fixture("pam-session-activity");
+    let last_sudo = records
+        .iter()
+        .rev()
+        .find_map(|r| match crate::decode::decode(r) {
+            Ok(Record::SessionExec(e)) if e.path.ends_with("/sudo") => Some(e.who.meta.pid),
+            _ => None,
+        })
+        .expect("a sudo in the capture");
+    let (late, mut rest): (Vec<Vec<u8>>, Vec<Vec<u8>>) = records.into_iter().partition(|r| {
+        matches!(r.first().copied(), Some(8 | 9)) && crate::decode::decode(r).is_ok_and(|d| d.meta().pid == last_sudo)
+    });
+    assert!(!late.is_empty());
+    let end = rest.iter().map(|r| crate::decode::decode(r).map_or(0, |d| d.meta().ktime_ns)).max().unwrap();
+    for mut r in late {
+        // After the end, still made by the session before it.
+        r[24..32].copy_from_slice(&(end + 1_000_000).to_ne_bytes());
+        rest.push(r);
+    }
+    let (events, _) = run(rest, Settings::default());
+    let id = named(&events, EventName::SessionOpen)[0].connection_id;
+    let close = events.iter().position(|e| EventName::of(&e.kind) == EventName::SessionClose).unwrap();
+    let after: Vec<&Event> = events[close + 1..].iter().collect();
+    assert_eq!(after.len(), 2, "the exec and the refusal, after the close: {after:?}");
+    assert!(after.iter().all(|e| e.connection_id == id && e.user.as_deref() == Some("sl-bob")));
+    assert_eq!(escalations(&events).len(), 4);
+}
+
+#[test]
+fn a_set_user_id_program_named_sudo_is_an_escalation_of_its_own() {
+    // The first sudo's exec, as if `~/sudo` were a link to another
+    // set-user-id program (mount): not the file sudo runs from.
+    let mut records = capture::fixture("pam-session-activity");
+    let first = records
+        .iter()
+        .position(|r| matches!(crate::decode::decode(r), Ok(Record::SessionExec(e)) if e.path.ends_with("/sudo")))
+        .unwrap();
+    records[first][layout::SEXEC_EXE_INO..layout::SEXEC_EXE_INO + 8].copy_from_slice(&4242u64.to_ne_bytes());
+    let (events, _) = run(records, Settings::default());
+    let setuid: Vec<_> = escalations(&events).into_iter().filter(|(_, m, _)| m == "setuid").collect();
+    assert_eq!(setuid.len(), 1, "{:?}", escalations(&events));
+    assert!(setuid[0].0, "it ran");
 }
