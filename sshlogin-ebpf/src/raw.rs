@@ -11,11 +11,9 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext};
 
-use sshlogin_common::{member, stat};
-
 use crate::{
-    filter::{count, current_tgid, membership_of, raw_syscalls, session_of},
-    session, syscalls,
+    filter::{admitted, current_tgid, may_be_member, raw_syscalls},
+    syscalls,
 };
 
 #[inline(always)]
@@ -32,37 +30,26 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     if id != u64::from(cfg.sendto) && id != u64::from(cfg.setresuid) && id != u64::from(cfg.connect) {
         return 0;
     }
-    // One membership lookup rules out every process but sshd's (and the
-    // sessions', for sendto); the `_by` halves do not look again.
-    let regs: u64 = ctx.arg(0);
-    let tgid = current_tgid();
-    let Some(m) = membership_of(tgid) else {
-        if id == u64::from(cfg.sendto)
-            && let Some(s) = session_of(tgid)
-        {
-            let _ = session::sendto(
-                &s,
-                reg(regs, cfg.args[1]) as *const u8,
-                reg(regs, cfg.args[2]),
-                reg(regs, cfg.args[4]),
-                reg(regs, cfg.args[5]) as u32,
-            );
-        }
-        return 0;
-    };
-    if m.flags & member::REFUSED != 0 {
-        count(stat::REFUSED_TREE);
+    // The hint rules out every process that is neither sshd's nor a
+    // session's before any register is read.
+    if !may_be_member(current_tgid()) {
         return 0;
     }
+    let regs: u64 = ctx.arg(0);
     if id == u64::from(cfg.sendto) {
-        let _ = syscalls::sendto_by(
-            &m,
+        // Members' and session processes' alike, as the other backends.
+        syscalls::sendto(
             reg(regs, cfg.args[1]) as *const u8,
             reg(regs, cfg.args[2]),
             reg(regs, cfg.args[4]),
             reg(regs, cfg.args[5]) as u32,
         );
-    } else if id == u64::from(cfg.setresuid) {
+        return 0;
+    }
+    // One membership lookup rules out every process but sshd's; the `_by`
+    // halves do not look again.
+    let Some(m) = admitted() else { return 0 };
+    if id == u64::from(cfg.setresuid) {
         let (r, e, s) = (reg(regs, cfg.args[0]) as u32, reg(regs, cfg.args[1]) as u32, reg(regs, cfg.args[2]) as u32);
         if syscalls::is_permanent_drop(r, e, s) {
             syscalls::setresuid_enter_by(r, e, s);
