@@ -62,7 +62,7 @@ fn records() -> Vec<Vec<u8>> {
 }
 
 fn run(records: &[Vec<u8>], resource: &resource::Resource) -> usize {
-    let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
+    let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()], activity: Default::default() };
     // The trees were checked when the fixtures were recorded.
     let mut pipeline = Pipeline::new(
         settings,
