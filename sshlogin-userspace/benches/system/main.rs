@@ -5,11 +5,14 @@
 //! `--quick`: one short repetition of everything (CI's smoke run; no
 //! targets are judged). `--footprint`: only the burst and the footprint,
 //! a partial report (for work on the daemon's own memory and CPU).
+//! `--session`: only fork + exec outside and inside SSH sessions, a partial
+//! report (for work on session activity).
 
 mod delivery;
 mod footprint;
 mod guest;
 mod report;
+mod session;
 mod stats;
 mod syscalls;
 
@@ -23,6 +26,8 @@ struct Plan {
     reps: usize,
     calls: u64,
     forks: u64,
+    /// fork + exec + wait iterations per run of the session section.
+    execs: u64,
     logins: usize,
     burst: usize,
     idle: Duration,
@@ -43,17 +48,42 @@ fn main() {
     if let Some(n) = args.iter().position(|a| a == "--emit").and_then(|i| args.get(i + 1)?.parse().ok()) {
         return syscalls::send_lines(n); // the emit path's sshd (syscalls::emit_path)
     }
+    if let Some(n) = args.iter().position(|a| a == session::LOOP_FLAG).and_then(|i| args.get(i + 1)?.parse().ok()) {
+        return session::loop_child(n); // the session section's loop (session::measure)
+    }
     let _guard = harness::privileged_alone();
     let plan = if quick {
-        Plan { quick, reps: 1, calls: 100_000, forks: 300, logins: 5, burst: 40, idle: Duration::from_secs(3) }
+        Plan {
+            quick,
+            reps: 1,
+            calls: 100_000,
+            forks: 300,
+            execs: 200,
+            logins: 5,
+            burst: 40,
+            idle: Duration::from_secs(3),
+        }
     } else {
-        Plan { quick, reps: 5, calls: 2_000_000, forks: 4_000, logins: 100, burst: 300, idle: Duration::from_secs(10) }
+        Plan {
+            quick,
+            reps: 5,
+            calls: 2_000_000,
+            forks: 4_000,
+            execs: 1_000,
+            logins: 100,
+            burst: 300,
+            idle: Duration::from_secs(10),
+        }
     };
     let bin = env!("CARGO_BIN_EXE_sshlogin");
     harness::use_binary(bin);
     let mut r = report::Report::new(plan.quick);
     if footprint_only {
         return finish(footprint(&plan, bin, r, pipeline), out);
+    }
+    if args.iter().any(|a| a == "--session") {
+        session(&plan, bin, &mut r, None);
+        return finish(r, out);
     }
 
     eprintln!("bench: syscall costs ({} repetitions)", plan.reps);
@@ -80,23 +110,7 @@ fn main() {
 
     eprintln!("bench: in-kernel cost per program");
     let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time statistics");
-    let floor = {
-        let _cal = sshlogin::probes::Calibration::attach("syscalls", "sys_enter_getppid").expect("attach calibrate");
-        let before = syscalls::program_stats();
-        for _ in 0..plan.calls {
-            // SAFETY: getppid has no arguments.
-            unsafe { libc::syscall(libc::SYS_getppid) };
-        }
-        syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
-    };
-    // The same empty program where a process has just forked and is
-    // exiting: what any program on that path pays in cache misses.
-    let exit_floor = {
-        let _cal = sshlogin::probes::Calibration::attach("sched", "sched_process_exit").expect("attach calibrate");
-        let before = syscalls::program_stats();
-        syscalls::ns_per_call(Call::ForkExit, plan.forks);
-        syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
-    };
+    let (floor, exit_floor) = floors(&plan);
     let mut programs: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
     let emitter = syscalls::emitter().display().to_string();
     for (mode, cond) in [("tracepoints", Condition::Sshlogin), ("raw", Condition::SshloginRaw)] {
@@ -137,6 +151,7 @@ fn main() {
     }
     drop(stats_fd);
     r.programs(floor, exit_floor, &programs);
+    session(&plan, bin, &mut r, Some((floor, exit_floor)));
 
     eprintln!("bench: login to delivery ({} logins)", plan.logins);
     let rita = harness::user("sl-rita");
@@ -158,6 +173,39 @@ fn main() {
     r.webhook_backlog(backlog, delivery::webhook_backlog(backlog));
 
     finish(footprint(&plan, bin, r, pipeline), out);
+}
+
+/// What BPF statistics add to a program run: the empty `calibrate` program
+/// on a syscall nothing else uses, and on `sched_process_exit` in a fork +
+/// exit loop (what any program on that path pays in cache misses).
+/// Statistics must be on.
+fn floors(plan: &Plan) -> (f64, f64) {
+    let floor = {
+        let _cal = sshlogin::probes::Calibration::attach("syscalls", "sys_enter_getppid").expect("attach calibrate");
+        let before = syscalls::program_stats();
+        for _ in 0..plan.calls {
+            // SAFETY: getppid has no arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
+    };
+    let exit_floor = {
+        let _cal = sshlogin::probes::Calibration::attach("sched", "sched_process_exit").expect("attach calibrate");
+        let before = syscalls::program_stats();
+        syscalls::ns_per_call(Call::ForkExit, plan.forks);
+        syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
+    };
+    (floor, exit_floor)
+}
+
+/// The session section: fork + exec outside and inside an SSH session.
+fn session(plan: &Plan, bin: &str, r: &mut report::Report, floors: Option<(f64, f64)>) {
+    eprintln!("bench: fork + exec outside and inside an SSH session ({} repetitions)", plan.reps);
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time statistics");
+    let (floor, exit_floor) = floors.unwrap_or_else(|| self::floors(plan));
+    let results = session::measure(plan.reps, plan.execs, bin);
+    drop(stats_fd);
+    r.session(&results, floor, exit_floor);
 }
 
 /// Sections 5 to 7: a burst of failed logins against an idle daemon, its

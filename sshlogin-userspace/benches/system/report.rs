@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fs, time::Duration};
 
 use crate::{
-    footprint,
+    footprint, session,
     stats::{median, percentile, show},
     syscalls::{Call, Condition},
 };
@@ -52,6 +52,7 @@ impl Report {
             .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
             .unwrap_or(0);
         let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+        let load = read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(", ");
         let os = read("/etc/os-release")
             .lines()
             .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
@@ -65,7 +66,7 @@ impl Report {
         let text = format!(
             "# Performance\n\n{}Measured by `cargo xtask bench` on {date}, every figure side by side in one run.\n\n\
              | machine | |\n| --- | --- |\n| CPU | {cpu} |\n| cores | {cores} |\n| memory | {} GiB |\n| kernel | {kernel} |\n\
-             | OS | {os} |\n| sshd | {ssh} |\n\n\
+             | OS | {os} |\n| sshd | {ssh} |\n| load average when the bench started (1, 5, 15 min) | {load} |\n\n\
              Figures are the median of the repetitions with (min–max).\n\n",
             if quick { "**Smoke run (`--quick`): one short repetition; no target is judged.**\n\n" } else { "" },
             mem_kib / 1024 / 1024,
@@ -164,7 +165,9 @@ impl Report {
         let cold = (exit_floor - floor).max(0.0);
         t.push_str(&format!(
             "`run_time_ns / run_cnt` from `BPF_ENABLE_STATS`, minus {floor:.1} ns: what the statistics themselves add, \
-             measured on the object's empty `calibrate` program. Program names are cut to 15 bytes by the kernel. \
+             measured on the object's empty `calibrate` program. Program names are cut to 15 bytes by the kernel, \
+             except the `sched_*` ones, given in full (exec and exit are both `sched_process_e` to the kernel; \
+             exec's is the larger program). \
              The same empty program on `sched_process_exit` in the fork + exit loop costs {cold:.1} ns more per run \
              (cache misses on a path that has just forked and exited, which any program there pays): the \
              `sched_*` rows carry that much before doing anything.\n\n"
@@ -200,6 +203,141 @@ impl Report {
             sched_worst <= 20.0,
             format!("worst {sched_worst:.1} ns beyond the empty program's {cold:.1} ns"),
         );
+    }
+
+    /// Fork + exec outside and inside SSH sessions, with and without the
+    /// daemon (`session.rs`).
+    pub fn session(&mut self, res: &session::Results, floor: f64, exit_floor: f64) {
+        let n = res.iterations;
+        let reps = res.counted.len();
+        let figures = |place, with, cpu: bool| -> Vec<f64> {
+            let runs = res.runs.get(&(place, with)).map(Vec::as_slice).unwrap_or_default();
+            runs.iter().map(|r| if cpu { r.cpu_us } else { r.wall_us }).collect()
+        };
+        let spread = |v: &[f64]| {
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max) - v.iter().copied().fold(f64::INFINITY, f64::min)
+        };
+        let limits = sshlogin::config::SessionActivity::default();
+        let t = &mut self.text;
+        t.push_str(
+            "## Session activity
+
+",
+        );
+        t.push_str(&format!(
+            "fork + exec + wait of `/bin/true`, {n} iterations a run, µs per iteration on one CPU, {reps} \
+             repetitions of two set-ups alternating (each repetition starts with the set-up the one before ended \
+             with): nothing attached, and sshlogin with its defaults (every session exec recorded; rate limit \
+             {} at once, then {} a second, per session) and `--metrics-listen`. In each, the same loop (a copy of \
+             this benchmark) runs first as a root process outside any session (as a cron job would), then as the \
+             command of a key login of {} to an sshd on loopback, timed once the session is up. BPF statistics \
+             are on throughout: each program run pays about {floor:.0} ns for them, about {:.1} µs per iteration \
+             in the sshlogin column that a host without statistics does not pay.\n\n",
+            limits.burst,
+            limits.rate,
+            res.user,
+            3.0 * floor / 1000.0,
+        ));
+        t.push_str(
+            "| loop | µs per iteration | nothing | sshlogin | sshlogin adds | noise |\n\
+             | --- | --- | --- | --- | --- | --- |\n",
+        );
+        let mut outside = Vec::new();
+        for (place, label) in
+            [(session::Place::Outside, "outside any session (root)"), (session::Place::Inside, "inside an SSH session")]
+        {
+            for (cpu, measure) in [(false, "wall"), (true, "CPU")] {
+                let (without, with) = (figures(place, false, cpu), figures(place, true, cpu));
+                let added = median(&with) - median(&without);
+                let noise = spread(&without);
+                t.push_str(&format!(
+                    "| {label} | {measure} | {} | {} | {added:+.1} ({:+.1} %) | {noise:.1} |\n",
+                    show(&without),
+                    show(&with),
+                    added / median(&without) * 100.0,
+                ));
+                if place == session::Place::Outside {
+                    outside.push((measure, added, noise));
+                }
+            }
+        }
+        t.push_str(
+            "\nWall: the loop's elapsed time, what a script would see; it includes the time other processes of \
+             the host held the loop's CPU. CPU: the loop's and its children's user + system time (`getrusage`), \
+             which leaves that out; the programs' run time is in it. sshlogin adds: the median with it minus the \
+             median without. Noise: the spread (max − min) of the runs with nothing attached, what the same loop \
+             varies by between repetitions when nothing changes.\n\n",
+        );
+        let cold = (exit_floor - floor).max(0.0);
+        t.push_str(&format!(
+            "In-kernel cost of the sched programs while the loops ran with sshlogin: ns per run, corrected as in \
+             section 3 (minus {floor:.1} ns), median of the repetitions. Each runs once per iteration (fork in the \
+             loop, exec and exit in its child); more runs than iterations are other processes of the host running \
+             them meanwhile, whose runs are in the figure too. On this path an empty program already costs about \
+             {cold:.0} ns more than the floor (section 3).\n\n\
+             | loop | `sched_process_fork` | `sched_process_exec` | `sched_process_exit` | per iteration | runs per \
+             iteration (fork / exec / exit) |\n| --- | --- | --- | --- | --- | --- |\n"
+        ));
+        for (place, label) in
+            [(session::Place::Outside, "outside any session (root)"), (session::Place::Inside, "inside an SSH session")]
+        {
+            let runs = res.runs.get(&(place, true)).cloned().unwrap_or_default();
+            let mut cells = Vec::new();
+            let mut per_iteration = 0.0;
+            let mut counts = Vec::new();
+            for name in session::PROGRAMS {
+                let ns: Vec<f64> =
+                    runs.iter().filter_map(|r| r.programs.get(name)).map(|(_, ns)| (ns - floor).max(0.0)).collect();
+                let per: Vec<f64> =
+                    runs.iter().filter_map(|r| r.programs.get(name)).map(|(c, _)| *c as f64 / n as f64).collect();
+                per_iteration += if ns.is_empty() { 0.0 } else { median(&ns) };
+                cells.push(show(&ns));
+                counts.push(if per.is_empty() { "–".to_string() } else { format!("{:.2}", median(&per)) });
+            }
+            t.push_str(&format!(
+                "| {label} | {} | {} | {} | {per_iteration:.0} ns | {} |\n",
+                cells[0],
+                cells[1],
+                cells[2],
+                counts.join(" / "),
+            ));
+        }
+        t.push_str(&format!(
+            "\nWhat the daemon made of each session's execs (the loop's {n}, plus two: the login's shell, and the loop \
+             program it execs), from its metrics: `sshlogin_events_total{{event=\"ssh.session.exec\"}}` and \
+             `sshlogin_session_dropped_total{{reason}}`. The daemon's CPU (user + system) from the loop's start \
+             until it had counted them all (its threads' run time), and its wake-ups (context switches) over that \
+             time, per exec of the loop. `unattributed` counts \
+             execs of no opened session: sshd's PAM modules run some as root for each login (motd); when the \
+             column after it is above zero, some of the session's own execs were counted there instead.\n\n\
+             | repetition | loop s | ssh.session.exec reported | held back by the rate limit (`rate_limited`) | \
+             other drops | the session's execs neither reported nor held back | allowed by the limit over the loop | daemon CPU per exec µs | daemon wake-ups per exec |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        ));
+        for (i, c) in res.counted.iter().enumerate() {
+            let limited = c.dropped.get("rate_limited").copied().unwrap_or(0);
+            let other: Vec<String> =
+                c.dropped.iter().filter(|(r, _)| *r != "rate_limited").map(|(r, n)| format!("{r} {n}")).collect();
+            t.push_str(&format!(
+                "| {} | {:.2} | {} | {limited} | {} | {} | about {:.0} | {:.1} | {:.2} |\n",
+                i + 1,
+                c.loop_secs,
+                c.reported,
+                if other.is_empty() { "0".to_string() } else { other.join(", ") },
+                (n + 2).saturating_sub(c.reported + limited),
+                f64::from(limits.burst) + f64::from(limits.rate) * c.loop_secs,
+                c.cpu_ns as f64 / 1000.0 / n as f64,
+                c.wakeups as f64 / n as f64,
+            ));
+        }
+        t.push('\n');
+        for (measure, added, noise) in outside {
+            self.target(
+                &format!("session activity: fork + exec outside sessions, {measure} time: sshlogin adds no more than the noise"),
+                added <= noise,
+                format!("{added:+.1} µs per iteration, noise {noise:.1} µs"),
+            );
+        }
     }
 
     pub fn delivery(&mut self, from_connect: &[f64], from_kernel: &[f64]) {
@@ -419,7 +557,7 @@ fn workload_programs(label: &str) -> &'static [&'static str] {
     match label.rsplit(": ").next() {
         Some("sendto") => &["sys_enter_sendt"],
         Some("setresuid") => &["sys_enter_setre", "sys_exit_setres"],
-        Some("fork + exit") => &["sched_process_e", "sched_process_f"],
+        Some("fork + exit") => &["sched_process_exit", "sched_process_fork"],
         _ => &[],
     }
 }
