@@ -270,13 +270,13 @@ impl Report {
         );
         let cold = (exit_floor - floor).max(0.0);
         t.push_str(&format!(
-            "In-kernel cost of the sched programs while the loops ran with sshlogin: ns per run, corrected as in \
-             section 3 (minus {floor:.1} ns), median of the repetitions. Each runs once per iteration (fork in the \
+            "In-kernel cost of the programs a process's life runs while the loops ran with sshlogin: ns per run, corrected as in \
+             section 3 (minus {floor:.1} ns), median of the repetitions. Each runs once per iteration (newtask and fork in the \
              loop, exec and exit in its child); more runs than iterations are other processes of the host running \
              them meanwhile, whose runs are in the figure too. On this path an empty program already costs about \
              {cold:.0} ns more than the floor (section 3).\n\n\
-             | loop | `sched_process_fork` | `sched_process_exec` | `sched_process_exit` | per iteration | runs per \
-             iteration (fork / exec / exit) |\n| --- | --- | --- | --- | --- | --- |\n"
+             | loop | `task_newtask` | `sched_process_fork` | `sched_process_exec` | `sched_process_exit` | per \
+             iteration | runs per iteration (newtask / fork / exec / exit) |\n| --- | --- | --- | --- | --- | --- | --- |\n"
         ));
         for (place, label) in
             [(session::Place::Outside, "outside any session (root)"), (session::Place::Inside, "inside an SSH session")]
@@ -295,10 +295,8 @@ impl Report {
                 counts.push(if per.is_empty() { "–".to_string() } else { format!("{:.2}", median(&per)) });
             }
             t.push_str(&format!(
-                "| {label} | {} | {} | {} | {per_iteration:.0} ns | {} |\n",
-                cells[0],
-                cells[1],
-                cells[2],
+                "| {label} | {} | {per_iteration:.0} ns | {} |\n",
+                cells.join(" | "),
                 counts.join(" / "),
             ));
         }

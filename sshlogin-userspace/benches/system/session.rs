@@ -30,8 +30,9 @@ pub const LOOP_FLAG: &str = "--fork-exec";
 /// The user whose session runs the loop.
 const USER: &str = "sl-tess";
 
-/// The sched programs, in the order of a loop iteration.
-pub const PROGRAMS: [&str; 3] = ["sched_process_fork", "sched_process_exec", "sched_process_exit"];
+/// The programs a process's life runs, in the order of a loop iteration
+/// (`task_newtask` makes session processes, in the parent).
+pub const PROGRAMS: [&str; 4] = ["task_newtask", "sched_process_fork", "sched_process_exec", "sched_process_exit"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Place {
