@@ -10,7 +10,8 @@ use sshlogin::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let settings = Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()] };
+    let settings =
+        Settings { boot_id: uuid::Uuid::nil(), family: vec!["sshd".into()], activity: Default::default() };
     let mut correlator = Correlator::new(settings, Box::new(NoProc));
     let mut out = Vec::new();
     for record in data.split(|&b| b == 0xff).filter(|r| !r.is_empty()) {
