@@ -106,7 +106,7 @@ pub const USERS: &[&str] = &[
     "sl-kate", "sl-leo", "sl-mia", "sl-ned", "sl-olga", "sl-pat", "sl-quinn", "sl-rita", "sl-sam", "sl-tess", "sl-uma",
     "sl-vic", "sl-wes", "sl-xena", "sl-yuri", "sl-zoe", "sl-abe", "sl-bea", "sl-cal", "sl-dot", "sl-eve", "sl-fay",
     "sl-gus", "sl-hal", "sl-ida", "sl-jon", "sl-kim", "sl-lou", "sl-max", "sl-nia", "sl-oli", "sl-pia", "sl-rex",
-    "sl-roy", "sl-sue", "sl-ted", "sl-ula", "sl-val",
+    "sl-roy", "sl-sue", "sl-ted", "sl-ula", "sl-val", "sl-wyn",
 ];
 
 /// The test user [`sudoers`] gives sudo rules.

@@ -515,7 +515,7 @@ fn a_process_in_a_session_calling_itself_sshd_forges_no_login_or_escalation() {
 #[test]
 fn threads_do_not_take_a_program_out_of_its_session() {
     let _guard = privileged();
-    let (pia, sshd, mut daemon) = scene("sl-pia", "", &[]);
+    let (wyn, sshd, mut daemon) = scene("sl-wyn", "", &[]);
     // SYS_exit ends only the calling thread (exit(3) would end them all).
     let sys_exit = if std::env::consts::ARCH == "aarch64" { 93 } else { 60 };
     let script = format!(
@@ -529,7 +529,7 @@ fn threads_do_not_take_a_program_out_of_its_session() {
     std::fs::write(&file, script).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let command = format!("python3 {}; sleep 1.5", file.display());
-    let (out, id) = session(&mut daemon, sshd.port, &pia, &command);
+    let (out, id) = session(&mut daemon, sshd.port, &wyn, &command);
     assert!(out.status.success(), "{}", stderr(&out));
     daemon.eventually("exec events of both ids", 20, |d| {
         let args: Vec<Value> =

@@ -252,10 +252,7 @@ impl Correlator {
             Owner::Nobody => self.activity.counted.unattributed += 1,
             owner => {
                 if let Owner::Live(m) = owner {
-                    let seen = self.activity.sessions.entry(m).or_default();
-                    if !seen.contains(&session) && seen.len() < 16 {
-                        seen.push(session);
-                    }
+                    self.note_session_child(m, session);
                 }
                 match record {
                     Record::SessionExec(e) => self.session_exec(owner, *e, out),
@@ -263,6 +260,15 @@ impl Correlator {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// A session opened with this sshd process: its processes are the
+    /// connection's, after its end too.
+    pub(super) fn note_session_child(&mut self, m: u32, child: u32) {
+        let seen = self.activity.sessions.entry(m).or_default();
+        if !seen.contains(&child) && seen.len() < 16 {
+            seen.push(child);
         }
     }
 
@@ -283,13 +289,7 @@ impl Correlator {
     /// the connection stays known for its sessions' leftover processes.
     pub(super) fn activity_end(&mut self, m: u32, ktime_ns: u64, out: &mut Vec<Event>) {
         let tally = self.activity.tallies.remove(&m);
-        let mut sessions: Vec<u32> = self.activity.sessions.remove(&m).unwrap_or_default();
-        let Some(conn) = self.conns.get(&m) else { return };
-        if let Session::Open { child: Some(c), .. } = conn.session
-            && !sessions.contains(&c)
-        {
-            sessions.push(c);
-        }
+        let sessions: Vec<u32> = self.activity.sessions.remove(&m).unwrap_or_default();
         let template = self.template(m);
         if let (Some(t), Some(template)) = (tally, &template)
             && t.suppressed > 0

@@ -52,6 +52,9 @@ impl Correlator {
         let Session::Open { ktime_ns: Some(ktime_ns), child, ref terminal, .. } = conn.session else { return };
         let mut e = Event::new(Kind::SessionOpen, ktime_ns);
         self.set_session(&mut e, conn, child, terminal.clone());
+        if let Some(c) = child {
+            self.note_session_child(m, c);
+        }
         self.history.opened(&mut e);
         out.push(e);
         // Session records that came before the open.
