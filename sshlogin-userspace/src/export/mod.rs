@@ -136,13 +136,22 @@ impl Exporters {
     /// Commits what is queued to the spool, lets the exporter send for its
     /// drain time, and returns. What is left stays spooled for next start.
     pub async fn finish(mut self) {
-        for n in &self.network {
-            let _ = n.stop.send(true);
-        }
-        for n in std::mem::take(&mut self.network) {
+        // Everything into the spools first (the writers batch their
+        // commits), then the exporters drain: an exporter told to stop
+        // while the last events (sshlogin.stop) were still on their way to
+        // its spool would find it empty and leave them for the next start.
+        let network = std::mem::take(&mut self.network);
+        let mut exporters = Vec::new();
+        for n in network {
             drop(n.queue);
             let _ = n.writer.await;
-            let _ = n.exporter.await;
+            exporters.push((n.stop, n.exporter));
+        }
+        for (stop, _) in &exporters {
+            let _ = stop.send(true);
+        }
+        for (_, exporter) in exporters {
+            let _ = exporter.await;
         }
         // Last: a stdout nobody reads must not hold up the spools' drain.
         if let Some(out) = self.stdout.take() {
