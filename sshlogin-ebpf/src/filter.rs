@@ -156,6 +156,13 @@ pub fn membership_of(tgid: u32) -> Option<Member> {
     if !may_be_member(tgid) {
         return None;
     }
+    member_entry(tgid)
+}
+
+/// `tgid`'s `MEMBERS` entry, for a probe whose hint said "maybe" already
+/// (one hint question per program: it is all most processes pay).
+#[inline(always)]
+pub fn member_entry(tgid: u32) -> Option<Member> {
     // SAFETY: the value is copied out at once; entries are plain integers.
     unsafe { MEMBERS.get(tgid) }.copied()
 }
@@ -196,12 +203,10 @@ fn count_slot(pid: u32, delta: u64) {
     }
 }
 
-/// `tgid`'s session entry, for a probe that found it is no member.
+/// `tgid`'s `SESSIONS` entry, for a probe whose hint said "maybe" (the
+/// hint counts both maps).
 #[inline(always)]
-pub fn session_of(tgid: u32) -> Option<SessionProc> {
-    if !may_be_member(tgid) {
-        return None;
-    }
+pub fn session_entry(tgid: u32) -> Option<SessionProc> {
     // SAFETY: the value is copied out at once; entries are plain integers.
     unsafe { SESSIONS.get(tgid) }.copied()
 }

@@ -14,8 +14,8 @@ use sshlogin_common::{
 
 use crate::{
     filter::{
-        EVENTS, PENDING_SETRESUID, admitted, count, current_tgid, current_uid, header, may_be_member, membership_of,
-        session_of,
+        EVENTS, PENDING_SETRESUID, admitted, count, current_tgid, current_uid, header, may_be_member, member_entry,
+        session_entry,
     },
     session,
 };
@@ -61,13 +61,16 @@ fn is_user_audit_type(ty: u16) -> bool {
 #[inline(always)]
 pub fn sendto(buf: *const u8, len: u64, addr: u64, addr_len: u32) {
     let tgid = current_tgid();
-    match membership_of(tgid) {
+    if !may_be_member(tgid) {
+        return;
+    }
+    match member_entry(tgid) {
         Some(m) if m.flags & member::REFUSED != 0 => count(stat::REFUSED_TREE),
         Some(m) => {
             let _ = sendto_by(&m, buf, len, addr, addr_len);
         }
         None => {
-            if let Some(s) = session_of(tgid) {
+            if let Some(s) = session_entry(tgid) {
                 let _ = session::sendto(&s, buf, len, addr, addr_len);
             }
         }

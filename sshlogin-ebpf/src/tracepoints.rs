@@ -15,8 +15,8 @@ use sshlogin_common::{
 use crate::{
     filter::{
         EVENTS, add_member, add_session, count, current_comm, current_tgid, current_uid, follows_sessions, header,
-        in_family, may_be_member, membership_of, now_ns, offsets, remove_member, remove_session, session_of,
-        task_offsets,
+        in_family, may_be_member, member_entry, membership_of, now_ns, offsets, remove_member, remove_session,
+        session_entry, task_offsets,
     },
     session::{self, group_dead},
     syscalls,
@@ -113,9 +113,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
-    let member = membership_of(tgid);
-    let session = match member {
-        None => session_of(tgid),
+    if !may_be_member(tgid) {
+        return 0;
+    }
+    let session = match member_entry(tgid) {
+        None => session_entry(tgid),
         Some(m) if m.flags & member::REFUSED == 0 && current_uid() != 0 && follows_sessions() => Some(SessionProc {
             tree: m.tree,
             session: tgid,
@@ -161,7 +163,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // The lookup, then the uid, before the name: most execs on a host are
     // by processes that are neither members nor root.
     let mut joined = None;
-    let (m, how) = match membership_of(tgid) {
+    let maybe = may_be_member(tgid);
+    let (m, how) = match if maybe { member_entry(tgid) } else { None } {
         Some(m) if in_family(&current_comm()) => (m, exec::STAYED),
         Some(m) => {
             remove_member(tgid);
@@ -192,7 +195,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             (m, exec::NEW_TREE)
         }
         None => {
-            if let Some(s) = session_of(tgid) {
+            if maybe && let Some(s) = session_entry(tgid) {
                 session::exec(&ctx, &s);
             }
             return 0;
@@ -221,16 +224,20 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // A session process that became root and exec'd sshd is a member now;
-    // its session entry goes with it too.
-    if may_be_member(tgid) && group_dead() {
-        remove_session(tgid);
-    }
     if tgid != tid {
         remove_member(tid);
+        if may_be_member(tgid) {
+            end_session(tgid);
+        }
         return 0;
     }
-    let Some(m) = membership_of(tgid) else { return 0 };
+    if !may_be_member(tgid) {
+        return 0;
+    }
+    // A session process that became root and exec'd sshd is a member now;
+    // its session entry goes with it too.
+    end_session(tgid);
+    let Some(m) = member_entry(tgid) else { return 0 };
     remove_member(tgid);
     if m.flags & member::REFUSED != 0 {
         count(stat::REFUSED_TREE);
@@ -241,6 +248,16 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         count(stat::RINGBUF_FULL);
     }
     0
+}
+
+/// Ends `tgid`'s session entry if the exiting thread was its group's
+/// last. The entry is looked up first: the group's liveness costs two
+/// reads of kernel memory, which only session processes need.
+#[inline(always)]
+fn end_session(tgid: u32) {
+    if session_entry(tgid).is_some() && group_dead() {
+        remove_session(tgid);
+    }
 }
 
 /// Does nothing. Not attached by the daemon: `cargo xtask bench` attaches it
