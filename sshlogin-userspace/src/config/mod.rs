@@ -260,7 +260,11 @@ pub struct Retry {
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 512;
-pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(10);
+/// None: the spool writer already gathers what arrives within its commit
+/// window (export/writer.rs), and what is committed while a request is in
+/// flight goes out together in the next; waiting on top of that only added
+/// latency and a timer per batch.
+pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::ZERO;
 pub const DEFAULT_RETRY: Retry = Retry {
     initial_backoff: Duration::from_secs(1),
     max_backoff: Duration::from_secs(30),

@@ -63,7 +63,7 @@ fn defaults() {
         (o.format, o.compression, o.timeout),
         (Format::Otlp(Protocol::HttpProtobuf), Compression::Gzip, DEFAULT_TIMEOUT)
     );
-    assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::from_millis(10)));
+    assert_eq!((o.batch_max_events, o.batch_max_delay), (512, Duration::ZERO));
     let c = resolve(&Flags::default(), &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), file("")).unwrap();
     assert!(!c.stdout, "an endpoint replaces stdout unless asked for");
     let c = resolve(

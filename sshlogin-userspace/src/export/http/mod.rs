@@ -170,7 +170,15 @@ impl Exporter {
                 }
             }
             let batch = if held.is_empty() {
-                let batch = match read_spool(&spool, max).await {
+                // Nothing spooled (its count is kept with every commit and
+                // removal): wait for the writer's next commit rather than
+                // ask the file, a trip to a blocking thread per batch.
+                let batch = if spool.depth().events == 0 {
+                    Ok(Vec::new())
+                } else {
+                    read_spool(&spool, max).await
+                };
+                let batch = match batch {
                     Ok(b) => {
                         spool_wait = SPOOL_FIRST_WAIT;
                         b
@@ -192,8 +200,8 @@ impl Exporter {
                         _ = arrived.notified() => {}
                         _ = stop.changed() => {}
                     }
-                    // Let a batch fill before sending: bounded by the delay.
-                    if !*stop.borrow() {
+                    // Let a batch fill before sending, if a delay is set.
+                    if !*stop.borrow() && !self.config.batch_max_delay.is_zero() {
                         tokio::time::sleep(self.config.batch_max_delay).await;
                     }
                     continue;
