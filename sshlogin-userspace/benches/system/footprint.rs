@@ -62,8 +62,21 @@ pub fn memory(pid: u32, binary: &str) -> Memory {
     m
 }
 
-/// (name, user ticks, system ticks) of each thread, by thread id.
-pub fn threads(pid: u32) -> BTreeMap<String, (String, u64, u64)> {
+/// What one thread of the daemon has spent so far.
+#[derive(Clone, Debug, Default)]
+pub struct Thread {
+    pub name: String,
+    /// utime and stime, in 10 ms clock ticks.
+    pub user: u64,
+    pub sys: u64,
+    /// Run time from `schedstat`, in ns: exact, where the ticks are not.
+    pub run_ns: u64,
+    /// Context switches (voluntary and not): each is a wake-up.
+    pub switches: u64,
+}
+
+/// Each thread of `pid`, by thread id.
+pub fn threads(pid: u32) -> BTreeMap<String, Thread> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return BTreeMap::new() };
     tasks
         .filter_map(Result::ok)
@@ -71,26 +84,36 @@ pub fn threads(pid: u32) -> BTreeMap<String, (String, u64, u64)> {
             let stat = fs::read_to_string(t.path().join("stat")).ok()?;
             let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
             let f: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+            let run_ns = fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            let switches = fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
             Some((
                 t.file_name().to_string_lossy().into_owned(),
-                (name, f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?),
+                Thread { name, user: f.get(11)?.parse().ok()?, sys: f.get(12)?.parse().ok()?, run_ns, switches },
             ))
         })
         .collect()
 }
 
-/// CPU ticks (user, system) spent between two [`threads`] readings, by
-/// thread name (the runtime's blocking threads share one).
-pub fn cpu_by_thread(
-    before: &BTreeMap<String, (String, u64, u64)>,
-    after: &BTreeMap<String, (String, u64, u64)>,
-) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (tid, (name, user, sys)) in after {
-        let (u0, s0) = before.get(tid).map_or((0, 0), |(_, u, s)| (*u, *s));
-        let e = out.entry(name.clone()).or_default();
-        e.0 += user.saturating_sub(u0);
-        e.1 += sys.saturating_sub(s0);
+/// What each thread spent between two [`threads`] readings, by thread name
+/// (the runtime's blocking threads share one). A thread that ended
+/// meanwhile takes its share with it.
+pub fn cpu_by_thread(before: &BTreeMap<String, Thread>, after: &BTreeMap<String, Thread>) -> BTreeMap<String, Thread> {
+    let mut out: BTreeMap<String, Thread> = BTreeMap::new();
+    for (tid, t) in after {
+        let t0 = before.get(tid).cloned().unwrap_or_default();
+        let e = out.entry(t.name.clone()).or_insert_with(|| Thread { name: t.name.clone(), ..Thread::default() });
+        e.user += t.user.saturating_sub(t0.user);
+        e.sys += t.sys.saturating_sub(t0.sys);
+        e.run_ns += t.run_ns.saturating_sub(t0.run_ns);
+        e.switches += t.switches.saturating_sub(t0.switches);
     }
     out
 }

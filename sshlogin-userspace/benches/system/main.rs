@@ -271,6 +271,7 @@ fn footprint(plan: &Plan, bin: &str, mut r: report::Report, pipeline: Option<Str
         wakeups,
         cpu_ticks: cpu,
         events,
+        records,
         binary: fs::metadata(bin).map(|m| m.len()).unwrap_or(0),
         memory_idle,
         memory_after,
