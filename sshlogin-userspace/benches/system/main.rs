@@ -111,6 +111,7 @@ fn main() {
     eprintln!("bench: in-kernel cost per program");
     let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time statistics");
     let (floor, exit_floor) = floors(&plan);
+    let pid_helper = pid_helper(&plan, floor);
     let mut programs: Vec<(String, BTreeMap<String, f64>)> = Vec::new();
     let emitter = syscalls::emitter().display().to_string();
     for (mode, cond) in [("tracepoints", Condition::Sshlogin), ("raw", Condition::SshloginRaw)] {
@@ -150,7 +151,7 @@ fn main() {
         drop(daemon);
     }
     drop(stats_fd);
-    r.programs(floor, exit_floor, &programs);
+    r.programs(floor, exit_floor, pid_helper, &programs);
     session(&plan, bin, &mut r, Some((floor, exit_floor)));
 
     eprintln!("bench: login to delivery ({} logins)", plan.logins);
@@ -181,7 +182,7 @@ fn main() {
 /// Statistics must be on.
 fn floors(plan: &Plan) -> (f64, f64) {
     let floor = {
-        let _cal = sshlogin::probes::Calibration::attach("syscalls", "sys_enter_getppid").expect("attach calibrate");
+        let _cal = sshlogin::probes::Calibration::attach("calibrate", "syscalls", "sys_enter_getppid").expect("attach calibrate");
         let before = syscalls::program_stats();
         for _ in 0..plan.calls {
             // SAFETY: getppid has no arguments.
@@ -190,12 +191,26 @@ fn floors(plan: &Plan) -> (f64, f64) {
         syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
     };
     let exit_floor = {
-        let _cal = sshlogin::probes::Calibration::attach("sched", "sched_process_exit").expect("attach calibrate");
+        let _cal = sshlogin::probes::Calibration::attach("calibrate", "sched", "sched_process_exit").expect("attach calibrate");
         let before = syscalls::program_stats();
         syscalls::ns_per_call(Call::ForkExit, plan.forks);
         syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
     };
     (floor, exit_floor)
+}
+
+/// What the one helper call of a membership question costs per run
+/// (`calibrate_pid` minus the empty program). Statistics must be on.
+fn pid_helper(plan: &Plan, floor: f64) -> f64 {
+    let _cal = sshlogin::probes::Calibration::attach("calibrate_pid", "syscalls", "sys_enter_getppid")
+        .expect("attach calibrate_pid");
+    let before = syscalls::program_stats();
+    for _ in 0..plan.calls {
+        // SAFETY: getppid has no arguments.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let ns = syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate_pid").copied().unwrap_or(0.0);
+    (ns - floor).max(0.0)
 }
 
 /// The session section: fork + exec outside and inside an SSH session.

@@ -325,22 +325,25 @@ fn session_offsets(execs: bool) -> TaskOffsets {
     }
 }
 
-/// The object's `calibrate` program (it does nothing) attached to one
-/// tracepoint, for benchmarks that measure what BPF statistics add to each
-/// program run. Detached on drop.
+/// One of the object's calibration programs attached to one tracepoint,
+/// for benchmarks that measure what BPF statistics add to each program run
+/// and what the one helper call of a membership question costs. Detached on
+/// drop.
 pub struct Calibration {
     _ebpf: Ebpf,
 }
 
 impl Calibration {
-    pub fn attach(category: &str, name: &str) -> Result<Calibration> {
+    /// Attaches `program` (`calibrate`, empty, or `calibrate_pid`, which
+    /// asks for the caller's ids) at tracepoint `category:name`.
+    pub fn attach(program: &str, category: &str, name: &str) -> Result<Calibration> {
         if OBJECT.is_empty() {
             bail!("this build has no eBPF object; build with `cargo xtask build`");
         }
         tracefs::ensure_mounted()?;
         raise_memlock();
         let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the eBPF object")?;
-        attach(&mut ebpf, "calibrate", At::Tracepoint(category, name))?;
+        attach(&mut ebpf, program, At::Tracepoint(category, name))?;
         Ok(Calibration { _ebpf: ebpf })
     }
 }

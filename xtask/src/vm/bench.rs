@@ -1,6 +1,6 @@
 //! `cargo xtask bench --guest`: the system bench's syscall table inside the
 //! CI cell's guest (Debian 12's kernel, which accepts fentry), with nothing
-//! attached, the tracepoints and fentry side by side in one run, written
+//! attached, the tracepoints, fentry and auditd side by side in one run, written
 //! into docs/performance.md between its guest markers. Emulation inflates
 //! every absolute figure: the section judges ratios.
 
@@ -13,7 +13,7 @@ use crate::{bootstrap, build, workspace_root};
 
 const BEGIN: &str = "<!-- guest:begin (cargo xtask bench --guest) -->";
 const END: &str = "<!-- guest:end -->";
-const CONDITIONS: [&str; 3] = ["nothing", "tracepoints", "fentry"];
+const CONDITIONS: [&str; 4] = ["nothing", "tracepoints", "fentry", "auditd"];
 const CALLS: [(&str, &str); 4] = [
     ("sendto", "sendto (bad fd)"),
     ("setresuid", "setresuid(-1,-1,-1)"),
@@ -127,28 +127,30 @@ fn section(facts: &str, costs: &Costs) -> String {
         "{BEGIN}\n## Syscalls in a guest whose kernel accepts fentry\n\n\
          `cargo xtask bench --guest`: the table of section 1–2, {} repetitions, inside {facts}. \
          The set-ups alternate in one run, each repetition starting with the next: nothing attached, sshlogin with the syscall tracepoints \
-         (`--syscall-probes tracepoints`), sshlogin with fentry (`--syscall-probes fentry`). auditd is not in the \
-         guest's image. Emulation makes every call slower than on hardware: judge the ratios.\n\n\
-         | call | nothing | tracepoints | fentry |\n| --- | --- | --- | --- |\n",
+         (`--syscall-probes tracepoints`), sshlogin with fentry (`--syscall-probes fentry`), auditd with the \
+         rules of section 1–2. Emulation makes every call slower than on hardware: judge the ratios.\n\n\
+         | call | nothing | tracepoints | fentry | auditd |\n| --- | --- | --- | --- | --- |\n",
         get("nothing", "getpid").len()
     );
     for (call, label) in CALLS {
         t.push_str(&format!(
-            "| {label} | {} | {} | {} |\n",
+            "| {label} | {} | {} | {} | {} |\n",
             show(get("nothing", call)),
             show(get("tracepoints", call)),
-            show(get("fentry", call))
+            show(get("fentry", call)),
+            show(get("auditd", call))
         ));
     }
     t.push_str(
         "\nAdded time, ns per call (median minus the median with nothing attached):\n\n\
-         | call | tracepoints add | fentry adds | fentry / tracepoints |\n| --- | --- | --- | --- |\n",
+         | call | tracepoints add | fentry adds | auditd adds | fentry / tracepoints | fentry / auditd |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
     );
     let added = |cond: &str, call: &str| median(get(cond, call)) - median(get("nothing", call));
+    let ratio = |part: f64, whole: f64| if whole > 0.0 { format!("{:.2}", part / whole) } else { "–".into() };
     for (call, label) in CALLS {
-        let (tp, fe) = (added("tracepoints", call), added("fentry", call));
-        let ratio = if tp > 0.0 { format!("{:.2}", fe / tp) } else { "–".into() };
-        t.push_str(&format!("| {label} | {tp:+.1} | {fe:+.1} | {ratio} |\n"));
+        let (tp, fe, au) = (added("tracepoints", call), added("fentry", call), added("auditd", call));
+        t.push_str(&format!("| {label} | {tp:+.1} | {fe:+.1} | {au:+.1} | {} | {} |\n", ratio(fe, tp), ratio(fe, au)));
     }
     let getpid = added("fentry", "getpid") / median(get("nothing", "getpid")) * 100.0;
     let spread = |v: &[f64]| {
@@ -197,7 +199,8 @@ mod tests {
     #[test]
     fn the_section_judges_ratios_and_replaces_its_predecessor() {
         let mut text = String::new();
-        for (cond, sendto, getpid) in [("nothing", 100.0, 50.0), ("tracepoints", 400.0, 80.0), ("fentry", 150.0, 50.5)]
+        for (cond, sendto, getpid) in
+            [("nothing", 100.0, 50.0), ("tracepoints", 400.0, 80.0), ("fentry", 150.0, 50.5), ("auditd", 600.0, 90.0)]
         {
             for call in ["sendto", "setresuid", "fork", "getpid"] {
                 let ns = if call == "getpid" { getpid } else { sendto };
@@ -206,7 +209,7 @@ mod tests {
         }
         let costs = parse(&text).unwrap();
         let s = section("cell", &costs);
-        assert!(s.contains("| sendto (bad fd) | +300.0 | +50.0 | 0.17 |"), "{s}");
+        assert!(s.contains("| sendto (bad fd) | +300.0 | +50.0 | +500.0 | 0.17 | 0.10 |"), "{s}");
         assert!(s.contains("| getpid (unhooked) within 2 % of nothing attached | yes | +1.0 % |"), "{s}");
         assert!(parse("nothing sendto 1\n").is_err());
         let dir = std::env::temp_dir().join(format!("xtask-guest-bench-{}", std::process::id()));

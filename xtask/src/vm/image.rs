@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "initramfs-tools",
     "udev",
     "kmod",
+    // For `cargo xtask bench --guest`, which compares the probes with it.
+    "auditd",
 ];
 
 /// PID 1 of the guest: unpack the payload disk and hand over to its
