@@ -125,7 +125,11 @@ impl Iterator for Fds {
 pub fn tcp_connection(pid: u32) -> Option<Option<(SocketAddr, SocketAddr)>> {
     let pidfd = pidfd(pid)?;
     let mut asked = false;
-    for fd in fds(pid) {
+    // Once sshd has handed the connection to the process that serves it
+    // (its own re-exec, or sshd-session), the socket is its standard input:
+    // asked first, before /proc lists a single entry. The listing covers
+    // the moments before that and everything else.
+    for fd in std::iter::once(0).chain(fds(pid).filter(|&fd| fd != 0)) {
         // A descriptor closed since it was listed (a new monitor closes the
         // listening sockets it inherited) says nothing; the others still do.
         let Some(sock) = copy_fd(&pidfd, fd) else { continue };
@@ -218,5 +222,39 @@ mod tests {
         assert_eq!(fds(u32::MAX).count(), 0);
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         assert_eq!(ends(&file), None, "not a socket");
+    }
+
+    /// A process serving a connection on its standard input (sshd after it
+    /// re-executes itself), and one whose only socket is further down.
+    #[test]
+    fn finds_the_connection_at_standard_input_or_further_down() {
+        use std::process::{Command, Stdio};
+        if copy_fd(&pidfd(std::process::id()).expect("pidfd_open"), 0).is_none() {
+            eprintln!("pidfd_getfd is not available here; the /proc scan is used instead");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let want = Some(Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
+        let mut on_stdin = Command::new("sleep").arg("30").stdin(Stdio::from(OwnedFd::from(server))).spawn().unwrap();
+        assert_eq!(tcp_connection(on_stdin.id()), want);
+        // The client's end, inherited at descriptor 3 with nothing on 0.
+        let want = Some(Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
+        let raw = client.as_raw_fd();
+        let mut further = Command::new("sleep");
+        further.arg("30").stdin(Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut further, move || {
+                (libc::dup2(raw, 3) == 3).then_some(()).ok_or_else(std::io::Error::last_os_error)
+            })
+        };
+        let mut further = further.spawn().unwrap();
+        assert_eq!(tcp_connection(further.id()), want);
+        for child in [&mut on_stdin, &mut further] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
