@@ -92,12 +92,16 @@ pub fn receiver() -> (u16, mpsc::Receiver<Arrival>) {
 /// `n` key logins one after another; for each, milliseconds from starting
 /// the client to the open event's arrival, and from the kernel's timestamp
 /// of the event to its arrival.
-pub fn logins(n: usize, login: impl Fn(), user: &str, rx: &mpsc::Receiver<Arrival>) -> (Vec<f64>, Vec<f64>) {
-    let (mut from_connect, mut from_kernel) = (Vec::new(), Vec::new());
+/// `n` logins, each waited for at the receiver: ms from the client's start
+/// to the open's arrival, from the open's kernel timestamp to its arrival,
+/// and the client's own run time (the whole login, `true` as its command).
+pub fn logins(n: usize, login: impl Fn(), user: &str, rx: &mpsc::Receiver<Arrival>) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut from_connect, mut from_kernel, mut client) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         while rx.try_recv().is_ok() {}
         let t0 = Instant::now();
         login();
+        client.push(t0.elapsed().as_secs_f64() * 1e3);
         let deadline = t0 + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -110,7 +114,18 @@ pub fn logins(n: usize, login: impl Fn(), user: &str, rx: &mpsc::Receiver<Arriva
             }
         }
     }
-    (from_connect, from_kernel)
+    (from_connect, from_kernel, client)
+}
+
+/// The client's run time of `n` logins, ms.
+pub fn login_times(n: usize, login: impl Fn()) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            login();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
 }
 
 /// A webhook backlog: `n` events already spooled (as after an outage),

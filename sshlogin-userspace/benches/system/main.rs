@@ -164,10 +164,12 @@ fn main() {
         let out = harness::ssh_key(sshd.port, rita.name, &rita.key, "true");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
-    let (from_connect, from_kernel) = delivery::logins(plan.logins, login, rita.name, &arrivals);
+    let (from_connect, from_kernel, with) = delivery::logins(plan.logins, login, rita.name, &arrivals);
     drop(daemon);
+    // The same logins with no daemon: what sshlogin adds to a login itself.
+    let without = delivery::login_times(plan.logins, login);
     drop(sshd);
-    r.delivery(&from_connect, &from_kernel);
+    r.delivery(&from_connect, &from_kernel, &with, &without);
 
     let backlog = if plan.quick { 2_000 } else { 20_000 };
     eprintln!("bench: a webhook backlog of {backlog} events");
