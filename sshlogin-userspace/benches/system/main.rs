@@ -159,15 +159,31 @@ fn main() {
     let sshd = harness::Sshd::start(true, "");
     let (port, arrivals) = delivery::receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let daemon = syscalls::Setup::Sshlogin(syscalls::start_sshlogin(bin, &["--otlp-endpoint", &endpoint]));
     let login = || {
         let out = harness::ssh_key(sshd.port, rita.name, &rita.key, "true");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
-    let (from_connect, from_kernel, with) = delivery::logins(plan.logins, login, rita.name, &arrivals);
-    drop(daemon);
-    // The same logins with no daemon: what sshlogin adds to a login itself.
-    let without = delivery::login_times(plan.logins, login);
+    // As many logins with no daemon, in alternating blocks (each starting
+    // with the other set-up than the one before): what sshlogin adds to a
+    // login itself, with the machine's drift shared by both.
+    let blocks = 5;
+    let per_block = plan.logins.div_ceil(blocks);
+    let (mut from_connect, mut from_kernel, mut with, mut without) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for block in 0..blocks {
+        for with_daemon in [block % 2 == 0, block % 2 != 0] {
+            if with_daemon {
+                let daemon =
+                    syscalls::Setup::Sshlogin(syscalls::start_sshlogin(bin, &["--otlp-endpoint", &endpoint]));
+                let (c, k, w) = delivery::logins(per_block, login, rita.name, &arrivals);
+                drop(daemon);
+                from_connect.extend(c);
+                from_kernel.extend(k);
+                with.extend(w);
+            } else {
+                without.extend(delivery::login_times(per_block, login));
+            }
+        }
+    }
     drop(sshd);
     r.delivery(&from_connect, &from_kernel, &with, &without);
 

@@ -374,8 +374,8 @@ impl Report {
              client's time) | {:.1} | {:.1} | {:.1} |\n\
              | PAM's USER_START (the event's kernel timestamp) | the open arriving at the receiver (sshlogin's \
              time) | {:.1} | {:.1} | {:.1} |\n\n\
-             The login itself, the client's run time (`ssh … true`), with sshlogin (the logins above) and then the \
-             same number with no daemon:\n\n| | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- |\n\
+             The login itself, the client's run time (`ssh … true`), with sshlogin (the logins above) and with no \
+             daemon, as many, in alternating blocks:\n\n| | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- |\n\
              | with sshlogin | {:.1} | {:.1} | {:.1} |\n| nothing attached | {:.1} | {:.1} | {:.1} |\n\n",
             from_connect.len(),
             sshlogin::config::DEFAULT_BATCH_MAX_DELAY,

@@ -163,6 +163,20 @@ fn section(facts: &str, costs: &Costs) -> String {
              attaching no syscall tracepoint predicts; it does not make them faster.\n",
         );
     }
+    // How far one set-up's repetitions lie apart, at worst: the resolution
+    // of this run, which emulation makes coarse.
+    let widest = costs
+        .values()
+        .map(|v| {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max) / min
+        })
+        .fold(1.0, f64::max);
+    t.push_str(&format!(
+        "\nThe repetitions of one set-up lie up to {widest:.1}× apart (max / min of a row above): under emulation \
+         a call's time varies that much between repetitions, and the added times and ratios above move between \
+         runs by more than the targets' margins.\n"
+    ));
     let verdict = |ok: bool| if ok { "yes" } else { "**no**" };
     t.push_str("\n| target (fentry) | met | measured |\n| --- | --- | --- |\n");
     t.push_str(&format!(
