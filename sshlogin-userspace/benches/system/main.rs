@@ -172,8 +172,7 @@ fn main() {
     for block in 0..blocks {
         for with_daemon in [block % 2 == 0, block % 2 != 0] {
             if with_daemon {
-                let daemon =
-                    syscalls::Setup::Sshlogin(syscalls::start_sshlogin(bin, &["--otlp-endpoint", &endpoint]));
+                let daemon = syscalls::Setup::Sshlogin(syscalls::start_sshlogin(bin, &["--otlp-endpoint", &endpoint]));
                 let (c, k, w) = delivery::logins(per_block, login, rita.name, &arrivals);
                 drop(daemon);
                 from_connect.extend(c);
@@ -200,7 +199,8 @@ fn main() {
 /// Statistics must be on.
 fn floors(plan: &Plan) -> (f64, f64) {
     let floor = {
-        let _cal = sshlogin::probes::Calibration::attach("calibrate", "syscalls", "sys_enter_getppid").expect("attach calibrate");
+        let _cal = sshlogin::probes::Calibration::attach("calibrate", "syscalls", "sys_enter_getppid")
+            .expect("attach calibrate");
         let before = syscalls::program_stats();
         for _ in 0..plan.calls {
             // SAFETY: getppid has no arguments.
@@ -209,7 +209,8 @@ fn floors(plan: &Plan) -> (f64, f64) {
         syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)
     };
     let exit_floor = {
-        let _cal = sshlogin::probes::Calibration::attach("calibrate", "sched", "sched_process_exit").expect("attach calibrate");
+        let _cal = sshlogin::probes::Calibration::attach("calibrate", "sched", "sched_process_exit")
+            .expect("attach calibrate");
         let before = syscalls::program_stats();
         syscalls::ns_per_call(Call::ForkExit, plan.forks);
         syscalls::per_run(&before, &syscalls::program_stats()).get("calibrate").copied().unwrap_or(0.0)

@@ -173,13 +173,7 @@ impl Report {
         }
     }
 
-    pub fn programs(
-        &mut self,
-        floor: f64,
-        exit_floor: f64,
-        pid_helper: f64,
-        runs: &[(String, BTreeMap<String, f64>)],
-    ) {
+    pub fn programs(&mut self, floor: f64, exit_floor: f64, pid_helper: f64, runs: &[(String, BTreeMap<String, f64>)]) {
         let t = &mut self.text;
         t.push_str("## 3. In-kernel cost per program\n\n");
         let cold = (exit_floor - floor).max(0.0);
