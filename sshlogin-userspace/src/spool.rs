@@ -22,7 +22,10 @@ use std::{
     fs,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::{Context, Result};
@@ -124,6 +127,7 @@ impl Store {
             path: self.path.clone(),
             max_bytes,
             state: Mutex::new(State { next, depth, in_flight: HashSet::new() }),
+            events: AtomicU64::new(depth.events),
         })
     }
 }
@@ -149,6 +153,9 @@ pub struct Spool {
     /// kept in step with the table under the one write transaction redb
     /// allows at a time.
     state: Mutex<State>,
+    /// The depth's event count, set with it: read by the exporter on the
+    /// runtime's thread, which must not wait for a commit's fsync.
+    events: AtomicU64,
 }
 
 struct State {
@@ -171,17 +178,30 @@ impl Spool {
         self.state.lock().expect("spool state").depth
     }
 
+    /// Whether the spool holds no event, without waiting for a commit in
+    /// progress (it is counted once committed).
+    pub fn is_empty(&self) -> bool {
+        self.events.load(Ordering::Acquire) == 0
+    }
+
+    /// Sets the depth; the caller holds the state.
+    fn set_depth(&self, state: &mut State, depth: Depth) {
+        state.depth = depth;
+        self.events.store(depth.events, Ordering::Release);
+    }
+
     /// Closes and opens the spool file again: what a failed write or sync
     /// (a full disk) needs before redb takes anything more. Every spool in
     /// the file sees the new handle.
     pub fn reopen(&self) -> Result<()> {
         self.db.reopen()?;
         // A commit that reported an error may still have landed: count
-        // again from the table.
-        let (next, depth) = self.db.with(|db| count(db, self.table))?;
+        // again from the table, holding the state so that no commit lands
+        // between the count and its use.
         let mut state = self.state.lock().expect("spool state");
+        let (next, depth) = self.db.with(|db| count(db, self.table))?;
         state.next = state.next.max(next);
-        state.depth = depth;
+        self.set_depth(&mut state, depth);
         Ok(())
     }
 
@@ -235,7 +255,7 @@ impl Spool {
             Ok(dropped)
         })?;
         state.next = next;
-        state.depth = depth;
+        self.set_depth(&mut state, depth);
         Ok(dropped)
     }
 
@@ -291,8 +311,11 @@ impl Spool {
         for id in ids {
             state.in_flight.remove(id);
         }
-        state.depth.events = state.depth.events.saturating_sub(freed.0);
-        state.depth.bytes = state.depth.bytes.saturating_sub(freed.1);
+        let depth = Depth {
+            events: state.depth.events.saturating_sub(freed.0),
+            bytes: state.depth.bytes.saturating_sub(freed.1),
+        };
+        self.set_depth(&mut state, depth);
         Ok(())
     }
 }
@@ -365,10 +388,19 @@ mod tests {
     fn depth_follows_removals() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(s.is_empty());
         s.append(&[event(1), event(2)]).unwrap();
+        assert!(!s.is_empty());
         let ids: Vec<u64> = s.oldest(10).unwrap().iter().map(|(k, _)| *k).collect();
         s.remove(&ids).unwrap();
         s.remove(&ids).unwrap();
         assert_eq!(s.depth(), Depth::default());
+        assert!(s.is_empty(), "the exporter waits for the next commit");
+        // Counted from the table when opened and when opened again.
+        s.append(&[event(3)]).unwrap();
+        s.reopen().unwrap();
+        assert!(!s.is_empty());
+        drop(s);
+        assert!(!Spool::open(dir.path(), 1 << 20).unwrap().is_empty(), "a spool left behind is sent first");
     }
 }

@@ -173,7 +173,7 @@ impl Exporter {
                 // Nothing spooled (its count is kept with every commit and
                 // removal): wait for the writer's next commit rather than
                 // ask the file, a trip to a blocking thread per batch.
-                let batch = if spool.depth().events == 0 { Ok(Vec::new()) } else { read_spool(&spool, max).await };
+                let batch = if spool.is_empty() { Ok(Vec::new()) } else { read_spool(&spool, max).await };
                 let batch = match batch {
                     Ok(b) => {
                         spool_wait = SPOOL_FIRST_WAIT;
