@@ -229,25 +229,28 @@ mod tests {
     #[test]
     fn finds_the_connection_at_standard_input_or_further_down() {
         use std::process::{Command, Stdio};
-        if copy_fd(&pidfd(std::process::id()).expect("pidfd_open"), 0).is_none() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        if copy_fd(&pidfd(std::process::id()).expect("pidfd_open"), listener.as_raw_fd() as u32).is_none() {
             eprintln!("pidfd_getfd is not available here; the /proc scan is used instead");
             return;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let want = Some(Some((server.local_addr().unwrap(), server.peer_addr().unwrap())));
         let mut on_stdin = Command::new("sleep").arg("30").stdin(Stdio::from(OwnedFd::from(server))).spawn().unwrap();
         assert_eq!(tcp_connection(on_stdin.id()), want);
-        // The client's end, inherited at descriptor 3 with nothing on 0.
+        // The client's end, inherited further down with nothing on 0 (at 3,
+        // or 4 if it is 3 already: dup2 onto itself would keep it
+        // close-on-exec).
         let want = Some(Some((client.local_addr().unwrap(), client.peer_addr().unwrap())));
         let raw = client.as_raw_fd();
+        let target = if raw == 3 { 4 } else { 3 };
         let mut further = Command::new("sleep");
         further.arg("30").stdin(Stdio::null());
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut further, move || {
-                (libc::dup2(raw, 3) == 3).then_some(()).ok_or_else(std::io::Error::last_os_error)
+                (libc::dup2(raw, target) == target).then_some(()).ok_or_else(std::io::Error::last_os_error)
             })
         };
         let mut further = further.spawn().unwrap();
