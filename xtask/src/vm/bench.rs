@@ -115,9 +115,13 @@ fn median(v: &[f64]) -> f64 {
     s[(s.len() - 1) / 2]
 }
 
+/// The smallest and the largest of `v`.
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
 fn show(v: &[f64]) -> String {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (min, max) = min_max(v);
     format!("{:.1} ({min:.1}–{max:.1})", median(v))
 }
 
@@ -154,7 +158,8 @@ fn section(facts: &str, costs: &Costs) -> String {
     }
     let getpid = added("fentry", "getpid") / median(get("nothing", "getpid")) * 100.0;
     let spread = |v: &[f64]| {
-        v.iter().copied().fold(f64::NEG_INFINITY, f64::max) - v.iter().copied().fold(f64::INFINITY, f64::min)
+        let (min, max) = min_max(v);
+        max - min
     };
     if added("fentry", "getpid").abs() < spread(get("nothing", "getpid")) / 2.0 {
         t.push_str(
@@ -168,8 +173,8 @@ fn section(facts: &str, costs: &Costs) -> String {
     let widest = costs
         .values()
         .map(|v| {
-            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-            v.iter().copied().fold(f64::NEG_INFINITY, f64::max) / min
+            let (min, max) = min_max(v);
+            max / min
         })
         .fold(1.0, f64::max);
     t.push_str(&format!(
